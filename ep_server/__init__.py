@@ -1,0 +1,38 @@
+"""ep-server: the IVOA ExecutionPlanner, a gRPC service that answers "can I do this?".
+
+The public surface for plugin authors: the :data:`hookimpl` marker, the plain
+objects plugins receive and return, and the errors they may raise. See
+:mod:`ep_server.hookspecs` for the hooks.
+"""
+
+from __future__ import annotations
+
+from ep_server.errors import PluginConfigError
+from ep_server.hookspecs import hookimpl
+from ep_server.model import (
+    Cause,
+    Claim,
+    HostInfo,
+    IntRange,
+    Offer,
+    Reason,
+    Resources,
+    TaskQuery,
+    Verdict,
+    parse_bytes,
+)
+
+__all__ = [
+    "Cause",
+    "Claim",
+    "HostInfo",
+    "IntRange",
+    "Offer",
+    "PluginConfigError",
+    "Reason",
+    "Resources",
+    "TaskQuery",
+    "Verdict",
+    "hookimpl",
+    "parse_bytes",
+]

@@ -1,0 +1,43 @@
+"""``ep-server``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from ep_server.config import load_settings
+from ep_server.errors import StartupError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ep-server", description="IVOA ExecutionPlanner server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the ExecutionPlanner gRPC API")
+    serve.add_argument(
+        "--config", metavar="FILE", help="TOML config file (default: $EP_CONFIG, else built-in)"
+    )
+    serve.add_argument("--listen", metavar="HOST:PORT", help="override [server].listen")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ep-server`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {"server.listen": args.listen} if args.listen else {}
+    from ep_server.server import serve  # grpc import only once args are good
+
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+        asyncio.run(serve(settings))
+    except (StartupError, OSError) as exc:
+        print(f"ep-server: {exc}", file=sys.stderr)
+        return 1
+    return 0

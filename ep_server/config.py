@@ -1,0 +1,207 @@
+"""The EP's configuration: a TOML file, with ``EP_*`` environment overrides.
+
+Precedence, highest first: command-line flags, environment variables, the
+config file, built-in defaults. Without a config file the packaged
+``default.toml`` is used, which answers the IVOA note's docker example.
+
+Environment variables name a key by its path, sections joined by ``__``:
+``EP_SERVER__LISTEN=0.0.0.0:50051``, ``EP_PLUGINS__BLOCK=static,docker``,
+``EP_PLUGIN__DOCKER__MAX_CORES=4``. Values are read as JSON when they parse as
+JSON (numbers, booleans, lists) and as plain strings otherwise; list settings
+also accept comma-separated strings.
+
+Validation uses pydantic: it gives every error with its full key path
+(``server.listen``) in one report, and rejects unknown keys, so a typo in the
+config file fails start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ep_server.errors import ConfigError
+from ep_server.model import parse_bytes
+
+__all__ = ["HostSettings", "PluginsSettings", "ServerSettings", "Settings", "load_settings"]
+
+ENV_PREFIX = "EP_"
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _bytes(value: Any) -> Any:
+    return parse_bytes(value) if isinstance(value, int | str) else value
+
+
+Names = Annotated[list[str], BeforeValidator(_split_commas)]
+Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """``[server]``: where and how the gRPC server listens."""
+
+    #: HOST:PORT to listen on; port 0 picks a free port.
+    listen: str = "127.0.0.1:50051"
+    #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    grace_period: float = Field(10.0, ge=0)
+    #: gRPC's receive limit; larger messages get RESOURCE_EXHAUSTED from gRPC.
+    max_receive_message_bytes: Bytes = 4 * MiB
+    #: gRPC's send limit.
+    max_send_message_bytes: Bytes = 4 * MiB
+    #: Largest encoded taskinfo accepted; larger gets INVALID_ARGUMENT.
+    max_taskinfo_bytes: Bytes = 256 * KiB
+    #: Deepest taskinfo nesting accepted (the top-level object is level 1).
+    max_taskinfo_depth: int = Field(32, ge=1, le=32)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:0")
+        return value
+
+    @model_validator(mode="after")
+    def _receive_above_taskinfo(self) -> ServerSettings:
+        # gRPC's own limit must sit above the taskinfo limit, or an oversize
+        # taskinfo gets a bare RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT
+        # naming the field. 64 KiB leaves room for the rest of the request.
+        if self.max_receive_message_bytes < self.max_taskinfo_bytes + 64 * KiB:
+            raise ValueError(
+                "max_receive_message_bytes must exceed max_taskinfo_bytes by at least 64 KiB"
+            )
+        return self
+
+
+class PluginsSettings(_Section):
+    """``[plugins]``: which plugins load, and how long each may think."""
+
+    #: If set, only these plugins (entry-point names) load.
+    allow: Names | None = None
+    #: These plugins never load (they are not even imported).
+    block: Names = []
+    #: Extra plugin modules to load by import path (``pkg.module``), beside
+    #: the entry points: for trying a plugin before packaging it, and tests.
+    modules: Names = []
+    #: Seconds one plugin may take to evaluate one Ask.
+    deadline: float = Field(2.0, gt=0, le=300)
+    #: Worker threads for plugins whose ep_evaluate is a plain function.
+    threads: int = Field(8, ge=1, le=256)
+
+
+class HostSettings(_Section):
+    """``[host]``: override what is detected about the host."""
+
+    cores: int | None = Field(None, ge=1)
+    memory: Bytes | None = None
+    architecture: str | None = None
+    os: str | None = None
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    server: ServerSettings = ServerSettings()
+    plugins: PluginsSettings = PluginsSettings()
+    host: HostSettings = HostSettings()
+    #: ``[plugin.<name>]``: each plugin's own section, validated by the plugin.
+    plugin: dict[str, dict[str, Any]] = {}
+    #: Where the settings came from, for the start-up log.
+    source: str = Field("defaults", exclude=True)
+
+
+def default_config_text() -> str:
+    """The packaged default configuration (``ep_server/default.toml``)."""
+    return (resources.files("ep_server") / "default.toml").read_text(encoding="utf-8")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the config file (or the packaged default), apply environment
+    variables and then ``overrides`` (``{"server.listen": ...}``), validate.
+
+    :raises ConfigError: naming every bad key.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("EP_CONFIG") or None
+    if path is None:
+        source, text = "built-in default config", default_config_text()
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    for env_path, value in _env_items(environ):
+        _set_path(data, env_path, value)
+    for dotted, value in (overrides or {}).items():
+        _set_path(data, dotted.split("."), value)
+    try:
+        return Settings.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration:\n{_describe(exc)}") from exc
+
+
+def _env_items(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+    items = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        items.append((path, value))
+    return items
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a table")
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Errors are data: each carries the gRPC status it maps to.
+
+::
+
+    Exception
+     +-- EPError                 an RPC fails; mapped to a google.rpc.Status
+     |    +-- InvalidArgument    INVALID_ARGUMENT + BadRequest naming every bad field
+     +-- StartupError            the server cannot start (bad config, bad plugin config)
+          +-- ConfigError        the EP's own config file or environment is invalid
+          +-- PluginConfigError  a plugin's section of the config is invalid
+
+A well-formed ``Ask`` never raises: "no" is an answer, and plugin failures
+become reasons in it. Only :mod:`ep_server.server` turns an :class:`EPError`
+into a gRPC status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "ConfigError",
+    "EPError",
+    "FieldViolation",
+    "InvalidArgument",
+    "PluginConfigError",
+    "StartupError",
+]
+
+#: ``google.rpc.ErrorInfo.domain`` of every error this service raises.
+ERROR_DOMAIN = "ivoa.ep.v1.ExecutionPlannerService"
+
+
+class EPError(Exception):
+    """An RPC error, with its status code and ``ErrorInfo`` reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad request field: its path (``"resources.cores.min"``) and why."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(EPError):
+    """The request is malformed; ``violations`` names every bad field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, what: str, violations: list[FieldViolation]) -> None:
+        fields = "; ".join(f"{v.field or what}: {v.description}" for v in violations)
+        super().__init__(
+            f"invalid {what}: {fields}",
+            {"fields": ",".join(sorted({v.field for v in violations if v.field}))},
+        )
+        self.violations = violations
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says what to fix."""
+
+
+class ConfigError(StartupError):
+    """The EP config file or an ``EP_*`` environment variable is invalid."""
+
+
+class PluginConfigError(StartupError):
+    """A plugin's configuration is invalid.
+
+    Raise it from ``ep_configure``; ``key`` is the offending key within the
+    plugin's section (dotted for nested keys), so the operator's message reads
+    ``plugin.<name>.<key>: <message>``.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message

@@ -1,0 +1,96 @@
+"""The hooks an EP plugin implements: the whole plugin API in one module.
+
+A plugin is any importable object (usually a module) named in the
+``ep_server`` entry-point group, whose functions carry the
+:data:`ep_server.hookimpl` marker. Each hook below is called on **each
+plugin separately**, with that plugin's own configuration, never broadcast:
+
+1. at start-up, :func:`ep_configure` validates the plugin's section of the
+   config file and returns the plugin's configuration object;
+2. at start-up, :func:`ep_claims` says which task types the plugin claims;
+3. for each ``Ask``, :func:`ep_evaluate` is called on the plugins that claim
+   the asked task type, and only on those.
+
+Implementations may take any subset of a hook's arguments, by name (pluggy's
+"opt-in arguments"), so hooks can gain arguments without breaking plugins.
+Every hook is optional except :func:`ep_evaluate`, which a plugin that claims
+anything must implement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ep_server.model import Claim, HostInfo, TaskQuery, Verdict
+
+PROJECT_NAME = "ep_server"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def ep_configure(settings: Mapping[str, Any], host: HostInfo) -> Any:
+    """Validate this plugin's configuration and return it.
+
+    Called once at start-up, before :func:`ep_claims`.
+
+    :param settings: this plugin's section of the EP config file (the table
+        ``[plugin.<name>]``, with ``EP_PLUGIN__<NAME>__<KEY>`` environment
+        overrides applied), or an empty mapping when there is none.
+    :param host: the host's capacity, as detected or overridden in the config.
+    :returns: the plugin's configuration object, of any type; the EP passes it
+        back as ``config`` to the other hooks. ``None`` is allowed.
+    :raises ep_server.PluginConfigError: (or ``pydantic.ValidationError``)
+        when the settings are invalid. Start-up then stops with a message
+        naming the plugin and the key. Any other exception marks the plugin as
+        failed; the EP starts without it.
+    """
+
+
+@hookspec
+def ep_claims(config: Any, host: HostInfo) -> Iterable[Claim]:
+    """Return the task types this plugin claims.
+
+    Called once at start-up. Several plugins may claim the same task type;
+    each ``Ask`` consults every plugin that claims its task type and merges
+    their offers.
+
+    :param config: what this plugin's :func:`ep_configure` returned (``None``
+        if it has none).
+    :param host: the host's capacity.
+    :returns: the claims, each a task-type URI with the service-type URIs the
+        plugin may offer for it (listed by ``GetServiceInfo``).
+    """
+
+
+@hookspec
+def ep_evaluate(query: TaskQuery, config: Any, host: HostInfo) -> Verdict | Awaitable[Verdict]:
+    """Decide whether this host can perform ``query``.
+
+    Called for each ``Ask`` whose task type this plugin claims. Decide from
+    the taskinfo, the resources asked for, the host and the site's policy;
+    return :meth:`Verdict.yes` with offers or :meth:`Verdict.no` with
+    reasons.
+
+    The implementation may be a coroutine function (``async def``): it then
+    runs on the server's event loop and is cancelled at the deadline. Keep it
+    free of blocking calls. A plain function runs in a worker thread, so it
+    may block (read a socket, run a command); at the deadline the EP stops
+    waiting for it. Pure, quick checks are fastest as ``async def``.
+
+    A plugin that raises, returns something other than a :class:`Verdict`,
+    or runs past the per-plugin deadline does not fail the ``Ask``: it adds a
+    reason (``PLUGIN_ERROR`` or ``PLUGIN_TIMEOUT``) and the other plugins'
+    offers are still returned.
+
+    :param query: the task type, taskinfo (plain Python values) and resources
+        asked for. Treat it as read-only: other plugins see the same object.
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :param host: the host's capacity.
+    :returns: the plugin's verdict.
+    """

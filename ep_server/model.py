@@ -1,0 +1,173 @@
+"""Plain Python objects that plugins see: never protobuf.
+
+The servicer converts the wire messages into these at the edge
+(:mod:`ep_server.wire`) and back; everything between, the planner and every
+plugin, works with these frozen dataclasses only, so plugins depend on this
+module's API and not on generated code.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Cause",
+    "Claim",
+    "HostInfo",
+    "IntRange",
+    "Offer",
+    "Reason",
+    "Resources",
+    "TaskQuery",
+    "Verdict",
+    "parse_bytes",
+]
+
+
+class Cause(enum.Enum):
+    """Where the cause of a :class:`Reason` lies (``ReasonCause`` on the wire)."""
+
+    #: The request cannot be satisfied as written.
+    REQUEST = 1
+    #: The site's policy refuses it.
+    POLICY = 2
+    #: The site lacks the resources (now, or ever: see ``Reason.retryable``).
+    CAPACITY = 3
+    #: A fault on the site's side (a plugin error or timeout).
+    INTERNAL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """An inclusive range of non-negative integers; ``None`` leaves an end open."""
+
+    min: int | None = None
+    max: int | None = None
+
+
+_UNBOUNDED = IntRange()
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Cores and memory (bytes), each as a range: asked for, or offered."""
+
+    cores: IntRange = _UNBOUNDED
+    memory: IntRange = _UNBOUNDED
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """One "can I do this?" question, as plugins see it.
+
+    ``taskinfo`` is the request's taskinfo as plain JSON-like Python values
+    (dict, list, str, float, bool, None). Several plugins may read the same
+    query at once: treat it as read-only.
+    """
+
+    tasktype: str
+    taskinfo: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources = Resources()
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One service that can perform the task.
+
+    ``serviceinfo`` must hold JSON-like values only (it becomes a
+    ``google.protobuf.Struct``). The EP adds the plugin's name itself.
+    """
+
+    servicetype: str
+    serviceinfo: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a plugin declined.
+
+    ``code`` is a stable UPPER_SNAKE_CASE identifier that clients may rely on;
+    ``field`` is the request field the reason is about (for example
+    ``"taskinfo.image"``), if any. The EP adds the plugin's name itself.
+    """
+
+    code: str
+    message: str
+    cause: Cause = Cause.REQUEST
+    retryable: bool = False
+    field: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A plugin's answer: YES when it has at least one offer.
+
+    A plugin that declines must give at least one reason; use :meth:`yes` and
+    :meth:`no` rather than the constructor.
+    """
+
+    offers: tuple[Offer, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+
+    @classmethod
+    def yes(cls, *offers: Offer) -> Verdict:
+        """A YES with the given offers (at least one)."""
+        if not offers:
+            raise ValueError("Verdict.yes() needs at least one offer")
+        return cls(offers=offers)
+
+    @classmethod
+    def no(cls, *reasons: Reason) -> Verdict:
+        """A NO with the given reasons (at least one)."""
+        if not reasons:
+            raise ValueError("Verdict.no() needs at least one reason")
+        return cls(reasons=reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task type a plugin claims, and the service types it may offer for it."""
+
+    tasktype: str
+    servicetypes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """The host the EP runs on, as detected or as overridden in the config."""
+
+    cores: int
+    memory: int
+    architecture: str
+    os: str
+
+
+_BYTES = re.compile(r"^\s*(\d+)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
+_UNIT = {"": 1, "B": 1}
+for _i, _p in enumerate("KMGTP", start=1):
+    _UNIT[_p] = _UNIT[_p + "B"] = 1000**_i
+    _UNIT[_p + "I"] = _UNIT[_p + "IB"] = 1024**_i
+
+
+def parse_bytes(value: int | str) -> int:
+    """Parse a byte count: an int, or a string such as ``"512MiB"`` or ``"8GB"``.
+
+    Binary units (KiB, MiB, GiB, TiB, PiB) are powers of 1024; decimal ones
+    (KB, MB, GB...) powers of 1000.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a byte count: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"byte count must not be negative: {value}")
+        return value
+    match = _BYTES.match(value)
+    if not match:
+        raise ValueError(f"not a byte count: {value!r} (use e.g. 1048576, 512MiB or 8GiB)")
+    return int(match[1]) * _UNIT[(match[2] or "").upper()]

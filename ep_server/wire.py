@@ -1,0 +1,303 @@
+"""The edge: protobuf messages in, plain objects out, and back.
+
+This is the only module that reads or builds ``ivoa.ep.v1`` messages for
+``Ask``; the planner and plugins never see protobuf. Decoding validates
+every field and reports *all* problems at once as an
+:class:`~ep_server.errors.InvalidArgument`.
+
+Each taskinfo ``Struct`` is converted to Python values exactly once, in the
+same walk that checks its depth and rejects NaN and infinities (which JSON,
+and so the taskinfo's JSON form, cannot carry).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
+
+from ep_server.errors import FieldViolation, InvalidArgument
+from ep_server.model import Cause, IntRange, Offer, Resources, TaskQuery
+from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.planner import Answer
+from ep_server.uri import uri_problem
+
+__all__ = ["Limits", "Undecodable", "answer_to_proto", "decode_ask", "query_from_request"]
+
+_CAUSE = {
+    Cause.REQUEST: pb.REASON_CAUSE_REQUEST,
+    Cause.POLICY: pb.REASON_CAUSE_POLICY,
+    Cause.CAPACITY: pb.REASON_CAUSE_CAPACITY,
+    Cause.INTERNAL: pb.REASON_CAUSE_INTERNAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a request may hold (from ``[server]`` in the config)."""
+
+    max_taskinfo_bytes: int = 256 * 1024
+    max_taskinfo_depth: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A request whose bytes protobuf refused to decode. The handler, not
+    gRPC, answers it, so the caller gets INVALID_ARGUMENT naming the field
+    instead of UNKNOWN."""
+
+    data: bytes
+    error: str
+
+
+def decode_ask(data: bytes) -> pb.AskRequest | Undecodable:
+    """gRPC request deserializer for ``Ask`` that never raises.
+
+    protobuf's decoder refuses messages nested past its recursion limit, and
+    each level of a Struct costs it about three, so a taskinfo nested ~33
+    levels deep fails here, before any handler could run.
+    """
+    try:
+        request: pb.AskRequest = pb.AskRequest.FromString(data)
+    except DecodeError as exc:
+        return Undecodable(data, str(exc))
+    return request
+
+
+def query_from_request(request: pb.AskRequest | Undecodable, limits: Limits) -> TaskQuery:
+    """Validate an ``AskRequest`` and convert it to a :class:`TaskQuery`.
+
+    :raises InvalidArgument: naming every bad field.
+    """
+    if isinstance(request, Undecodable):
+        raise InvalidArgument("AskRequest", _diagnose(request, limits))
+    bad: list[FieldViolation] = []
+    _check_tasktype(request.tasktype, bad)
+    taskinfo = _taskinfo(request, limits, bad)
+    resources = _resources(request.resources, bad) if request.HasField("resources") else Resources()
+    if bad:
+        raise InvalidArgument("AskRequest", bad)
+    return TaskQuery(request.tasktype, taskinfo, resources)
+
+
+def _check_tasktype(tasktype: str, bad: list[FieldViolation]) -> None:
+    problem = uri_problem(tasktype)
+    if problem:
+        bad.append(FieldViolation("tasktype", problem))
+
+
+def _taskinfo(request: pb.AskRequest, limits: Limits, bad: list[FieldViolation]) -> dict[str, Any]:
+    if not request.HasField("taskinfo"):
+        return {}
+    size = request.taskinfo.ByteSize()
+    if size > limits.max_taskinfo_bytes:
+        bad.append(
+            FieldViolation(
+                "taskinfo",
+                f"is {size} bytes encoded; this site accepts at most {limits.max_taskinfo_bytes}",
+            )
+        )
+        return {}
+    walker = _StructWalker(limits.max_taskinfo_depth)
+    result = walker.struct(request.taskinfo, "taskinfo", 1)
+    bad.extend(walker.bad)
+    return result
+
+
+class _StructWalker:
+    """Converts a Struct to Python values, checking depth and numbers."""
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.bad: list[FieldViolation] = []
+
+    def struct(self, msg: struct_pb2.Struct, path: str, depth: int) -> dict[str, Any]:
+        if depth > self.max_depth:
+            self._too_deep()
+            return {}
+        return {k: self.value(v, f"{path}.{k}", depth) for k, v in msg.fields.items()}
+
+    def value(self, v: struct_pb2.Value, path: str, depth: int) -> Any:
+        kind = v.WhichOneof("kind")
+        if kind == "string_value":
+            return v.string_value
+        if kind == "number_value":
+            number = v.number_value
+            if not math.isfinite(number):
+                self.bad.append(FieldViolation(path, f"{number} is not a JSON number"))
+            return number
+        if kind == "bool_value":
+            return v.bool_value
+        if kind == "struct_value":
+            return self.struct(v.struct_value, path, depth + 1)
+        if kind == "list_value":
+            if depth + 1 > self.max_depth:
+                self._too_deep()
+                return []
+            return [
+                self.value(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v.list_value.values)
+            ]
+        return None  # null_value, or a Value with no kind set
+
+    def _too_deep(self) -> None:
+        if not any(b.field == "taskinfo" for b in self.bad):
+            self.bad.append(
+                FieldViolation("taskinfo", f"is nested deeper than {self.max_depth} levels")
+            )
+
+
+def _resources(res: pb.Resources, bad: list[FieldViolation]) -> Resources:
+    return Resources(
+        cores=_range(res, "cores", bad),
+        memory=_range(res, "memory", bad),
+    )
+
+
+def _range(res: pb.Resources, name: str, bad: list[FieldViolation]) -> IntRange:
+    if not res.HasField(name):
+        return IntRange()
+    msg = getattr(res, name)
+    low = msg.min if msg.HasField("min") else None
+    high = msg.max if msg.HasField("max") else None
+    path = f"resources.{name}"
+    for end, value in (("min", low), ("max", high)):
+        if value is not None and value < 0:
+            bad.append(FieldViolation(f"{path}.{end}", f"must not be negative, got {value}"))
+    if low is not None and high is not None and 0 <= high < low:
+        bad.append(FieldViolation(path, f"min ({low}) is greater than max ({high})"))
+    return IntRange(low, high)
+
+
+# A view of AskRequest's wire format that does not recurse into taskinfo:
+# fields 1-3 as raw bytes. Used only to explain a request protobuf refused.
+_SHALLOW_FIELDS = {1: "tasktype", 2: "taskinfo", 3: "resources"}
+
+
+def _diagnose(request: Undecodable, limits: Limits) -> list[FieldViolation]:
+    try:
+        fields = _shallow_fields(request.data)
+    except ValueError:
+        return [FieldViolation("", f"not a valid AskRequest: {request.error}")]
+    bad: list[FieldViolation] = []
+    try:
+        _check_tasktype(fields.get(1, b"").decode("utf-8"), bad)
+    except UnicodeDecodeError:
+        bad.append(FieldViolation("tasktype", "is not valid UTF-8"))
+    if 2 in fields:
+        try:
+            struct_pb2.Struct.FromString(fields[2])
+        except DecodeError:
+            bad.append(
+                FieldViolation(
+                    "taskinfo",
+                    "could not be decoded: nested deeper than protobuf's decoder allows "
+                    f"(this site accepts {limits.max_taskinfo_depth} levels) or malformed",
+                )
+            )
+    if 3 in fields:
+        try:
+            _resources(pb.Resources.FromString(fields[3]), bad)
+        except DecodeError:
+            bad.append(FieldViolation("resources", "could not be decoded"))
+    return bad or [FieldViolation("", f"not a valid AskRequest: {request.error}")]
+
+
+def _shallow_fields(data: bytes) -> dict[int, bytes]:
+    """Split a message's top level into {field number: last value's bytes},
+    keeping only length-delimited fields 1-3 and skipping the rest."""
+    fields: dict[int, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _varint(data, pos)
+            if number in _SHALLOW_FIELDS:
+                fields[number] = data[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+        if pos > len(data):
+            raise ValueError("truncated message")
+    return fields
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def answer_to_proto(answer: Answer) -> pb.AskResponse:
+    """Build the ``AskResponse``. An offer whose serviceinfo cannot become a
+    Struct is dropped with a PLUGIN_ERROR reason, never an RPC failure."""
+    response = pb.AskResponse()
+    for plugin, offer in answer.offers:
+        try:
+            response.offers.append(_offer(plugin, offer))
+        except (TypeError, ValueError) as exc:
+            response.reasons.append(
+                pb.Reason(
+                    code="PLUGIN_ERROR",
+                    plugin=plugin,
+                    cause=pb.REASON_CAUSE_INTERNAL,
+                    message=f"offer of {offer.servicetype!r} has unusable serviceinfo: {exc}",
+                )
+            )
+    for plugin, reason in answer.reasons:
+        response.reasons.append(
+            pb.Reason(
+                code=reason.code,
+                plugin=plugin,
+                cause=_CAUSE.get(reason.cause, pb.REASON_CAUSE_UNSPECIFIED),
+                retryable=reason.retryable,
+                message=reason.message,
+                field=reason.field,
+            )
+        )
+    response.responseword = pb.YES if response.offers else pb.NO
+    return response
+
+
+def _offer(plugin: str, offer: Offer) -> pb.Offer:
+    msg = pb.Offer(servicetype=offer.servicetype, plugin=plugin, message=offer.message)
+    msg.serviceinfo.update(_jsonable(offer.serviceinfo))
+    if offer.resources is not None:
+        _set_resources(msg.resources, offer.resources)
+    return msg
+
+
+def _jsonable(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not isinstance(info, Mapping):
+        raise TypeError(f"serviceinfo must be a mapping, not {type(info).__name__}")
+    return info
+
+
+def _set_resources(msg: pb.Resources, resources: Resources) -> None:
+    for name in ("cores", "memory"):
+        rng: IntRange = getattr(resources, name)
+        if rng.min is None and rng.max is None:
+            continue
+        target = getattr(msg, name)
+        target.SetInParent()
+        if rng.min is not None:
+            target.min = rng.min
+        if rng.max is not None:
+            target.max = rng.max
