@@ -1,0 +1,55 @@
+# ep-server developer commands. Everything runs from .venv, which `make install`
+# creates from nothing but python3 (3.11+) and the package registries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint proto breaking bench clean
+
+install: $(STAMP)
+
+# Reinstall when any pyproject.toml changes. Editable installs, so code edits
+# need no reinstall.
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach d,$(PLUGIN_DIRS),-e $(d))
+	touch $@
+
+run: install
+	$(BIN)/ep-server serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+	$(BIN)/python tools/genproto.py --check
+	@$(MAKE) --no-print-directory breaking
+
+# buf breaking against the previous commit, when there is one with protos/
+# (not in a source archive without .git, nor on the first commit).
+breaking: install
+	@if git rev-parse --verify --quiet HEAD~1 >/dev/null 2>&1 \
+	    && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+	  echo "buf breaking --against .git#ref=HEAD~1"; \
+	  $(BIN)/buf breaking --against '.git#ref=HEAD~1'; \
+	else \
+	  echo "buf breaking: skipped (no previous commit with buf.yaml to compare with)"; \
+	fi
+
+test: lint
+	$(BIN)/pytest
+
+# Regenerate ep_server/pb from protos/ (never edit those files by hand).
+proto: install
+	$(BIN)/python tools/genproto.py
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
