@@ -132,10 +132,16 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A task type a plugin claims, and the service types it may offer for it."""
+    """A task type a plugin claims, and the service types it may offer for it.
+
+    A ``fallback`` claim stands only while no other loaded plugin claims the
+    same task type with a regular claim: a default answer that a specialised
+    plugin replaces when it is installed.
+    """
 
     tasktype: str
     servicetypes: tuple[str, ...] = ()
+    fallback: bool = False
 
 
 @dataclass(frozen=True, slots=True)

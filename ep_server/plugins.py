@@ -131,12 +131,26 @@ def load_registry(
             continue
         if _register(pm, source, record):
             _start(pm, record, settings, host, registry, config_errors)
+    _drop_replaced_fallbacks(registry)
     unknown = sorted(set(settings.plugin) - set(seen))
     if unknown:
         log.warning("config has sections for plugins that are not installed: %s", unknown)
     if config_errors:
         raise StartupError("invalid plugin configuration:\n" + "\n".join(config_errors))
     return registry
+
+
+def _drop_replaced_fallbacks(registry: Registry) -> None:
+    """Withdraw fallback claims on task types that another plugin claims
+    regularly (a plugin's own claims on one task type are merged first)."""
+    regular = {c.tasktype for r in registry.loaded for c in r.claims if not c.fallback}
+    for record in registry.loaded:
+        yielded = [c for c in record.claims if c.fallback and c.tasktype in regular]
+        for claim in yielded:
+            kept = [x for x in registry.index[claim.tasktype] if x.plugin != record.name]
+            registry.index[claim.tasktype] = tuple(kept)
+            log.info("fallback claim of %s on %s withdrawn", record.name, claim.tasktype)
+        record.claims = tuple(c for c in record.claims if c not in yielded)
 
 
 def _entry_points() -> list[Any]:
@@ -267,7 +281,8 @@ def _claims(pm: pluggy.PluginManager, name: str, config: Any, host: HostInfo) ->
         _check_claim(claim)
         prior = result.get(claim.tasktype)
         servicetypes = (*prior.servicetypes, *claim.servicetypes) if prior else claim.servicetypes
-        result[claim.tasktype] = Claim(claim.tasktype, tuple(dict.fromkeys(servicetypes)))
+        fallback = claim.fallback and (prior is None or prior.fallback)
+        result[claim.tasktype] = Claim(claim.tasktype, tuple(dict.fromkeys(servicetypes)), fallback)
     return tuple(result.values())
 
 

@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         stale = sorted(set(files) ^ set(current) | {n for n in files if current.get(n) != files[n]})
         for name in stale:
             diff = difflib.unified_diff(
-                current.get(name, "").splitlines(), files.get(name, "").splitlines(),
-                f"ep_server/pb/{name}", f"generated/{name}", lineterm="",
+                current.get(name, "").splitlines(),
+                files.get(name, "").splitlines(),
+                f"ep_server/pb/{name}",
+                f"generated/{name}",
+                lineterm="",
             )
             print("\n".join(list(diff)[:40]), file=sys.stderr)
         if stale:

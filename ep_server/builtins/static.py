@@ -8,6 +8,7 @@ A site can run an EP without writing Python::
     serviceinfo = { endpoint = "http://example.org/dkuws" }
     cores = 16          # optional: at most 16 cores per task; "host" = this host's
     memory = "64GiB"    # optional: at most this much memory per task; or "host"
+    fallback = false    # true: only while no other plugin claims this task type
 
 Each claim whose task type is asked offers its service type and serviceinfo,
 unless the request's *minimum* cores or memory exceed the claim's limit (a NO
@@ -55,6 +56,7 @@ class StaticClaim(BaseModel):
     serviceinfo: dict[str, Any] = {}
     cores: int | Literal["host"] | None = None
     memory: Annotated[int | Literal["host"] | None, BeforeValidator(_bytes_or_host)] = None
+    fallback: bool = False
 
     @field_validator("tasktype", "servicetype")
     @classmethod
@@ -103,9 +105,14 @@ def ep_configure(settings: Mapping[str, Any], host: HostInfo) -> dict[str, list[
 
 @hookimpl
 def ep_claims(config: dict[str, list[_Limits]]) -> list[Claim]:
-    """One claim per configured task type, with all its service types."""
+    """One claim per configured task type, with all its service types; a
+    fallback claim only if every entry for that task type is a fallback."""
     return [
-        Claim(tasktype, tuple(limits.claim.servicetype for limits in entries))
+        Claim(
+            tasktype,
+            tuple(limits.claim.servicetype for limits in entries),
+            fallback=all(limits.claim.fallback for limits in entries),
+        )
         for tasktype, entries in config.items()
     ]
 
