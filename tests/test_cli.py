@@ -1,0 +1,172 @@
+"""``ep-server serve`` as a real process: start-up line, signals, buf curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
+
+TESTS = Path(__file__).parent
+BIN = Path(sys.executable).parent
+
+
+class ServerProcess:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        environ = {
+            **os.environ,
+            "PYTHONPATH": str(TESTS),
+            "EP_PLUGINS__ALLOW": "static,slow",
+            "EP_PLUGINS__MODULES": "slow=fake_slow_plugin",
+            **(env or {}),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ep_server", "serve", "--listen", "127.0.0.1:0", *args],
+            env=environ,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                return int(match[1])
+        self.proc.kill()
+        raise AssertionError("server did not start:\n" + "".join(self.lines))
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        _, rest = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, "".join(self.lines) + rest
+
+
+@pytest.fixture
+def server():
+    started: list[ServerProcess] = []
+
+    def start(*args, **kwargs):
+        started.append(ServerProcess(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.communicate()
+
+
+def ask(
+    port: int, tasktype: str, taskinfo: dict | None = None, timeout: float = 10
+) -> pb.AskResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        request = pb.AskRequest(tasktype=tasktype)
+        request.taskinfo.update(taskinfo or {})
+        return pb_grpc.ExecutionPlannerServiceStub(channel).Ask(request, timeout=timeout)
+
+
+def test_startup_logs_one_line_with_address_and_plugins(server):
+    s = server()
+    startup = [line for line in s.lines if "listening on" in line]
+    assert len(startup) == 1
+    assert "plugins: " in startup[0]
+    assert "static (ep-server" in startup[0]
+    assert "slow" in startup[0]
+    assert "config: built-in default config" in startup[0]
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.finish()[0] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_lets_in_flight_calls_finish(server, sig):
+    s = server()
+    result: Future[pb.AskResponse] = Future()
+
+    def call() -> None:
+        try:
+            result.set_result(ask(s.port, "uri://slow", {"seconds": 1.0}))
+        except Exception as exc:
+            result.set_exception(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.3)  # the call is now waiting inside the plugin
+    s.proc.send_signal(sig)
+    response = result.result(timeout=15)
+    thread.join()
+    assert response.responseword == pb.YES
+    code, log = s.finish()
+    assert code == 0
+    assert "shutting down" in log
+    assert "stopped" in log
+
+
+def test_buf_curl_works_through_reflection(server):
+    buf = shutil.which("buf", path=str(BIN)) or shutil.which("buf")
+    assert buf, "buf is installed by `make install` (buf-bin)"
+    s = server()
+    request = (
+        '{"tasktype": "uri://docker-container", "taskinfo": {"image": "docker.io/example:1.0"}}'
+    )
+    for protocol in ("grpc-v1", "grpc-v1alpha"):
+        out = subprocess.run(
+            [
+                buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+                "--reflect-protocol", protocol, "-d", request,
+                f"http://127.0.0.1:{s.port}/ivoa.ep.v1.ExecutionPlannerService/Ask",
+            ],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        answer = json.loads(out.stdout)
+        assert answer["responseword"] == "YES"
+        assert answer["offers"][0]["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
+
+
+def test_a_bad_config_stops_startup_with_a_message(tmp_path):
+    path = tmp_path / "ep.toml"
+    path.write_text('[server]\nlisten = "nowhere"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "ep_server", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "server.listen" in out.stderr
+    assert "HOST:PORT" in out.stderr
+
+
+def test_a_busy_port_is_an_error_not_a_shared_port(server):
+    s = server()
+    out = subprocess.run(
+        [sys.executable, "-m", "ep_server", "serve", "--listen", f"127.0.0.1:{s.port}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{s.port}" in out.stderr
+
+
+def test_the_console_script_is_installed():
+    out = subprocess.run(
+        [str(BIN / "ep-server"), "serve", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert "--listen" in out.stdout
+    assert "--config" in out.stdout
