@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import importlib
 import importlib.metadata
 import inspect
 import logging
@@ -159,17 +158,19 @@ def _entry_points() -> list[Any]:
 
 @dataclass
 class _ModuleSource:
-    """A plugin named by import path in ``[plugins].modules``: ``pkg.mod`` or
-    ``name=pkg.mod``."""
+    """A plugin named in ``[plugins].modules``, by import path as in an entry
+    point: ``pkg.mod``, ``pkg.mod:attr``, or ``name=pkg.mod[:attr]``."""
 
     spec: str
 
     @property
     def name(self) -> str:
-        return self.spec.partition("=")[0] if "=" in self.spec else self.spec
+        name, sep, _ = self.spec.partition("=")
+        return name if sep else self.spec
 
     def load(self) -> Any:
-        return importlib.import_module(self.spec.rpartition("=")[2])
+        value = self.spec.rpartition("=")[2]
+        return importlib.metadata.EntryPoint(self.name, value, ENTRY_POINT_GROUP).load()
 
 
 def _record_for(source: _Source) -> PluginRecord:

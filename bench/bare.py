@@ -1,0 +1,53 @@
+"""The limit: a bare grpc.aio server with our Ask signature and a fixed answer.
+
+It decodes each request (as any real server must) and returns one prebuilt
+``AskResponse``, so it costs what gRPC and protobuf cost and nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import grpc
+
+from ep_server.pb import execution_planner_pb2 as pb
+
+SERVICE = "ivoa.ep.v1.ExecutionPlannerService"
+
+
+def fixed_answer() -> pb.AskResponse:
+    answer = pb.AskResponse(responseword=pb.YES)
+    offer = answer.offers.add(servicetype="uri://docker-uws", plugin="static")
+    offer.serviceinfo.update({"endpoint": "http://example.org/dkuws"})
+    offer.resources.cores.max = 2
+    return answer
+
+
+async def main(listen: str) -> None:
+    answer = fixed_answer()
+
+    async def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
+        return answer
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_unary_rpc_method_handler(
+        ask,
+        request_deserializer=pb.AskRequest.FromString,
+        response_serializer=pb.AskResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Ask": handler}),)
+    )
+    port = server.add_insecure_port(listen)
+    await server.start()
+    print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    asyncio.run(main(parser.parse_args().listen))
