@@ -214,3 +214,14 @@ def test_static_plugin_config_errors_name_the_key(host):
         load_registry(build_settings({**bad, "plugins": {"allow": ["static"]}}), host)
     assert "plugin.static.claims.0.tasktype:" in str(info.value)
     assert "plugin.static.claims.0.cores:" in str(info.value)
+
+
+def test_plugin_modules_are_named_like_entry_points(host):
+    modules = ["slow=fake_slow_plugin", "one=synthetic_plugins:P00", "ep_fakes"]
+    registry = load_registry(build_settings({"plugins": {"modules": modules}}), host, None)
+    states = {r.name: r.state for r in registry.records}
+    assert states["slow"] is PluginState.LOADED
+    assert states["one"] is PluginState.LOADED
+    # A module with no hooks registers, claims nothing, and is harmless.
+    assert states["ep_fakes"] is PluginState.LOADED
+    assert [c.plugin for c in registry.claimants("uri://bench-task")] == ["one"]

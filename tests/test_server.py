@@ -270,3 +270,22 @@ async def test_graceful_shutdown_lets_in_flight_calls_finish(fake_ep):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Ask(pb.AskRequest(tasktype="uri://wait"), timeout=2)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_service_info_lists_failed_and_blocked_plugins(serve):
+    settings = build_settings({"plugins": {"block": ["off"]}})
+    sources = [
+        FakeSource("broken", error=ImportError("No module named 'numpyy'")),
+        FakeSource("off", Offering("uri://x", "uri://docker-container")),
+        FakeSource("docker", Offering("uri://docker-uws", "uri://docker-container")),
+    ]
+    _, channel = await serve(settings, load_registry(settings, detect_host(), sources))
+    info = await pb_grpc.ExecutionPlannerServiceStub(channel).GetServiceInfo(
+        pb.GetServiceInfoRequest()
+    )
+    states = {p.name: (p.state, p.error) for p in info.plugins}
+    assert states["broken"][0] == pb.PLUGIN_STATE_FAILED
+    assert "numpyy" in states["broken"][1]
+    assert states["off"] == (pb.PLUGIN_STATE_BLOCKED, "")
+    assert states["docker"] == (pb.PLUGIN_STATE_LOADED, "")
+    assert [p.tasktypes for p in info.plugins if p.name == "docker"] == [["uri://docker-container"]]
