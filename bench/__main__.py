@@ -4,8 +4,10 @@ Servers, each its own process on a loopback port:
 
   (a) bare  - bench/bare.py: our Ask signature, a fixed answer (the limit)
   (b) ep    - ep-server with the default config, asked the IVOA note's example
-  (c) ep20  - ep-server with 20 synthetic plugins (tests/synthetic_plugins.py),
+  (c) ep+20 - ep-server with 20 synthetic plugins (tests/synthetic_plugins.py),
               four of them claiming the asked task type
+  (s) sync  - bench/bare.py --sync: the bare server on the thread-pool
+              grpc.server, which shows whether grpc.aio was the right choice
 
 The load comes from a separate process (bench/load.py) at each concurrency,
 for a bounded time and call count. Measurements are interleaved a, b, c, a,
@@ -101,6 +103,7 @@ def servers() -> list[Server]:
         Server("a bare", [sys.executable, "-m", "bench.bare"], SEED),
         Server("b ep", ep, SEED),
         Server("c ep+20", ep, SYNTHETIC, {"EP_PLUGINS__MODULES": synthetic}),
+        Server("s sync", [sys.executable, "-m", "bench.bare", "--sync"], SEED),
     ]
 
 

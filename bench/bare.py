@@ -1,7 +1,9 @@
-"""The limit: a bare grpc.aio server with our Ask signature and a fixed answer.
+"""The limit: a bare gRPC server with our Ask signature and a fixed answer.
 
 It decodes each request (as any real server must) and returns one prebuilt
 ``AskResponse``, so it costs what gRPC and protobuf cost and nothing more.
+``--sync`` serves the same with the thread-pool ``grpc.server`` instead of
+``grpc.aio``, to measure which of the two a Python EP should use.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -47,7 +50,33 @@ async def main(listen: str) -> None:
     await server.wait_for_termination()
 
 
+def main_sync(listen: str, threads: int) -> None:
+    answer = fixed_answer()
+
+    def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
+        return answer
+
+    server = grpc.server(ThreadPoolExecutor(threads), options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_unary_rpc_method_handler(
+        ask,
+        request_deserializer=pb.AskRequest.FromString,
+        response_serializer=pb.AskResponse.SerializeToString,
+    )
+    generic = grpc.method_handlers_generic_handler(SERVICE, {"Ask": handler})
+    server.add_generic_rpc_handlers((generic,))
+    port = server.add_insecure_port(listen)
+    server.start()
+    print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    server.wait_for_termination()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", default="127.0.0.1:0")
-    asyncio.run(main(parser.parse_args().listen))
+    parser.add_argument("--sync", action="store_true", help="thread-pool grpc.server")
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args()
+    if args.sync:
+        main_sync(args.listen, args.threads)
+    else:
+        asyncio.run(main(args.listen))
