@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ep_server.model import Cause, Offer, Reason, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
@@ -68,16 +69,66 @@ class Planner:
         if not claimants:
             return Answer((), (("", self._unsupported(query.tasktype)),))
         limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        if len(claimants) == 1:
-            verdicts: Sequence[Verdict] = [await self._consult(claimants[0], query, limit)]
-        else:
-            verdicts = await asyncio.gather(*(self._consult(c, query, limit) for c in claimants))
+        verdicts: list[Verdict | None] = [None] * len(claimants)
+        pending: dict[asyncio.Future[Any], int] = {}
+        for i, claimant in enumerate(claimants):
+            started = self._start(claimant, query)
+            if isinstance(started, Verdict):
+                verdicts[i] = started
+            else:
+                pending[started] = i
+        if pending:
+            await self._wait(claimants, pending, limit, verdicts)
         offers: list[tuple[str, Offer]] = []
         reasons: list[tuple[str, Reason]] = []
         for claimant, verdict in zip(claimants, verdicts, strict=True):
+            assert verdict is not None
             offers.extend((claimant.plugin, o) for o in verdict.offers)
             reasons.extend((claimant.plugin, r) for r in verdict.reasons)
         return Answer(offers, reasons)
+
+    def _start(self, claimant: Claimant, query: TaskQuery) -> Verdict | asyncio.Future[Any]:
+        """Start one plugin: a Verdict if it finished at once, else a future.
+
+        Coroutines run eagerly until their first real suspension: a plugin
+        that decides without awaiting anything (the common case) costs no
+        task and no timer. Plain functions go to the worker threads.
+        """
+        if not claimant.is_async:
+            call = functools.partial(claimant.evaluate, query=query)
+            return asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            coro = claimant.evaluate(query=query)
+            first = coro.send(None)
+        except StopIteration as done:
+            return _checked(claimant.plugin, done.value)
+        except Exception as exc:
+            return _failed(claimant, exc)
+        return asyncio.ensure_future(_Resumed(coro, first))
+
+    async def _wait(
+        self,
+        claimants: Sequence[Claimant],
+        pending: dict[asyncio.Future[Any], int],
+        limit: float,
+        verdicts: list[Verdict | None],
+    ) -> None:
+        """Wait for the started plugins until the deadline; late ones are
+        cancelled (coroutines) or abandoned (threads) and get a reason."""
+        done, late = await asyncio.wait(pending, timeout=limit)
+        for future in late:
+            future.cancel()
+            claimant = claimants[pending[future]]
+            log.warning("plugin %s ran past its %.3gs deadline", claimant.plugin, limit)
+            message = f"plugin did not answer within {limit:.3g}s"
+            verdicts[pending[future]] = _internal(PLUGIN_TIMEOUT, message, True)
+        for future in done:
+            claimant = claimants[pending[future]]
+            exc = future.exception()
+            if exc is None:
+                verdicts[pending[future]] = _checked(claimant.plugin, future.result())
+            else:
+                verdicts[pending[future]] = _failed(claimant, exc)
 
     def _unsupported(self, tasktype: str) -> Reason:
         hint = f"; it claims: {self._claimed_hint}" if self._claimed_hint else ""
@@ -88,22 +139,37 @@ class Planner:
             field="tasktype",
         )
 
-    async def _consult(self, claimant: Claimant, query: TaskQuery, limit: float) -> Verdict:
-        try:
-            async with asyncio.timeout(limit):
-                if claimant.is_async:
-                    verdict = await claimant.evaluate(query=query)
-                else:
-                    loop = asyncio.get_running_loop()
-                    call = functools.partial(claimant.evaluate, query=query)
-                    verdict = await loop.run_in_executor(self._executor, call)
-        except TimeoutError:
-            log.warning("plugin %s ran past its %.3gs deadline", claimant.plugin, limit)
-            return _internal(PLUGIN_TIMEOUT, f"plugin did not answer within {limit:.3g}s", True)
-        except Exception as exc:
-            log.exception("plugin %s raised while evaluating %s", claimant.plugin, query.tasktype)
-            return _internal(PLUGIN_ERROR, f"plugin failed: {type(exc).__name__}: {exc}", True)
-        return _checked(claimant.plugin, verdict)
+
+class _Resumed:
+    """Awaitable that carries on a coroutine already stepped once by hand,
+    passing through what it yields, so an asyncio Task can drive the rest."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value = self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation and errors go to the plugin
+                try:
+                    value = self._coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = self._coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+def _failed(claimant: Claimant, exc: BaseException) -> Verdict:
+    log.error("plugin %s raised while evaluating", claimant.plugin, exc_info=exc)
+    return _internal(PLUGIN_ERROR, f"plugin failed: {type(exc).__name__}: {exc}", True)
 
 
 def _internal(code: str, message: str, retryable: bool) -> Verdict:

@@ -8,7 +8,7 @@ import time
 import pytest
 from ep_fakes import BlockingSync, Declining, Offering, Raising, Returning, SlowAsync
 
-from ep_server import Cause, Reason, TaskQuery, Verdict
+from ep_server import Cause, Claim, Reason, TaskQuery, Verdict, hookimpl
 from ep_server.planner import Planner
 
 DOCKER = "uri://docker-container"
@@ -114,6 +114,7 @@ async def test_a_slow_async_plugin_is_cancelled_at_the_deadline(planner_of):
     assert [(p, r.code, r.retryable) for p, r in answer.reasons] == [
         ("slow", "PLUGIN_TIMEOUT", True)
     ]
+    await asyncio.sleep(0.05)  # cancellation is delivered on the loop's next turns
     assert slow.cancelled
 
 
@@ -137,6 +138,29 @@ async def test_the_callers_budget_shortens_the_deadline(planner_of):
     answer = await planner.ask(TaskQuery(DOCKER), budget=0.1)
     assert time.monotonic() - started < 2.0
     assert [r.code for _, r in answer.reasons] == ["PLUGIN_TIMEOUT"]
+
+
+async def test_a_plugin_that_awaits_is_resumed_correctly(planner_of):
+    # Eagerly started, then suspended on a real future: the rest of it must
+    # run under a task and its result must come back intact.
+    answer = await planner_of(deadline=5, wait=SlowAsync(DOCKER, 0.05)).ask(TaskQuery(DOCKER))
+    assert [(p, o.servicetype) for p, o in answer.offers] == [("wait", "uri://slow")]
+
+
+async def test_a_plugin_raising_after_awaiting_is_a_plugin_error(planner_of):
+    class LateRaise:
+        @hookimpl
+        def ep_claims(self):
+            return [Claim(DOCKER)]
+
+        @hookimpl
+        async def ep_evaluate(self):
+            await asyncio.sleep(0.01)
+            raise ValueError("late")
+
+    answer = await planner_of(late=LateRaise()).ask(TaskQuery(DOCKER))
+    assert [(p, r.code) for p, r in answer.reasons] == [("late", "PLUGIN_ERROR")]
+    assert "late" in answer.reasons[0][1].message
 
 
 async def test_concurrent_claimants_run_in_parallel(planner_of):
