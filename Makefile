@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(foreach d,$(PLUGIN_DIRS),MYPYPATH=$(d) $(BIN)/mypy -p $(subst -,_,$(notdir $(d))) &&) true
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/python tools/genproto.py --check
