@@ -1,0 +1,101 @@
+"""OCI platforms (``os/architecture[/variant]``) and the host's.
+
+Names are normalised as containerd's ``platforms`` package does, so that
+``x86_64`` and ``amd64``, ``aarch64`` and ``arm64`` (whose default variant is
+``v8``), or ``armv7l`` and ``arm/v7`` compare equal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["InvalidPlatform", "Platform", "host_platform", "parse_platform"]
+
+_ARCHITECTURES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "x86-64": ("amd64", None),
+    "amd64": ("amd64", None),
+    "aarch64": ("arm64", None),
+    "arm64": ("arm64", None),
+    "armhf": ("arm", "v7"),
+    "armel": ("arm", "v6"),
+    "armv7l": ("arm", "v7"),
+    "armv7": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i386": ("386", None),
+    "i686": ("386", None),
+    "x86": ("386", None),
+}
+_OPERATING_SYSTEMS = {"win32": "windows", "cygwin": "windows", "macos": "darwin"}
+_COMPONENT = re.compile(r"[a-z0-9_-]+", re.ASCII)
+
+
+class InvalidPlatform(ValueError):
+    """The string is not an ``os/architecture[/variant]`` platform."""
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """A normalised platform; ``None`` parts are left open (match anything)."""
+
+    os: str | None = None
+    architecture: str | None = None
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        parts = (self.os or "*", self.architecture or "*", self.variant)
+        return "/".join(p for p in parts if p)
+
+    def runs(self, wanted: Platform) -> bool:
+        """Whether this (host) platform runs images built for ``wanted``."""
+        return (
+            _same(self.os, wanted.os)
+            and _same(self.architecture, wanted.architecture)
+            and _same(self.variant, wanted.variant)
+        )
+
+
+def _same(have: str | None, want: str | None) -> bool:
+    return have is None or want is None or have == want
+
+
+def normalise(
+    os: str | None, architecture: str | None = None, variant: str | None = None
+) -> Platform:
+    """Build a :class:`Platform` from raw names, normalising each."""
+    os_name = os.strip().lower() if os else None
+    if os_name:
+        os_name = _OPERATING_SYSTEMS.get(os_name, os_name)
+    arch, arch_variant = _architecture(architecture)
+    chosen = variant.strip().lower() if variant else arch_variant
+    if arch == "arm64" and chosen == "v8":
+        chosen = None  # v8 is arm64's only (and default) variant
+    return Platform(os_name or None, arch, chosen)
+
+
+def _architecture(raw: str | None) -> tuple[str | None, str | None]:
+    name = raw.strip().lower() if raw else ""
+    if not name:
+        return None, None
+    return _ARCHITECTURES.get(name, (name, None))
+
+
+def parse_platform(text: str) -> Platform:
+    """Parse ``os/architecture[/variant]`` (or a bare ``os``).
+
+    :raises InvalidPlatform: if it has more parts or odd characters.
+    """
+    parts = text.strip().lower().split("/")
+    if len(parts) > 3 or not all(_COMPONENT.fullmatch(p) for p in parts):
+        raise InvalidPlatform(
+            f"{text!r} is not a platform of the form os/architecture[/variant], "
+            "e.g. linux/amd64 or linux/arm64/v8"
+        )
+    return normalise(*parts)
+
+
+def host_platform(os: str, architecture: str) -> Platform:
+    """The platform of a host described by ``sys.platform`` and ``platform.machine()``."""
+    host_os = "linux" if os.startswith("linux") else os
+    return normalise(host_os, architecture)
