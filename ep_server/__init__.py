@@ -21,6 +21,7 @@ from ep_server.model import (
     Verdict,
     parse_bytes,
 )
+from ep_server.uri import uri_problem
 
 __all__ = [
     "Cause",
@@ -35,4 +36,5 @@ __all__ = [
     "Verdict",
     "hookimpl",
     "parse_bytes",
+    "uri_problem",
 ]

@@ -49,11 +49,12 @@ class _ObjectSource:
 def build_settings(config: Mapping[str, Any] | None = None, **server: Any) -> Settings:
     """Settings from a dict shaped like the TOML file (no file, no environment).
 
-    ``server`` keywords override ``[server]`` keys; ``listen`` defaults to
-    ``127.0.0.1:0``.
+    ``server`` keywords override ``[server]`` keys. The server always listens
+    on ``127.0.0.1:0`` (a free loopback port) unless ``listen`` is passed here,
+    even when ``config`` names another address.
     """
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (config or {}).items()}
-    data["server"] = {"listen": "127.0.0.1:0", **data.get("server", {}), **server}
+    data["server"] = {**data.get("server", {}), "listen": "127.0.0.1:0", **server}
     return Settings.model_validate(data)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from ep_plugin_docker.config import DockerConfig, PortRange
 from ep_plugin_docker.platforms import Platform
-from pydantic import ValidationError
 
 
 def test_with_no_settings_the_note_s_service_is_offered_under_a_strict_policy() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ep_plugin_docker import reasons as R
 from ep_plugin_docker.config import DockerConfig
 from ep_plugin_docker.decide import decide
 from ep_plugin_docker.policy import Site
-
 from ep_server import Cause, HostInfo, IntRange, Offer, Reason, Resources, TaskQuery, Verdict
 
 GiB = 1024**3

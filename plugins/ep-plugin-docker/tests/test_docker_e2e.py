@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from ep_plugin_docker import TASKTYPES
 
+from ep_plugin_docker import TASKTYPES
 from ep_server.config import default_config_text
 from ep_server.errors import StartupError
 from ep_server.testing import EPTestServer

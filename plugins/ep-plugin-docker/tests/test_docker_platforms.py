@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ep_plugin_docker.platforms import InvalidPlatform, Platform, host_platform, parse_platform
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ep_plugin_docker import reasons as R
 from ep_plugin_docker.runtime import check_runtime
-
 from ep_server import Cause
 
 

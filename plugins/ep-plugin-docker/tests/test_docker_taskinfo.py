@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ep_plugin_docker import reasons as R
 from ep_plugin_docker.platforms import Platform
 from ep_plugin_docker.reference import ImageRef
 from ep_plugin_docker.taskinfo import PortRequest, read_taskinfo
-
 from ep_server import Cause
 
 SHA256 = "sha256:" + "ab" * 32

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ep_plugin_jupyter.config import JupyterSettings
 from pydantic import ValidationError
+
+from ep_plugin_jupyter.config import JupyterSettings
 
 
 def error_keys(settings: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from ep_plugin_jupyter.kernels import (
     Kernels,
     check_kernels,
@@ -16,7 +17,6 @@ from ep_plugin_jupyter.kernels import (
     requested_languages,
     scan_kernel_dirs,
 )
-
 from ep_server import Cause
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ep_plugin_jupyter.location import LocationRules, check_location, find_location
 
+from ep_plugin_jupyter.location import LocationRules, check_location, find_location
 from ep_server import Cause
 
 

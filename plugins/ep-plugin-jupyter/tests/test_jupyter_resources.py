@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ep_plugin_jupyter.resources import Limit, ResourceLimits, fit_range, fit_resources
 
+from ep_plugin_jupyter.resources import Limit, ResourceLimits, fit_range, fit_resources
 from ep_server import Cause, HostInfo, IntRange, Resources
 
 GiB = 1024**3
