@@ -1,0 +1,7 @@
+"""``python -m ep_server.client``: the ``ep`` command line."""
+
+from __future__ import annotations
+
+from ep_server.client.cli import main
+
+raise SystemExit(main())

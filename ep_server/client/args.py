@@ -1,0 +1,193 @@
+"""The ``ep`` command line's arguments: the parser and its value converters.
+
+Every converter raises :class:`argparse.ArgumentTypeError` with a message
+naming the bad value, so argparse reports it as a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ep_server.client.sites import parse_address
+from ep_server.model import IntRange, Resources, TaskQuery, parse_bytes
+from ep_server.uri import uri_problem
+
+__all__ = ["UsageError", "build_parser", "query_from_args"]
+
+DEFAULT_DEADLINE = 10.0
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not fit together; exit status 2."""
+
+
+def parse_range(text: str, amount: Callable[[str], int]) -> IntRange:
+    """``MIN``, ``MIN:MAX``, ``MIN:`` or ``:MAX``, each end read by ``amount``."""
+    low_text, _, high_text = text.partition(":")
+    try:
+        low = amount(low_text) if low_text else None
+        high = amount(high_text) if high_text else None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if low is None and high is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MIN[:MAX]")
+    if low is not None and high is not None and low > high:
+        raise argparse.ArgumentTypeError(f"{text!r}: MIN is greater than MAX")
+    return IntRange(low, high)
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def cores_arg(text: str) -> IntRange:
+    """``--cores MIN[:MAX]``."""
+    return parse_range(text, _count)
+
+
+def memory_arg(text: str) -> IntRange:
+    """``--memory 8GiB[:16GiB]``, units as :func:`ep_server.model.parse_bytes`."""
+    return parse_range(text, parse_bytes)
+
+
+def _json_object(text: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{source} must be a JSON object, not {value!r:.40}")
+    return value
+
+
+def taskinfo_arg(text: str) -> dict[str, Any]:
+    """``--taskinfo JSON`` or ``--taskinfo @file.json``."""
+    if not text.startswith("@"):
+        return _json_object(text, "--taskinfo")
+    try:
+        content = Path(text[1:]).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    return _json_object(content, text[1:])
+
+
+def set_arg(text: str) -> tuple[list[str], Any]:
+    """``--set key=value``: a dotted key path, and the value read as JSON
+    when it parses as JSON, as a plain string otherwise."""
+    key, sep, raw = text.partition("=")
+    path = key.split(".")
+    if not sep or not all(part.strip() for part in path):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE (KEY may be a.b.c)")
+    try:
+        return path, json.loads(raw)
+    except ValueError:
+        return path, raw
+
+
+def apply_sets(taskinfo: dict[str, Any], sets: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
+    """``taskinfo`` with each ``--set`` applied in order, nesting dotted keys.
+
+    :raises UsageError: when a key path runs through a value that is not an object.
+    """
+    for path, value in sets:
+        node = taskinfo
+        for i, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                dotted = ".".join(path[: i + 1])
+                raise UsageError(f"--set {'.'.join(path)}: {dotted} is already set, not an object")
+        node[path[-1]] = value
+    return taskinfo
+
+
+def uri_arg(text: str) -> str:
+    """A task or service type URI."""
+    problem = uri_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
+def endpoint_arg(text: str) -> str:
+    """``HOST:PORT``."""
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_arg(text: str) -> float:
+    """A positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ep`` parser, with its ``ask`` and ``info`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="ep", description="Ask IVOA ExecutionPlanner services whether they can run a task."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_ask(commands.add_parser("ask", help="ask one or many EPs; list and rank the offers"))
+    _add_info(commands.add_parser("info", help="show what one EP can do (GetServiceInfo)"))
+    return parser
+
+
+def _add_ask(ask: argparse.ArgumentParser) -> None:
+    ask.add_argument(
+        "--tasktype", required=True, type=uri_arg, metavar="URI", help="the task type asked about"
+    )
+    ask.add_argument(
+        "--taskinfo", type=taskinfo_arg, metavar="JSON|@FILE", default=None,
+        help="the taskinfo object, as JSON or @file.json",
+    )  # fmt: skip
+    ask.add_argument(
+        "--set", dest="sets", action="append", type=set_arg, default=[], metavar="KEY=VALUE",
+        help="set a taskinfo key (dotted keys nest; VALUE is JSON if it parses); "
+        "applied over --taskinfo",
+    )  # fmt: skip
+    ask.add_argument("--cores", type=cores_arg, metavar="MIN[:MAX]", help="cores needed, e.g. 4:16")
+    ask.add_argument("--memory", type=memory_arg, metavar="MIN[:MAX]", help="e.g. 8GiB:16GiB")
+    ask.add_argument(
+        "--sites", type=Path, metavar="FILE", help="TOML site list (--endpoint adds to it)"
+    )
+    ask.add_argument(
+        "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
+        metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more",
+    )  # fmt: skip
+    ask.add_argument(
+        "--accept-servicetype", dest="accept", action="append", type=uri_arg, default=[],
+        metavar="URI", help="acceptable service type, most preferred first (default: any)",
+    )  # fmt: skip
+    _add_common(ask)
+
+
+def _add_info(info: argparse.ArgumentParser) -> None:
+    info.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+    _add_common(info)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deadline", type=seconds_arg, default=DEFAULT_DEADLINE, metavar="SECONDS",
+        help=f"overall deadline (default {DEFAULT_DEADLINE:g})",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def query_from_args(args: argparse.Namespace) -> TaskQuery:
+    """The :class:`TaskQuery` that ``ep ask`` arguments describe."""
+    taskinfo = apply_sets(dict(args.taskinfo or {}), args.sets)
+    resources = Resources(args.cores or IntRange(), args.memory or IntRange())
+    return TaskQuery(args.tasktype, taskinfo, resources)

@@ -1,0 +1,176 @@
+"""Ask one EP, or many at once under one overall deadline.
+
+::
+
+    async with Client(metadata=[("authorization", "Bearer ...")]) as client:
+        query = TaskQuery("uri://docker-container", {"image": "docker.io/example:1.0"})
+        async for result in client.ask_many(sites, query, deadline=5.0):
+            print(result.site.name, result.answer or result.failure)
+
+Every site asked ends in exactly one :class:`Result`: an answer, or a
+failure value. Nothing a single endpoint does (refusing connections, hanging,
+failing TLS, answering with an error status) raises out of the fan-out or
+keeps the other answers from arriving before the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from ep_server.client.channels import ChannelPool, CredentialsError
+from ep_server.client.convert import answer_from_proto, request_from_query, service_info_from_proto
+from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
+from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
+from ep_server.client.sites import Site
+from ep_server.model import TaskQuery
+from ep_server.pb import execution_planner_pb2 as pb
+
+__all__ = ["Client", "Metadata", "Query"]
+
+R = TypeVar("R")
+Metadata = Sequence[tuple[str, str | bytes]]
+Query = TaskQuery | pb.AskRequest
+Call = grpc.aio.UnaryUnaryMultiCallable[bytes, R]
+
+_SERVICE = "/ivoa.ep.v1.ExecutionPlannerService/"
+# Past the deadline, how long gRPC gets to report DEADLINE_EXCEEDED itself
+# before the client gives up on the call on its own.
+_GUARD = 0.25
+
+
+def _deadline(value: float | Deadline) -> Deadline:
+    return value if isinstance(value, Deadline) else Deadline.after(value)
+
+
+def _payload(query: Query) -> bytes:
+    request = query if isinstance(query, pb.AskRequest) else request_from_query(query)
+    return request.SerializeToString()
+
+
+class Client:
+    """Asks EP sites; reuses one channel per site (address and TLS settings).
+
+    ``metadata`` is sent with every call; ``retry`` says how UNAVAILABLE is
+    retried. A ``pool`` passed in is shared and not closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: Metadata = (),
+        retry: RetryPolicy | None = None,
+        pool: ChannelPool | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.metadata = tuple(metadata)
+        self.retry = retry or RetryPolicy()
+        self._own_pool = pool is None
+        self.pool = pool or ChannelPool()
+        self._rng = rng or random.Random()
+
+    async def ask(self, site: Site, query: Query, *, deadline: float | Deadline) -> Result:
+        """Ask one site. ``deadline`` is seconds from now or a :class:`Deadline`."""
+        return await self._ask(site, _payload(query), _deadline(deadline))
+
+    async def ask_many(
+        self, sites: Iterable[Site], query: Query, *, deadline: float | Deadline
+    ) -> AsyncIterator[Result]:
+        """Ask every site at once; yield each :class:`Result` as it arrives.
+
+        All calls share one deadline (a number of seconds counts from the
+        start of the iteration), so the last result comes at the latest
+        shortly after it. Leaving the loop early cancels the calls still
+        running (wrap in ``contextlib.aclosing`` to do so at once).
+
+        :raises ValueError, TypeError: only when ``query`` cannot be encoded
+            (taskinfo that is not JSON-like), before any site is asked.
+        """
+        payload, until = _payload(query), _deadline(deadline)
+        tasks = [asyncio.create_task(self._ask(site, payload, until)) for site in sites]
+        try:
+            for done in asyncio.as_completed(tasks):
+                yield await done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def ask_all(
+        self, sites: Iterable[Site], query: Query, *, deadline: float | Deadline
+    ) -> list[Result]:
+        """Every site's :class:`Result`, in the order they arrived."""
+        return [result async for result in self.ask_many(sites, query, deadline=deadline)]
+
+    async def service_info(
+        self, site: Site, *, deadline: float | Deadline = 10.0
+    ) -> ServiceInfo | Failure:
+        """``GetServiceInfo`` of one site, or why it failed."""
+        payload = pb.GetServiceInfoRequest().SerializeToString()
+        decode = pb.GetServiceInfoResponse.FromString
+        reply = await self._call(site, "GetServiceInfo", payload, decode, _deadline(deadline))
+        return reply if isinstance(reply, Failure) else service_info_from_proto(reply)
+
+    async def _ask(self, site: Site, payload: bytes, deadline: Deadline) -> Result:
+        start = time.monotonic()
+        reply = await self._call(site, "Ask", payload, pb.AskResponse.FromString, deadline)
+        outcome = reply if isinstance(reply, Failure) else answer_from_proto(reply)
+        return Result(site, outcome, time.monotonic() - start)
+
+    async def _call(
+        self,
+        site: Site,
+        method: str,
+        payload: bytes,
+        decode: Callable[[bytes], R],
+        deadline: Deadline,
+    ) -> R | Failure:
+        """One unary call with retries; every error becomes a :class:`Failure`."""
+        try:
+            async with asyncio.timeout(deadline.remaining() + _GUARD):
+                call: Call[R] = self.pool.channel(site).unary_unary(
+                    _SERVICE + method, response_deserializer=decode
+                )
+                return await self._with_retries(call, payload, deadline)
+        except TimeoutError:
+            return Failure(FailureKind.DEADLINE_EXCEEDED, "no answer before the deadline")
+        except CredentialsError as exc:
+            return Failure(FailureKind.TLS, str(exc), attempts=0)
+        except Exception as exc:  # one endpoint's bug must not lose the other answers
+            return Failure(FailureKind.CLIENT_ERROR, f"{type(exc).__name__}: {exc}")
+
+    async def _with_retries(self, call: Call[R], payload: bytes, deadline: Deadline) -> R | Failure:
+        """Retry UNAVAILABLE with backoff while the policy and deadline allow."""
+        delays = self.retry.delays(self._rng)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await call(payload, timeout=deadline.remaining(), metadata=self.metadata)
+            except grpc.aio.AioRpcError as exc:
+                delay = next(delays, None) if is_retryable(exc) else None
+                if delay is None or delay >= deadline.remaining():
+                    return failure_from_error(exc, attempts)
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Close the channels, unless the pool was passed in."""
+        if self._own_pool:
+            await self.pool.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,93 @@
+"""A small pool of ``grpc.aio`` channels, one per address and TLS setting.
+
+A channel is made the first time a target is asked and reused afterwards, so
+asking the same sites again costs no new connection. Close the pool (or use
+it as an ``async with`` block) when done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from ep_server.client.sites import TLS, Site
+
+__all__ = ["ChannelPool", "CredentialsError", "channel_credentials"]
+
+ChannelOptions = Sequence[tuple[str, Any]]
+
+
+class CredentialsError(OSError):
+    """A CA, certificate or key file could not be read."""
+
+
+def _read(path: Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read TLS {what} {path}: {exc.strerror}") from exc
+
+
+def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
+    """``grpc.ssl_channel_credentials`` from the PEM files named in ``tls``.
+
+    :raises CredentialsError: when a file cannot be read.
+    """
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca, "CA file"),
+        private_key=_read(tls.key, "key file"),
+        certificate_chain=_read(tls.cert, "certificate file"),
+    )
+
+
+class ChannelPool:
+    """Channels keyed by (address, TLS settings); ``options`` apply to all."""
+
+    def __init__(self, options: ChannelOptions = ()) -> None:
+        self._options = list(options)
+        self._channels: dict[tuple[str, TLS | None], grpc.aio.Channel] = {}
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def channel(self, site: Site) -> grpc.aio.Channel:
+        """The channel for ``site``, made on first use.
+
+        :raises CredentialsError: when the site's TLS files cannot be read.
+        """
+        key = (site.address, site.tls)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._channels[key] = self._open(site.address, site.tls)
+        return channel
+
+    def _open(self, address: str, tls: TLS | None) -> grpc.aio.Channel:
+        if tls is None:
+            return grpc.aio.insecure_channel(address, options=self._options)
+        options = list(self._options)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every channel (cancelling calls still running after ``grace``)."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(grace)
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,119 @@
+"""``ep``: ask ExecutionPlanner services from the command line.
+
+::
+
+    ep ask --tasktype uri://docker-container --set image=docker.io/example:1.0 \\
+           --cores 4:16 --memory 8GiB --sites sites.toml --accept-servicetype uri://docker-uws
+    ep info 127.0.0.1:50051
+
+Exit status: 0 when at least one acceptable YES came back (``ask``) or the
+EP answered (``info``); 1 otherwise; 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from ep_server.client.args import UsageError, build_parser, query_from_args
+from ep_server.client.ask import Client
+from ep_server.client.choose import Choice, candidates, rank
+from ep_server.client.convert import message_json
+from ep_server.client.progress import Progress
+from ep_server.client.render import info_lines, results_json, table
+from ep_server.client.results import Failure, Result
+from ep_server.client.retry import Deadline
+from ep_server.client.sites import Site, SiteListError, load_sites
+from ep_server.model import TaskQuery
+
+__all__ = ["main"]
+
+EXIT_YES, EXIT_NONE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ep`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "info":
+            return asyncio.run(_info(args))
+        return _ask(args, _sites(args), query_from_args(args))
+    except UsageError as exc:
+        print(f"ep: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _sites(args: argparse.Namespace) -> list[Site]:
+    """The sites to ask: the site list's, then each ``--endpoint``."""
+    if args.sites is None and not args.endpoints:
+        raise UsageError("give --sites FILE or at least one --endpoint HOST:PORT")
+    try:
+        sites = load_sites(args.sites) if args.sites is not None else []
+    except SiteListError as exc:
+        raise UsageError(str(exc)) from None
+    return sites + [Site(address, address) for address in args.endpoints]
+
+
+def _ask(args: argparse.Namespace, sites: list[Site], query: TaskQuery) -> int:
+    results = asyncio.run(_gather(sites, query, args.deadline))
+    order = {id(site): i for i, site in enumerate(sites)}
+    results.sort(key=lambda r: order[id(r.site)])
+    ranking = rank(candidates(results, args.accept))
+    print(results_json(results, ranking) if args.json else _report(results, ranking))
+    return EXIT_YES if ranking else EXIT_NONE
+
+
+async def _gather(sites: list[Site], query: TaskQuery, seconds: float) -> list[Result]:
+    """Ask every site, showing progress on stderr when it is a terminal."""
+    deadline = Deadline.after(seconds)
+    progress = Progress(sys.stderr, sites, deadline, enabled=len(sites) > 1 and _tty())
+    ticker = asyncio.create_task(progress.tick())
+    try:
+        async with Client() as client:
+            results = []
+            async for result in client.ask_many(sites, query, deadline=deadline):
+                results.append(result)
+                progress.done(result)
+    finally:
+        ticker.cancel()
+        progress.clear()
+    return results
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _report(results: list[Result], ranking: list[Choice]) -> str:
+    failed = sum(isinstance(r.outcome, Failure) for r in results)
+    yes = len({id(c.result) for c in ranking})
+    summary = f"{len(results)} site(s): {yes} with an acceptable YES, {failed} failed"
+    if ranking:
+        best = ranking[0]
+        summary += f"; best: {best.site.name} ({best.offer.servicetype})"
+    return f"{table(results, ranking)}\n\n{summary}"
+
+
+async def _info(args: argparse.Namespace) -> int:
+    async with Client() as client:
+        info = await client.service_info(Site(args.address, args.address), deadline=args.deadline)
+    if isinstance(info, Failure):
+        print(f"ep: {args.address}: {info.describe()}", file=sys.stderr)
+        return EXIT_NONE
+    if args.json:
+        print(json.dumps(message_json(info.raw) if info.raw else {}, indent=2))
+    else:
+        print(info_lines(args.address, info))
+    return EXIT_YES
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

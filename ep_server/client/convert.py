@@ -1,0 +1,137 @@
+"""The client's edge: plain objects to ``ivoa.ep.v1`` messages and back.
+
+The only client module that reads or builds protobuf messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
+
+from ep_server.client.results import (
+    Answer,
+    Offer,
+    PluginInfo,
+    Reason,
+    ServiceInfo,
+    ServiceType,
+    TaskTypeInfo,
+)
+from ep_server.model import Cause, HostInfo, IntRange, Resources, TaskQuery
+from ep_server.pb import execution_planner_pb2 as pb
+
+__all__ = [
+    "answer_from_proto",
+    "message_json",
+    "request_from_query",
+    "service_info_from_proto",
+    "struct_to_dict",
+]
+
+_CAUSE = {c.value: c for c in Cause}
+
+
+def request_from_query(query: TaskQuery) -> pb.AskRequest:
+    """Build the ``AskRequest`` for ``query``; unbounded ranges are left out."""
+    request = pb.AskRequest(tasktype=query.tasktype)
+    if query.taskinfo:
+        request.taskinfo.update(dict(query.taskinfo))
+    _set_range(request.resources.cores, query.resources.cores)
+    _set_range(request.resources.memory, query.resources.memory)
+    if not request.resources.ListFields():
+        request.ClearField("resources")
+    return request
+
+
+def _set_range(msg: pb.Range, rng: IntRange) -> None:
+    if rng.min is not None:
+        msg.min = rng.min
+    if rng.max is not None:
+        msg.max = rng.max
+
+
+def answer_from_proto(msg: pb.AskResponse) -> Answer:
+    """Convert an ``AskResponse``; the message stays available as ``raw``."""
+    return Answer(
+        word=pb.ResponseWord.Name(msg.responseword),
+        offers=tuple(_offer(o) for o in msg.offers),
+        reasons=tuple(_reason(r) for r in msg.reasons),
+        raw=msg,
+    )
+
+
+def _offer(msg: pb.Offer) -> Offer:
+    return Offer(
+        servicetype=msg.servicetype,
+        serviceinfo=struct_to_dict(msg.serviceinfo),
+        resources=_resources(msg.resources) if msg.HasField("resources") else None,
+        plugin=msg.plugin,
+        message=msg.message,
+    )
+
+
+def _reason(msg: pb.Reason) -> Reason:
+    return Reason(
+        code=msg.code,
+        message=msg.message,
+        plugin=msg.plugin,
+        cause=_CAUSE.get(msg.cause),
+        retryable=msg.retryable,
+        field=msg.field,
+    )
+
+
+def _resources(msg: pb.Resources) -> Resources:
+    return Resources(_range(msg, "cores"), _range(msg, "memory"))
+
+
+def _range(msg: pb.Resources, name: str) -> IntRange:
+    if not msg.HasField(name):
+        return IntRange()
+    rng: pb.Range = getattr(msg, name)
+    return IntRange(
+        rng.min if rng.HasField("min") else None, rng.max if rng.HasField("max") else None
+    )
+
+
+def struct_to_dict(msg: struct_pb2.Struct) -> dict[str, Any]:
+    """A ``Struct`` as plain JSON-like Python values."""
+    result: dict[str, Any] = json_format.MessageToDict(msg)
+    return result
+
+
+def service_info_from_proto(msg: pb.GetServiceInfoResponse) -> ServiceInfo:
+    """Convert a ``GetServiceInfoResponse``; the message stays as ``raw``."""
+    cap = msg.capacity
+    return ServiceInfo(
+        server_version=msg.server_version,
+        capacity=HostInfo(cap.cores, cap.memory, cap.architecture, cap.os),
+        tasktypes=tuple(_tasktype(t) for t in msg.tasktypes),
+        plugins=tuple(_plugin(p) for p in msg.plugins),
+        raw=msg,
+    )
+
+
+def _tasktype(msg: pb.TaskTypeInfo) -> TaskTypeInfo:
+    services = tuple(ServiceType(s.servicetype, s.plugin) for s in msg.services)
+    return TaskTypeInfo(msg.tasktype, services)
+
+
+def _plugin(msg: pb.PluginInfo) -> PluginInfo:
+    return PluginInfo(
+        name=msg.name,
+        distribution=msg.distribution,
+        version=msg.version,
+        state=pb.PluginState.Name(msg.state).removeprefix("PLUGIN_STATE_"),
+        error=msg.error,
+        tasktypes=tuple(msg.tasktypes),
+        servicetypes=tuple(msg.servicetypes),
+    )
+
+
+def message_json(msg: Message) -> dict[str, Any]:
+    """Any message in the protocol's JSON form (proto field names)."""
+    result: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    return result

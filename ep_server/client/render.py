@@ -1,0 +1,184 @@
+"""Showing results to people (a table) and to programs (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ep_server.client.choose import Choice
+from ep_server.client.results import Failure, Offer, Reason, Result, ServiceInfo
+from ep_server.model import IntRange, Resources
+
+__all__ = [
+    "describe_resources",
+    "endpoint",
+    "format_bytes",
+    "info_lines",
+    "offer_json",
+    "result_json",
+    "results_json",
+    "table",
+]
+
+_HEADERS = ("#", "SITE", "ANSWER", "SERVICE TYPE", "ENDPOINT", "RESOURCES", "REASONS / NOTES")
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def format_bytes(n: int) -> str:
+    """``17179869184`` -> ``"16GiB"``; ``1536`` -> ``"1.5KiB"``; ``100`` -> ``"100B"``."""
+    value, unit = float(n), _UNITS[0]
+    for unit in _UNITS:
+        if value < 1024 or unit == _UNITS[-1]:
+            break
+        value /= 1024
+    return f"{value:.1f}".rstrip("0").rstrip(".") + unit
+
+
+def _range(rng: IntRange, fmt: Callable[[int], str] = str) -> str:
+    if rng.min is not None and rng.max is not None:
+        return fmt(rng.min) if rng.min == rng.max else f"{fmt(rng.min)}-{fmt(rng.max)}"
+    if rng.min is not None:
+        return f"{fmt(rng.min)}+"
+    return f"<={fmt(rng.max)}" if rng.max is not None else ""
+
+
+def describe_resources(resources: Resources | None) -> str:
+    """``"cores 4-16, memory 8GiB"``, or ``"-"`` when nothing is stated."""
+    if resources is None:
+        return "-"
+    parts = [
+        f"cores {_range(resources.cores)}" if _range(resources.cores) else "",
+        f"memory {_range(resources.memory, format_bytes)}" if _range(resources.memory) else "",
+    ]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def endpoint(offer: Offer) -> str:
+    """The offer's ``serviceinfo.endpoint``, else its serviceinfo as JSON."""
+    value = offer.serviceinfo.get("endpoint")
+    if isinstance(value, str):
+        return value
+    return json.dumps(offer.serviceinfo, separators=(",", ":")) if offer.serviceinfo else "-"
+
+
+def _reasons(reasons: Iterable[Reason]) -> str:
+    return "; ".join(f"{r.code}: {r.message}" if r.message else r.code for r in reasons)
+
+
+def _offer_row(place: str, name: str, word: str, offer: Offer) -> tuple[str, ...]:
+    resources = describe_resources(offer.resources)
+    return (place, name, word, offer.servicetype, endpoint(offer), resources, offer.message)
+
+
+def _other_rows(result: Result, chosen: set[int]) -> list[tuple[str, ...]]:
+    name, outcome = result.site.name, result.outcome
+    if isinstance(outcome, Failure):
+        return [("", name, "FAILED", "-", "-", "-", outcome.describe())]
+    if not outcome.yes:
+        return [("", name, outcome.word, "-", "-", "-", _reasons(outcome.reasons))]
+    others = [o for o in outcome.offers if id(o) not in chosen]
+    return [_offer_row("", name, "YES (not accepted)", o) for o in others]
+
+
+def table(results: Sequence[Result], ranking: Sequence[Choice] = ()) -> str:
+    """A text table: one row per offer, NO answer or failure. The ranked
+    (acceptable) offers come first, numbered; the rest follow in the order
+    of ``results``."""
+    rows = [_offer_row(str(n), c.site.name, "YES", c.offer) for n, c in enumerate(ranking, 1)]
+    chosen = {id(c.offer) for c in ranking}
+    rows += [row for result in results for row in _other_rows(result, chosen)]
+    return _layout([_HEADERS, *rows])
+
+
+def _layout(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _range_json(rng: IntRange) -> dict[str, int]:
+    return {k: v for k, v in (("min", rng.min), ("max", rng.max)) if v is not None}
+
+
+def _resources_json(resources: Resources | None) -> dict[str, Any] | None:
+    if resources is None:
+        return None
+    return {"cores": _range_json(resources.cores), "memory": _range_json(resources.memory)}
+
+
+def offer_json(offer: Offer) -> dict[str, Any]:
+    """An offer in the protocol's JSON field names."""
+    return {
+        "servicetype": offer.servicetype,
+        "serviceinfo": dict(offer.serviceinfo),
+        "resources": _resources_json(offer.resources),
+        "plugin": offer.plugin,
+        "message": offer.message,
+    }
+
+
+def _reason_json(reason: Reason) -> dict[str, Any]:
+    cause = reason.cause.name if reason.cause else None
+    return {
+        "code": reason.code,
+        "message": reason.message,
+        "plugin": reason.plugin,
+        "cause": cause,
+        "retryable": reason.retryable,
+        "field": reason.field,
+    }
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    """One site's result: ``answer`` or ``failure``, with site and timing."""
+    out: dict[str, Any] = {"site": result.site.name, "address": result.site.address}
+    out["elapsed"] = round(result.elapsed, 4)
+    outcome = result.outcome
+    if isinstance(outcome, Failure):
+        code = outcome.code.name if outcome.code else None
+        failure = {"kind": outcome.kind.name, "code": code, "message": outcome.message}
+        out["failure"] = {**failure, "attempts": outcome.attempts}
+    else:
+        out["answer"] = {
+            "responseword": outcome.word,
+            "offers": [offer_json(o) for o in outcome.offers],
+            "reasons": [_reason_json(r) for r in outcome.reasons],
+        }
+    return out
+
+
+def _choice_json(choice: Choice) -> dict[str, Any]:
+    return {"site": choice.site.name, "address": choice.site.address, **offer_json(choice.offer)}
+
+
+def results_json(results: Sequence[Result], ranking: Sequence[Choice] = ()) -> str:
+    """Everything as one JSON document: ``results`` per site, the acceptable
+    offers best first as ``ranking``, and the best as ``chosen`` (or null)."""
+    doc = {
+        "results": [result_json(r) for r in results],
+        "ranking": [_choice_json(c) for c in ranking],
+        "chosen": _choice_json(ranking[0]) if ranking else None,
+    }
+    return json.dumps(doc, indent=2)
+
+
+def info_lines(address: str, info: ServiceInfo) -> str:
+    """``GetServiceInfo`` as readable text."""
+    cap = info.capacity
+    memory = format_bytes(cap.memory)
+    lines = [
+        f"EP at {address}: ep-server {info.server_version}",
+        f"capacity: {cap.cores} cores, {memory} memory, {cap.os}/{cap.architecture}",
+        "task types:" if info.tasktypes else "task types: none",
+    ]
+    for tasktype in info.tasktypes:
+        lines.append(f"  {tasktype.tasktype}")
+        lines += [f"    -> {s.servicetype} (plugin {s.plugin})" for s in tasktype.services]
+    lines.append("plugins:" if info.plugins else "plugins: none")
+    for plugin in info.plugins:
+        error = f": {plugin.error}" if plugin.error else ""
+        lines.append(
+            f"  {plugin.name} [{plugin.state}] {plugin.distribution} {plugin.version}{error}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Deadlines, the retry policy, and turning a gRPC error into a :class:`Failure`.
+
+Only UNAVAILABLE is retried (the call never reached a server, or the server
+was not ready), never a TLS handshake failure, which the next attempt would
+repeat. Backoff grows exponentially with random jitter, and no attempt is
+started that the overall deadline could not wait for.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from ep_server.client.results import Failure, FailureKind
+
+__all__ = ["Deadline", "RetryPolicy", "failure_from_error", "is_retryable"]
+
+# Words in an UNAVAILABLE status that mean the TLS handshake failed.
+_TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate")
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A point in time on the monotonic clock, after which we stop waiting."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        """The deadline ``seconds`` from now."""
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at - time.monotonic())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How UNAVAILABLE calls are retried.
+
+    The n-th retry waits ``min(max_backoff, initial_backoff * multiplier**n)``
+    seconds, scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
+    ``max_attempts`` counts the first call; 1 disables retries.
+    """
+
+    max_attempts: int = 4
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The waits before each retry, ``max_attempts - 1`` of them."""
+        rng = rng or random.Random()
+        for n in range(self.max_attempts - 1):
+            base = min(self.max_backoff, self.initial_backoff * self.multiplier**n)
+            yield base * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def _is_tls(error: grpc.aio.AioRpcError) -> bool:
+    details = (error.details() or "").lower()
+    return error.code() is grpc.StatusCode.UNAVAILABLE and any(m in details for m in _TLS_MARKERS)
+
+
+def is_retryable(error: grpc.aio.AioRpcError) -> bool:
+    """True for UNAVAILABLE, unless it is a TLS handshake failure."""
+    return error.code() is grpc.StatusCode.UNAVAILABLE and not _is_tls(error)
+
+
+def failure_from_error(error: grpc.aio.AioRpcError, attempts: int) -> Failure:
+    """Classify a failed call."""
+    code = error.code()
+    message = error.details() or code.name
+    if _is_tls(error):
+        kind = FailureKind.TLS
+    elif code is grpc.StatusCode.UNAVAILABLE:
+        kind = FailureKind.UNREACHABLE
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        kind = FailureKind.DEADLINE_EXCEEDED
+    else:
+        kind = FailureKind.REFUSED
+    return Failure(kind, message, code, attempts)

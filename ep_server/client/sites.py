@@ -1,0 +1,170 @@
+"""The site list: a small TOML file naming EP endpoints (the IVOA note's
+"plain list" discovery)::
+
+    [[site]]
+    name = "lab"
+    address = "ep.lab.example.org:50051"
+
+    [[site]]
+    name = "cloud"
+    address = "ep.cloud.example.org:443"
+    tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", server_name = "ep" }
+
+``tls`` is optional; without it the connection is plaintext. An empty
+``tls = {}`` means TLS with the system's root certificates. Relative paths are
+read relative to the site file. ``cert`` and ``key`` (a client certificate)
+go together. Every problem is reported at once, each naming its entry and key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TLS", "Site", "SiteListError", "load_sites", "parse_address", "parse_sites"]
+
+_SITE_KEYS = frozenset({"name", "address", "tls"})
+_TLS_KEYS = ("ca", "cert", "key", "server_name")
+
+
+class SiteListError(ValueError):
+    """A site list that cannot be used; the message names every problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLS:
+    """TLS settings for one site: PEM file paths and the expected server name.
+
+    All ``None``: TLS with the system's root certificates.
+    """
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One EP endpoint: a name for people, a ``HOST:PORT`` and optional TLS."""
+
+    name: str
+    address: str
+    tls: TLS | None = None
+
+
+def parse_address(text: str) -> str:
+    """Check ``HOST:PORT`` (``[::1]:50051`` for IPv6) and return it.
+
+    :raises ValueError: saying what is wrong.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port!r} in {text!r}")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"unbalanced brackets in {text!r} (IPv6 is written [::1]:50051)")
+    return text
+
+
+def load_sites(path: str | Path) -> list[Site]:
+    """Read and validate a site list file.
+
+    :raises SiteListError: when the file cannot be read, is not TOML, or
+        holds invalid entries (all of them named).
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SiteListError(f"cannot read site list {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteListError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_sites(data, source=str(path), base=path.parent)
+
+
+def parse_sites(
+    data: Mapping[str, Any], source: str = "site list", base: Path | None = None
+) -> list[Site]:
+    """Validate the parsed TOML of a site list (``{"site": [...]}``).
+
+    Relative TLS paths are taken relative to ``base`` when it is given.
+
+    :raises SiteListError: naming every bad entry and key.
+    """
+    problems = [f"unknown key {key!r} (expected [[site]] entries)" for key in data if key != "site"]
+    entries = data.get("site", [])
+    if not isinstance(entries, list) or not entries:
+        problems.append("needs at least one [[site]] entry")
+        entries = []
+    sites = [_site(i, entry, base, problems) for i, entry in enumerate(entries, start=1)]
+    _check_unique(sites, problems)
+    if problems:
+        raise SiteListError(
+            f"{source}: invalid site list:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return [site for site in sites if site is not None]
+
+
+def _site(index: int, entry: Any, base: Path | None, problems: list[str]) -> Site | None:
+    label = f"site #{index}"
+    if not isinstance(entry, Mapping):
+        problems.append(f"{label}: must be a table with name and address")
+        return None
+    if isinstance(entry.get("name"), str) and entry["name"]:
+        label = f"site #{index} ({entry['name']!r})"
+    before = len(problems)
+    problems.extend(f"{label}: unknown key {key!r}" for key in entry if key not in _SITE_KEYS)
+    name = _text(entry, "name", label, problems)
+    address = _text(entry, "address", label, problems)
+    if address:
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            problems.append(f"{label}: address: {exc}")
+    tls = _tls(entry["tls"], label, base, problems) if "tls" in entry else None
+    return Site(name, address, tls) if len(problems) == before else None
+
+
+def _text(entry: Mapping[str, Any], key: str, label: str, problems: list[str]) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{label}: {key}: must be a non-empty string, got {value!r}")
+        return ""
+    return value
+
+
+def _tls(value: Any, label: str, base: Path | None, problems: list[str]) -> TLS | None:
+    if not isinstance(value, Mapping):
+        problems.append(f'{label}: tls: must be a table such as {{ ca = "ca.pem" }}')
+        return None
+    problems.extend(f"{label}: tls: unknown key {key!r}" for key in value if key not in _TLS_KEYS)
+    for key in _TLS_KEYS:
+        if key in value and (not isinstance(value[key], str) or not value[key]):
+            problems.append(f"{label}: tls.{key}: must be a non-empty string")
+    if ("cert" in value) != ("key" in value):
+        problems.append(f"{label}: tls: cert and key must be given together")
+    paths = {k: _path(value.get(k), base) for k in ("ca", "cert", "key")}
+    server_name = value.get("server_name")
+    return TLS(**paths, server_name=server_name if isinstance(server_name, str) else None)
+
+
+def _path(value: Any, base: Path | None) -> Path | None:
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value).expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def _check_unique(sites: list[Site | None], problems: list[str]) -> None:
+    seen: set[str] = set()
+    for site in sites:
+        if site is None:
+            continue
+        if site.name in seen:
+            problems.append(f"site {site.name!r}: name is used by more than one entry")
+        seen.add(site.name)

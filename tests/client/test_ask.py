@@ -1,0 +1,252 @@
+"""The asyncio client against real in-process EPs and misbehaving endpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from ep_server.client import (
+    TLS,
+    Answer,
+    Client,
+    Failure,
+    FailureKind,
+    IntRange,
+    Resources,
+    RetryPolicy,
+    ServiceInfo,
+    Site,
+    TaskQuery,
+    choose,
+)
+from ep_server.pb import execution_planner_pb2 as pb
+
+# Fixtures from conftest.py: start_ep (a real EP), fake_ep and tls_fake_ep
+# (scripted EPs), certs, silent_address, refused_address.
+StartEP = Callable[..., Awaitable[Site]]
+FakeEP = Any
+Certs = Any
+DOCKER = "uri://docker-container"
+UWS = "uri://docker-uws"
+
+QUERY = TaskQuery(DOCKER, {"image": "docker.io/example:1.0"})
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
+
+
+async def test_ask_one_site_gets_plain_answer(start_ep: StartEP) -> None:
+    site = await start_ep("lab", cores=8)
+    async with Client() as client:
+        result = await client.ask(site, QUERY, deadline=5)
+    assert result.site is site
+    answer = result.answer
+    assert isinstance(answer, Answer)
+    assert answer.yes
+    (offer,) = answer.offers
+    assert offer.servicetype == UWS
+    assert offer.serviceinfo == {"endpoint": "http://example.org/dkuws"}
+    assert offer.resources == Resources(cores=IntRange(None, 8))
+    assert offer.plugin == "static"
+    assert isinstance(answer.raw, pb.AskResponse)
+    assert answer.raw.responseword == pb.YES
+
+
+async def test_resources_are_sent(start_ep: StartEP) -> None:
+    site = await start_ep(cores=4)
+    query = TaskQuery(DOCKER, {}, Resources(cores=IntRange(8, 16)))
+    async with Client() as client:
+        result = await client.ask(site, query, deadline=5)
+    assert result.answer is not None
+    assert result.answer.word == "NO"
+    assert [r.code for r in result.answer.reasons] == ["INSUFFICIENT_CORES"]
+    assert result.answer.reasons[0].field == "resources.cores.min"
+
+
+async def test_fan_out_returns_every_answer_and_both_failures(
+    start_ep: StartEP, silent_address: str, refused_address: str
+) -> None:
+    good = [await start_ep(f"ep{i}", cores=2 + i) for i in range(3)]
+    silent, refused = Site("silent", silent_address), Site("refused", refused_address)
+    deadline = 2.0
+    start = time.monotonic()
+    arrivals: dict[str, float] = {}
+    results = {}
+    async with Client() as client:
+        async for result in client.ask_many([silent, *good, refused], QUERY, deadline=deadline):
+            arrivals[result.site.name] = time.monotonic() - start
+            results[result.site.name] = result
+    total = time.monotonic() - start
+    assert set(results) == {"ep0", "ep1", "ep2", "silent", "refused"}
+    assert all(results[s.name].answer is not None for s in good)
+    silent_failure, refused_failure = results["silent"].failure, results["refused"].failure
+    assert silent_failure is not None
+    assert silent_failure.kind is FailureKind.DEADLINE_EXCEEDED
+    assert refused_failure is not None
+    assert refused_failure.kind is FailureKind.UNREACHABLE
+    assert refused_failure.code is grpc.StatusCode.UNAVAILABLE
+    assert refused_failure.attempts > 1  # UNAVAILABLE was retried
+    # Answers are yielded as they come, well before the hanging one ends.
+    assert max(arrivals[s.name] for s in good) < arrivals["silent"]
+    assert deadline <= total < deadline + 1.0
+    best = choose(results.values(), [UWS])
+    assert best is not None
+    assert best.site.name == "ep2"  # the most cores
+
+
+async def test_leaving_the_loop_early_cancels_pending_calls(
+    start_ep: StartEP, silent_address: str
+) -> None:
+    site = await start_ep()
+    start = time.monotonic()
+    async with Client() as client:
+        stream = client.ask_many([Site("silent", silent_address), site], QUERY, deadline=30)
+        async with aclosing(stream) as results:
+            async for result in results:
+                assert result.site is site
+                break
+    assert time.monotonic() - start < 10
+
+
+async def test_error_status_is_refused_and_not_retried(fake_ep: FakeEP) -> None:
+    fake_ep.script = [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT]
+    async with Client(retry=FAST_RETRY) as client:
+        result = await client.ask(fake_ep.site, QUERY, deadline=5)
+    assert result.failure == Failure(
+        FailureKind.REFUSED, "scripted failure", grpc.StatusCode.INVALID_ARGUMENT, attempts=1
+    )
+    assert len(fake_ep.peers) == 1
+
+
+async def test_real_server_refuses_a_bad_request(start_ep: StartEP) -> None:
+    site = await start_ep()
+    async with Client() as client:
+        result = await client.ask(site, TaskQuery("not a uri"), deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.REFUSED
+    assert result.failure.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unavailable_is_retried_until_it_answers(fake_ep: FakeEP) -> None:
+    fake_ep.script = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
+    async with Client(retry=FAST_RETRY) as client:
+        result = await client.ask(fake_ep.site, QUERY, deadline=5)
+    assert result.answer is not None
+    assert result.answer.yes
+    assert len(fake_ep.peers) == 3
+
+
+async def test_unavailable_retries_stop_at_max_attempts(fake_ep: FakeEP) -> None:
+    fake_ep.script = [grpc.StatusCode.UNAVAILABLE] * 10
+    async with Client(retry=FAST_RETRY) as client:
+        result = await client.ask(fake_ep.site, QUERY, deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.UNREACHABLE
+    assert result.failure.attempts == 3
+    assert len(fake_ep.peers) == 3
+
+
+async def test_unavailable_retries_stop_at_the_deadline(fake_ep: FakeEP) -> None:
+    fake_ep.script = [grpc.StatusCode.UNAVAILABLE] * 1000
+    policy = RetryPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.05)
+    start = time.monotonic()
+    async with Client(retry=policy) as client:
+        result = await client.ask(fake_ep.site, QUERY, deadline=0.5)
+    assert time.monotonic() - start < 1.0
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.UNREACHABLE
+    assert 2 <= result.failure.attempts < 20
+
+
+async def test_metadata_is_sent(fake_ep: FakeEP) -> None:
+    async with Client(metadata=[("x-ep-test", "hello")]) as client:
+        await client.ask(fake_ep.site, QUERY, deadline=5)
+    assert fake_ep.metadata[0]["x-ep-test"] == "hello"
+
+
+async def test_prebuilt_request_is_sent_as_is(fake_ep: FakeEP) -> None:
+    async with Client() as client:
+        result = await client.ask(fake_ep.site, pb.AskRequest(tasktype="uri://raw"), deadline=5)
+    assert result.answer is not None
+    assert result.answer.offers[0].serviceinfo["tasktype"] == "uri://raw"
+
+
+async def test_channels_are_reused_per_target(fake_ep: FakeEP, start_ep: StartEP) -> None:
+    other = await start_ep()
+    async with Client() as client:
+        for _ in range(3):
+            await client.ask(fake_ep.site, QUERY, deadline=5)
+        await client.ask(other, QUERY, deadline=5)
+        assert len(client.pool) == 2
+    assert len(client.pool) == 0
+    assert len(set(fake_ep.peers)) == 1  # one connection served all three calls
+
+
+async def test_tls_to_a_plaintext_server_is_a_tls_failure(start_ep: StartEP) -> None:
+    site = await start_ep()
+    async with Client(retry=FAST_RETRY) as client:
+        result = await client.ask(Site("tls", site.address, TLS()), QUERY, deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.TLS
+    assert result.failure.attempts == 1  # a handshake failure is not retried
+
+
+async def test_unreadable_ca_is_a_tls_failure(start_ep: StartEP, tmp_path: Path) -> None:
+    site = await start_ep()
+    tls = TLS(ca=tmp_path / "missing.pem")
+    async with Client() as client:
+        result = await client.ask(Site("tls", site.address, tls), QUERY, deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.TLS
+    assert "missing.pem" in result.failure.message
+    assert result.failure.attempts == 0
+
+
+async def test_mutual_tls_with_server_name(tls_fake_ep: FakeEP, certs: Certs) -> None:
+    tls = TLS(ca=certs.cert, cert=certs.cert, key=certs.key, server_name="ep.test")
+    async with Client() as client:
+        result = await client.ask(Site("tls", tls_fake_ep.address, tls), QUERY, deadline=5)
+    assert result.answer is not None, result.failure
+    assert result.answer.yes
+
+
+async def test_tls_without_client_cert_fails(tls_fake_ep: FakeEP, certs: Certs) -> None:
+    tls = TLS(ca=certs.cert, server_name="ep.test")
+    async with Client(retry=FAST_RETRY) as client:
+        result = await client.ask(Site("tls", tls_fake_ep.address, tls), QUERY, deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind in (FailureKind.TLS, FailureKind.UNREACHABLE)
+    assert tls_fake_ep.peers == []
+
+
+async def test_service_info(start_ep: StartEP) -> None:
+    site = await start_ep()
+    async with Client() as client:
+        info = await client.service_info(site, deadline=5)
+    assert isinstance(info, ServiceInfo)
+    assert [t.tasktype for t in info.tasktypes] == [DOCKER]
+    assert info.tasktypes[0].services[0].servicetype == UWS
+    assert "static" in [p.name for p in info.plugins if p.state == "LOADED"]
+    assert info.capacity.cores >= 1
+
+
+async def test_service_info_failure(refused_address: str) -> None:
+    async with Client(retry=FAST_RETRY) as client:
+        info = await client.service_info(Site("x", refused_address), deadline=5)
+    assert isinstance(info, Failure)
+    assert info.kind is FailureKind.UNREACHABLE
+
+
+@pytest.mark.parametrize("count", [20])
+async def test_fan_out_to_many_endpoints_on_one_server(start_ep: StartEP, count: int) -> None:
+    site = await start_ep()
+    sites = [Site(f"s{i}", site.address) for i in range(count)]
+    async with Client() as client:
+        results = await client.ask_all(sites, QUERY, deadline=10)
+        assert len(client.pool) == 1
+    assert sorted(r.site.name for r in results) == sorted(s.name for s in sites)
+    assert all(r.answer is not None and r.answer.yes for r in results)

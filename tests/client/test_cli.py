@@ -1,0 +1,147 @@
+"""``ep`` end to end: ``main(argv)`` against real EPs on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ep_server.client import cli
+from ep_server.client.cli import main
+
+DOCKER = "uri://docker-container"
+UWS = "uri://docker-uws"
+ASK = ["ask", "--tasktype", DOCKER, "--set", "image=docker.io/example:1.0", "--deadline", "5"]
+
+ThreadEP = Callable[..., str]
+Capsys = pytest.CaptureFixture[str]
+
+
+def test_yes_prints_a_table_and_exits_0(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    address = thread_ep(cores=8)
+    assert main([*ASK, "--endpoint", address, "--accept-servicetype", UWS]) == 0
+    out, err = capsys.readouterr()
+    header, row = out.splitlines()[:2]
+    assert header.split()[:4] == ["#", "SITE", "ANSWER", "SERVICE"]
+    assert row.split()[:5] == ["1", address, "YES", UWS, "http://example.org/dkuws"]
+    assert "cores <=8" in row
+    assert "best: " + address in out
+    assert err == ""  # no progress when stderr is not a terminal
+
+
+def test_unaccepted_service_type_exits_1(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    address = thread_ep()
+    assert main([*ASK, "--endpoint", address, "--accept-servicetype", "uri://other"]) == 1
+    assert "YES (not accepted)" in capsys.readouterr().out
+
+
+def test_no_answer_shows_reasons_and_exits_1(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    address = thread_ep(cores=4, memory="1GiB")
+    assert main([*ASK, "--endpoint", address, "--cores", "8", "--memory", "2GiB:4GiB"]) == 1
+    out = capsys.readouterr().out
+    assert "NO" in out.splitlines()[1].split()
+    assert "INSUFFICIENT_CORES" in out
+    assert "INSUFFICIENT_MEMORY" in out
+
+
+def test_json_ranks_sites_and_reports_failures(
+    thread_ep: ThreadEP, unaccepting_address: str, refused_address: str, capsys: Capsys
+) -> None:
+    small, big = thread_ep(cores=2), thread_ep(cores=32)
+    argv = [*ASK, "--deadline", "1.5", "--json"]
+    for address in (small, unaccepting_address, big, refused_address):
+        argv += ["--endpoint", address]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["site"] for r in doc["results"]] == [small, unaccepting_address, big, refused_address]
+    assert [c["site"] for c in doc["ranking"]] == [big, small]
+    assert doc["chosen"]["site"] == big
+    assert doc["chosen"]["resources"]["cores"] == {"max": 32}
+    kinds = {r["site"]: r.get("failure", {}).get("kind") for r in doc["results"]}
+    assert kinds == {
+        small: None,
+        big: None,
+        unaccepting_address: "DEADLINE_EXCEEDED",
+        refused_address: "UNREACHABLE",
+    }
+    assert doc["results"][0]["answer"]["responseword"] == "YES"
+
+
+def test_only_failures_exit_1(refused_address: str, capsys: Capsys) -> None:
+    assert main([*ASK, "--endpoint", refused_address, "--deadline", "1"]) == 1
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "FAILED" in row
+    assert "unreachable [UNAVAILABLE]" in row
+
+
+def test_sites_file(thread_ep: ThreadEP, tmp_path: Path, capsys: Capsys) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text(f'[[site]]\nname = "lab"\naddress = "{thread_ep()}"\n', encoding="utf-8")
+    assert main([*ASK, "--sites", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["1", "lab", "YES"]
+
+
+def test_progress_on_a_terminal(
+    thread_ep: ThreadEP, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    monkeypatch.setattr(cli, "_tty", lambda: True)
+    first, second = thread_ep(), thread_ep()
+    assert main([*ASK, "--endpoint", first, "--endpoint", second]) == 0
+    err = capsys.readouterr().err
+    assert "2/2 answered" in err
+    assert err.endswith("\r\x1b[K")  # the line is erased at the end
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--endpoint", "h:1", "--taskinfo", "{not json"], "not valid JSON"),
+        (["--endpoint", "h:1", "--taskinfo", "@/nonexistent.json"], "cannot read"),
+        (["--endpoint", "h:1", "--memory", "lots"], "not a byte count"),
+        (["--endpoint", "h:1", "--cores", "9:1"], "MIN is greater than MAX"),
+        (["--endpoint", "h:1", "--set", "image.tag=1"], "image is already set"),
+        (["--endpoint", "h:1", "--set", "nokey"], "KEY=VALUE"),
+        ([], "give --sites FILE or at least one --endpoint"),
+        (["--sites", "/nonexistent/sites.toml"], "cannot read site list"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], message: str, capsys: Capsys) -> None:
+    assert main([*ASK, *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""
+
+
+def test_invalid_sites_file_exits_2(tmp_path: Path, capsys: Capsys) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text('[[site]]\nname = "x"\naddress = "nohost"\n', encoding="utf-8")
+    assert main([*ASK, "--sites", str(path)]) == 2
+    assert "site #1 ('x'): address: expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: Capsys) -> None:
+    assert main(["ask", "--help"]) == 0
+    assert "--accept-servicetype" in capsys.readouterr().out
+
+
+def test_info(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    address = thread_ep()
+    assert main(["info", address]) == 0
+    out = capsys.readouterr().out
+    assert f"EP at {address}" in out
+    assert f"  {DOCKER}\n    -> {UWS} (plugin static)" in out
+    assert "static [LOADED]" in out
+
+
+def test_info_json(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    assert main(["info", thread_ep(), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tasktypes"][0]["tasktype"] == DOCKER
+    assert int(doc["capacity"]["cores"]) >= 1
+
+
+def test_info_unreachable_exits_1(refused_address: str, capsys: Capsys) -> None:
+    assert main(["info", refused_address, "--deadline", "1"]) == 1
+    assert "unreachable" in capsys.readouterr().err

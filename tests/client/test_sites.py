@@ -1,0 +1,112 @@
+"""The TOML site list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ep_server.client import TLS, Site, SiteListError, load_sites, parse_address, parse_sites
+
+
+def test_load_sites(tmp_path: Path) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        """
+[[site]]
+name = "lab"
+address = "ep.lab.example.org:50051"
+
+[[site]]
+name = "cloud"
+address = "[::1]:443"
+tls = { ca = "ca.pem", cert = "/abs/client.pem", key = "client.key", server_name = "ep" }
+
+[[site]]
+name = "public"
+address = "ep.example.org:443"
+tls = {}
+""",
+        encoding="utf-8",
+    )
+    assert load_sites(path) == [
+        Site("lab", "ep.lab.example.org:50051"),
+        Site(
+            "cloud",
+            "[::1]:443",
+            TLS(tmp_path / "ca.pem", Path("/abs/client.pem"), tmp_path / "client.key", "ep"),
+        ),
+        Site("public", "ep.example.org:443", TLS()),
+    ]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(SiteListError, match=r"cannot read site list .*nope\.toml"):
+        load_sites(tmp_path / "nope.toml")
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[[site]\nname=", encoding="utf-8")
+    with pytest.raises(SiteListError, match="not valid TOML"):
+        load_sites(path)
+
+
+def problems(data: dict[str, object]) -> str:
+    with pytest.raises(SiteListError) as info:
+        parse_sites(data, source="sites.toml")
+    return str(info.value)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    message = problems(
+        {
+            "site": [
+                {"name": "a", "address": "nohost"},
+                {"address": "h:1"},
+                {"name": "c", "address": "h:99999", "port": 1},
+                {"name": "d", "address": "h:1", "tls": {"cert": "c.pem", "ca": 3, "sni": "x"}},
+                "not a table",
+            ],
+            "sitez": [],
+        }
+    )
+    assert message.startswith("sites.toml: invalid site list:")
+    for expected in [
+        "unknown key 'sitez'",
+        "site #1 ('a'): address: expected HOST:PORT, got 'nohost'",
+        "site #2: name: must be a non-empty string, got None",
+        "site #3 ('c'): unknown key 'port'",
+        "site #3 ('c'): address: port must be a number from 1 to 65535",
+        "site #4 ('d'): tls: unknown key 'sni'",
+        "site #4 ('d'): tls.ca: must be a non-empty string",
+        "site #4 ('d'): tls: cert and key must be given together",
+        "site #5: must be a table",
+    ]:
+        assert expected in message
+
+
+def test_empty_list() -> None:
+    assert "needs at least one [[site]] entry" in problems({})
+
+
+def test_tls_must_be_a_table() -> None:
+    assert "site #1 ('a'): tls: must be a table" in problems(
+        {"site": [{"name": "a", "address": "h:1", "tls": True}]}
+    )
+
+
+def test_duplicate_names() -> None:
+    message = problems({"site": [{"name": "a", "address": "h:1"}, {"name": "a", "address": "h:2"}]})
+    assert "site 'a': name is used by more than one entry" in message
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:50051", "[::1]:1", "ep.example.org:65535"])
+def test_good_addresses(address: str) -> None:
+    assert parse_address(address) == address
+
+
+@pytest.mark.parametrize("address", ["ep", ":50051", "ep:0", "ep:x", "ep:65536", "[::1:1"])
+def test_bad_addresses(address: str) -> None:
+    with pytest.raises(ValueError, match=address.replace("[", r"\[")):
+        parse_address(address)
