@@ -35,7 +35,14 @@ from ep_server.errors import PluginConfigError, StartupError
 from ep_server.model import Claim, HostInfo, TaskQuery
 from ep_server.uri import uri_problem
 
-__all__ = ["Claimant", "PluginRecord", "PluginState", "Registry", "load_registry"]
+__all__ = [
+    "Claimant",
+    "PluginRecord",
+    "PluginState",
+    "Registry",
+    "default_sources",
+    "load_registry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +120,7 @@ def load_registry(
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     if sources is None:
-        modules: list[_Source] = [_ModuleSource(spec) for spec in settings.plugins.modules]
-        sources = [*_entry_points(), *modules]
+        sources = default_sources(settings)
     registry = Registry(host=host)
     config_errors: list[str] = []
     seen: dict[str, PluginRecord] = {}
@@ -152,8 +158,11 @@ def _drop_replaced_fallbacks(registry: Registry) -> None:
         record.claims = tuple(c for c in record.claims if c not in yielded)
 
 
-def _entry_points() -> list[Any]:
-    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+def default_sources(settings: Settings) -> list[Any]:
+    """Where plugins come from: the ``ep_server`` entry-point group, then
+    ``[plugins].modules``."""
+    modules = [_ModuleSource(spec) for spec in settings.plugins.modules]
+    return [*importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), *modules]
 
 
 @dataclass

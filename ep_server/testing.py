@@ -30,7 +30,7 @@ from ep_server.config import Settings
 from ep_server.host import detect_host
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
-from ep_server.plugins import Registry, load_registry
+from ep_server.plugins import Registry, default_sources, load_registry
 
 __all__ = ["EPTestServer", "build_registry", "build_settings", "ep_server"]
 
@@ -64,12 +64,11 @@ def build_registry(
     *,
     entry_points: bool = True,
 ) -> Registry:
-    """Load plugins as the server does: the installed entry points (filtered
-    by ``[plugins].allow``/``block``) unless ``entry_points`` is false, plus
-    ``plugins``, a mapping of name to plugin object (a module or instance)."""
-    from ep_server.plugins import _entry_points
-
-    sources: list[Any] = list(_entry_points()) if entry_points else []
+    """Load plugins as the server does: the installed entry points and
+    ``[plugins].modules`` (filtered by ``[plugins].allow``/``block``) unless
+    ``entry_points`` is false, plus ``plugins``, a mapping of name to plugin
+    object (a module or instance)."""
+    sources: list[Any] = default_sources(settings) if entry_points else []
     sources += [_ObjectSource(name, obj) for name, obj in (plugins or {}).items()]
     return load_registry(settings, detect_host(settings.host), sources)
 
