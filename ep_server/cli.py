@@ -22,12 +22,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="override [server].listen")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT); default 1",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ep-server`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -36,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.config, overrides=overrides)
+        if args.workers > 1:
+            from ep_server.workers import run_workers
+
+            worker_argv = ["--log-level", args.log_level]
+            worker_argv += ["--config", args.config] if args.config else []
+            return run_workers(settings, worker_argv, args.workers)
         asyncio.run(serve(settings))
     except (StartupError, OSError) as exc:
         print(f"ep-server: {exc}", file=sys.stderr)

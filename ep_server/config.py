@@ -68,6 +68,10 @@ class ServerSettings(_Section):
 
     #: HOST:PORT to listen on; port 0 picks a free port.
     listen: str = "127.0.0.1:50051"
+    #: Share the port with other processes (SO_REUSEPORT). Off by default, so
+    #: that a second EP on a busy port fails instead of silently taking half
+    #: its traffic; ``--workers`` turns it on for its own workers.
+    reuse_port: bool = False
     #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_period: float = Field(10.0, ge=0)
     #: gRPC's receive limit; larger messages get RESOURCE_EXHAUSTED from gRPC.

@@ -31,6 +31,7 @@ from ep_server.planner import Planner
 from ep_server.plugins import PluginRecord, PluginState, Registry, load_registry
 from ep_server.servicer import ExecutionPlannerServicer, server_version
 from ep_server.wire import Limits, Undecodable, decode_ask
+from ep_server.workers import notify_ready
 
 __all__ = ["Running", "serve", "start_server"]
 
@@ -69,9 +70,9 @@ async def start_server(settings: Settings, registry: Registry) -> Running:
         options=[
             ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
             ("grpc.max_send_message_length", cfg.max_send_message_bytes),
-            # One process per port: a second EP on a busy port must fail, not
-            # silently share the port's traffic with the first.
-            ("grpc.so_reuseport", 0),
+            # One process per port unless asked (--workers): a second EP on a
+            # busy port must fail, not silently share the first one's traffic.
+            ("grpc.so_reuseport", int(cfg.reuse_port)),
         ]
     )
     planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads)
@@ -213,6 +214,7 @@ async def serve(settings: Settings, registry: Registry | None = None) -> None:
     registry = registry or load_registry(settings, detect_host(settings.host))
     running = await start_server(settings, registry)
     log.info("%s", describe_startup(settings, registry, running.port))
+    notify_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

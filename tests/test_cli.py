@@ -25,7 +25,10 @@ BIN = Path(sys.executable).parent
 
 
 class ServerProcess:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, ready: str = r"listening on"
+    ) -> None:
+        self.ready = ready
         environ = {
             **os.environ,
             "PYTHONPATH": str(TESTS),
@@ -50,7 +53,7 @@ class ServerProcess:
                 break
             self.lines.append(line)
             match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
+            if match and re.search(self.ready, line):
                 return int(match[1])
         self.proc.kill()
         raise AssertionError("server did not start:\n" + "".join(self.lines))
@@ -170,3 +173,40 @@ def test_the_console_script_is_installed():
     assert out.returncode == 0
     assert "--listen" in out.stdout
     assert "--config" in out.stdout
+
+
+def children_of(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def test_workers_share_one_port_and_stop_together(server):
+    s = server("--workers", "2", ready=r"with 2 workers")
+    workers = children_of(s.proc.pid)
+    assert len(workers) == 2
+    for _ in range(10):  # a fresh connection each time; all are served
+        assert ask(s.port, "uri://docker-container", {"image": "docker.io/x:1"}).responseword
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    assert log.count("stopped") == 2
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_dead_worker_stops_the_rest_and_fails(server):
+    s = server("--workers", "2", ready=r"with 2 workers")
+    first, second = children_of(s.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    code, log = s.finish()
+    assert code == 1
+    assert f"worker {first} exited" in log
+    assert not Path(f"/proc/{second}").exists()
+
+
+def test_workers_must_be_positive():
+    out = subprocess.run(
+        [sys.executable, "-m", "ep_server", "serve", "--workers", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--workers must be at least 1" in out.stderr

@@ -1,0 +1,126 @@
+"""``ep-server serve --workers N``: N server processes sharing one port.
+
+Python serves one core per process, so to use N cores the parent starts N
+copies of ``ep-server serve`` that all bind the same address with
+SO_REUSEPORT; the kernel spreads incoming *connections* among them (a single
+HTTP/2 connection stays with one worker). The parent only supervises: it
+forwards SIGTERM/SIGINT so each worker stops gracefully, and if a worker dies
+on its own it stops the rest and exits non-zero, leaving restarts to the
+service manager (systemd, Kubernetes) rather than hiding a crash loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from ep_server.config import Settings
+
+__all__ = ["notify_ready", "run_workers"]
+
+#: Environment variable naming the pipe on which a worker reports "listening".
+READY_FD = "EP_WORKER_READY_FD"
+
+log = logging.getLogger(__name__)
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host, int(port)
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Bind (without listening) a SO_REUSEPORT socket: port 0 becomes one
+    real port that every worker can then bind too."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock
+
+
+def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
+    """Start ``workers`` copies of ``ep-server serve`` on one port; wait.
+
+    :param argv: the worker's own arguments (``--config FILE`` and the like);
+        ``--listen`` and the port-sharing setting are added here.
+    """
+    host, port = _split(settings.server.listen)
+    reserved = _reserve(host, port)
+    address = f"{host}:{reserved.getsockname()[1]}"
+    ready_read, ready_write = os.pipe()
+    env = {**os.environ, "EP_SERVER__REUSE_PORT": "true", READY_FD: str(ready_write)}
+    command = [sys.executable, "-m", "ep_server", "serve", *argv, "--listen", address]
+    children = [subprocess.Popen(command, env=env, pass_fds=(ready_write,)) for _ in range(workers)]
+    os.close(ready_write)
+    if not _all_ready(ready_read, workers):
+        log.error("not every worker started; stopping")
+        for child in children:
+            child.terminate()
+        reserved.close()
+        return 1
+    log.info(
+        "ep-server listening on %s with %d workers (pids %s)",
+        address,
+        workers,
+        ", ".join(str(c.pid) for c in children),
+    )
+    return _supervise(children, reserved)
+
+
+def _all_ready(fd: int, workers: int, timeout: float = 60.0) -> bool:
+    """Wait until each worker has written its byte to the readiness pipe; EOF
+    first means a worker died before it listened."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while len(got) < workers and time.monotonic() < deadline:
+            chunk = pipe.read(workers - len(got))
+            if not chunk:
+                break
+            got += chunk
+    return len(got) == workers
+
+
+def notify_ready() -> None:
+    """In a worker: tell the parent this process is listening."""
+    fd = os.environ.pop(READY_FD, None)
+    if fd is not None:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+
+
+def _supervise(children: list[subprocess.Popen[bytes]], reserved: socket.socket) -> int:
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        reserved.close()  # every worker has bound the port by now
+        while any(child.poll() is None for child in children):
+            died = [c for c in children if c.poll() not in (None, 0)]
+            if died and not stopping:
+                log.error(
+                    "worker %d exited with %s; stopping the others", died[0].pid, died[0].returncode
+                )
+                forward(signal.SIGTERM, None)
+            time.sleep(0.2)
+    finally:
+        reserved.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [child.returncode for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
