@@ -49,6 +49,8 @@ class Server:
     argv: list[str]
     request: dict
     env: dict[str, str] = field(default_factory=dict)
+    ready: str = "listening on"
+    connections: int = 1
     proc: subprocess.Popen | None = None
     address: str = ""
 
@@ -61,16 +63,24 @@ class Server:
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-            if match:
+            if match and re.search(self.ready, line):
                 self.address = match[1]
                 return
             if not line:
                 break
         raise SystemExit(f"{self.name} did not start")
 
+    def pids(self) -> list[int]:
+        """The server process and its workers (with --workers)."""
+        pid = self.proc.pid
+        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / TICKS
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -87,23 +97,22 @@ class Server:
                 self.proc.kill()
 
 
+EP = [sys.executable, "-m", "ep_server", "serve", "--listen", "127.0.0.1:0"]
+SYNTHETIC_ENV = {
+    "EP_PLUGINS__MODULES": ",".join(
+        f"synthetic{i:02d}=synthetic_plugins:P{i:02d}" for i in range(20)
+    )
+}
+
+
 def servers() -> list[Server]:
-    ep = [
-        sys.executable,
-        "-m",
-        "ep_server",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "INFO",
-    ]
-    synthetic = ",".join(f"synthetic{i:02d}=synthetic_plugins:P{i:02d}" for i in range(20))
+    ep, synthetic = EP, SYNTHETIC_ENV["EP_PLUGINS__MODULES"]
     return [
-        Server("a bare", [sys.executable, "-m", "bench.bare"], SEED),
+        Server("a bare", [sys.executable, "-m", "bench.bare", "--offers", "4"], SEED),
+        Server("a1 bare", [sys.executable, "-m", "bench.bare", "--offers", "1"], SEED),
         Server("b ep", ep, SEED),
         Server("c ep+20", ep, SYNTHETIC, {"EP_PLUGINS__MODULES": synthetic}),
-        Server("s sync", [sys.executable, "-m", "bench.bare", "--sync"], SEED),
+        Server("s sync", [sys.executable, "-m", "bench.bare", "--sync", "--offers", "4"], SEED),
     ]
 
 
@@ -115,11 +124,12 @@ def load(server: Server, concurrency: int, seconds: float, max_calls: int) -> di
             sys.executable, "-m", "bench.load", "--target", server.address,
             "--request-hex", request.hex(), "--concurrency", str(concurrency),
             "--seconds", str(seconds), "--max-calls", str(max_calls),
+            "--connections", str(server.connections),
         ],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )  # fmt: skip
     result = json.loads(out.stdout)
-    calls = result["calls"] + 1  # and the checked first call
+    calls = result["calls"] + server.connections  # and the checked first calls
     result["cpu_us"] = 1e6 * (server.cpu_seconds() - cpu0) / calls
     return result
 
@@ -167,17 +177,68 @@ def table(all_servers: list[Server], levels: list[int], results: dict) -> list[s
     return lines
 
 
-def memory(server: Server, asks: int) -> list[str]:
+def memory(server: Server, asks: int) -> tuple[float, float, int]:
+    """RSS after a warm-up, and after ``asks`` more asks."""
     load(server, 16, 1.0, 2_000)
     before = server.rss_mb()
     done = 0
     while done < asks:
         done += load(server, 16, 60.0, min(50_000, asks - done))["calls"] + 1
-    after = server.rss_mb()
+    return before, server.rss_mb(), done
+
+
+def worker_servers() -> list[Server]:
+    """(c) served by 1 and by 2 processes, each loaded over 4 connections so
+    that SO_REUSEPORT can spread them."""
     return [
-        f"Resident memory of ({server.name}): {before:.1f} MB after warm-up, "
-        f"{after:.1f} MB after {done:,} more asks ({after - before:+.1f} MB)."
+        Server("c x1", EP, SYNTHETIC, SYNTHETIC_ENV, connections=4),
+        Server("c x2", [*EP, "--workers", "2"], SYNTHETIC, SYNTHETIC_ENV, r"with 2 workers", 4),
     ]
+
+
+def worker_table(pair: list[Server], levels: list[int], results: dict) -> list[str]:
+    lines = [
+        "",
+        "Workers (`--workers N`), server (c), 4 connections; ratio against 1 worker:",
+        "",
+        "| concurrency | workers | QPS | p99 ms | QPS ratio |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for concurrency in levels:
+        base = median(results[(pair[0].name, concurrency)], "qps")
+        for n, server in enumerate(pair, start=1):
+            runs = results[(server.name, concurrency)]
+            qps = median(runs, "qps")
+            lines.append(
+                f"| {concurrency} | {n} | {qps:.0f} | {median(runs, 'p99_ms'):.2f} "
+                f"| {qps / base:.2f} |"
+            )
+    return lines
+
+
+def targets(results: dict, memory_line: tuple[float, float] | None) -> list[str]:
+    """Issue 7's targets, checked against this run."""
+    a, c = results[("a bare", 16)], results[("c ep+20", 16)]
+    checks = [
+        ("(c)/(a) QPS at 16 streams >= 0.85", median(c, "qps") / median(a, "qps"), 0.85, True),
+        (
+            "(c)/(a) CPU per call at 16 <= 1.15",
+            median(c, "cpu_us") / median(a, "cpu_us"),
+            1.15,
+            False,
+        ),
+        ("(c)/(a) p99 at 16 <= 1.3", median(c, "p99_ms") / median(a, "p99_ms"), 1.3, False),
+    ]
+    if memory_line:
+        checks.append(("(c) RSS after the asks < 80 MB", memory_line[1], 80, False))
+        checks.append(
+            ("(c) RSS growth over the asks < 5 MB", memory_line[1] - memory_line[0], 5, False)
+        )
+    lines = ["", "Targets (issue 7):", ""]
+    for label, value, limit, at_least in checks:
+        met = value >= limit if at_least else value <= limit
+        lines.append(f"- {label}: {value:.2f} -> {'met' if met else 'NOT MET'}")
+    return lines
 
 
 def main() -> None:
@@ -187,9 +248,12 @@ def main() -> None:
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--memory-asks", type=int, default=100_000)
     parser.add_argument("--no-write", action="store_true", help="do not update bench/results.md")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers runs")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     all_servers = servers()
+    pair = [] if args.no_workers else worker_servers()
+    mem = None
     try:
         for server in all_servers:
             server.start()
@@ -197,9 +261,25 @@ def main() -> None:
         results = measure(all_servers, levels, args.rounds, args.seconds)
         lines = table(all_servers, levels, results)
         if args.memory_asks:
-            lines += ["", *memory(all_servers[2], args.memory_asks)]
-    finally:
+            before, after, done = mem = memory(all_servers[2], args.memory_asks)
+            lines += [
+                "",
+                f"Resident memory of (c): {before:.1f} MB after warm-up, {after:.1f} MB after "
+                f"{done:,} more asks ({after - before:+.1f} MB).",
+            ]
         for server in all_servers:
+            server.stop()
+        if pair:
+            for server in pair:
+                server.start()
+            worker_levels = [x for x in levels if x > 1] or levels
+            lines += worker_table(
+                pair, worker_levels, measure(pair, worker_levels, args.rounds, args.seconds)
+            )
+        if 16 in levels:
+            lines += targets(results, mem[:2] if mem else None)
+    finally:
+        for server in all_servers + pair:
             server.stop()
     header = [
         f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "

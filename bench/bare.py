@@ -21,16 +21,21 @@ from ep_server.pb import execution_planner_pb2 as pb
 SERVICE = "ivoa.ep.v1.ExecutionPlannerService"
 
 
-def fixed_answer() -> pb.AskResponse:
+def fixed_answer(offers: int) -> pb.AskResponse:
+    """A YES shaped like the EP's own answers: ``offers`` offers, each with a
+    service type, a two-key serviceinfo, resources and the plugin's name."""
     answer = pb.AskResponse(responseword=pb.YES)
-    offer = answer.offers.add(servicetype="uri://docker-uws", plugin="static")
-    offer.serviceinfo.update({"endpoint": "http://example.org/dkuws"})
-    offer.resources.cores.max = 2
+    for i in range(offers):
+        offer = answer.offers.add(servicetype=f"uri://synthetic-service-{i}", plugin=f"p{i}")
+        offer.serviceinfo.update(
+            {"endpoint": f"http://127.0.0.1:{9000 + i}/run", "image": "docker.io/example:1.0"}
+        )
+        offer.resources.cores.max = 2
     return answer
 
 
-async def main(listen: str) -> None:
-    answer = fixed_answer()
+async def main(listen: str, offers: int) -> None:
+    answer = fixed_answer(offers)
 
     async def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
         return answer
@@ -50,8 +55,8 @@ async def main(listen: str) -> None:
     await server.wait_for_termination()
 
 
-def main_sync(listen: str, threads: int) -> None:
-    answer = fixed_answer()
+def main_sync(listen: str, threads: int, offers: int) -> None:
+    answer = fixed_answer(offers)
 
     def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
         return answer
@@ -75,8 +80,9 @@ if __name__ == "__main__":
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--sync", action="store_true", help="thread-pool grpc.server")
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--offers", type=int, default=1, help="offers in the fixed answer")
     args = parser.parse_args()
     if args.sync:
-        main_sync(args.listen, args.threads)
+        main_sync(args.listen, args.threads, args.offers)
     else:
-        asyncio.run(main(args.listen))
+        asyncio.run(main(args.listen, args.offers))

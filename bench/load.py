@@ -21,18 +21,26 @@ METHOD = "/ivoa.ep.v1.ExecutionPlannerService/Ask"
 
 
 async def run(
-    target: str, request: bytes, concurrency: int, seconds: float, max_calls: int
+    target: str, request: bytes, concurrency: int, seconds: float, max_calls: int, connections: int
 ) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        first = pb.AskResponse.FromString(await call(request, timeout=10))
-        assert first.responseword == pb.YES, f"expected YES, got {first}"
+    # Each channel its own TCP connection (a local subchannel pool), so that
+    # SO_REUSEPORT can spread them over several server processes.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
+    calls = [
+        ch.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+        for ch in channels
+    ]
+    try:
+        for call in calls:
+            first = pb.AskResponse.FromString(await call(request, timeout=10))
+            assert first.responseword == pb.YES, f"expected YES, got {first}"
         started = time.perf_counter()
         stop_at = started + seconds
 
-        async def worker() -> None:
+        async def worker(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
             while time.perf_counter() < stop_at and len(latencies) < max_calls:
                 t0 = time.perf_counter()
                 try:
@@ -42,8 +50,11 @@ async def run(
                     continue
                 latencies.append(time.perf_counter() - t0)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(calls[i % connections]) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     latencies.sort()
     n = len(latencies)
     return {
@@ -63,6 +74,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--max-calls", type=int, default=200_000)
+    parser.add_argument("--connections", type=int, default=1)
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -71,6 +83,7 @@ def main() -> None:
             args.concurrency,
             args.seconds,
             args.max_calls,
+            args.connections,
         )
     )
     json.dump(result, sys.stdout)

@@ -9,12 +9,11 @@ takes the answer, or the server, down with it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Coroutine, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ep_server.model import Cause, Offer, Reason, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
@@ -69,22 +68,20 @@ class Planner:
         if not claimants:
             return Answer((), (("", self._unsupported(query.tasktype)),))
         limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        verdicts: list[Verdict | None] = [None] * len(claimants)
+        verdicts: list[Verdict | None] = []
         pending: dict[asyncio.Future[Any], int] = {}
-        for i, claimant in enumerate(claimants):
+        for claimant in claimants:
             started = self._start(claimant, query)
             if isinstance(started, Verdict):
-                verdicts[i] = started
+                verdicts.append(started)
             else:
-                pending[started] = i
+                pending[started] = len(verdicts)
+                verdicts.append(None)
         if pending:
             await self._wait(claimants, pending, limit, verdicts)
-        offers: list[tuple[str, Offer]] = []
-        reasons: list[tuple[str, Reason]] = []
-        for claimant, verdict in zip(claimants, verdicts, strict=True):
-            assert verdict is not None
-            offers.extend((claimant.plugin, o) for o in verdict.offers)
-            reasons.extend((claimant.plugin, r) for r in verdict.reasons)
+        pairs = list(zip(claimants, cast("list[Verdict]", verdicts), strict=True))
+        offers = [(c.plugin, o) for c, v in pairs for o in v.offers]
+        reasons = [(c.plugin, r) for c, v in pairs for r in v.reasons]
         return Answer(offers, reasons)
 
     def _start(self, claimant: Claimant, query: TaskQuery) -> Verdict | asyncio.Future[Any]:
@@ -95,10 +92,10 @@ class Planner:
         task and no timer. Plain functions go to the worker threads.
         """
         if not claimant.is_async:
-            call = functools.partial(claimant.evaluate, query=query)
-            return asyncio.get_running_loop().run_in_executor(self._executor, call)
+            loop = asyncio.get_running_loop()
+            return loop.run_in_executor(self._executor, claimant.evaluate, query)
         try:
-            coro = claimant.evaluate(query=query)
+            coro = claimant.evaluate(query)
             first = coro.send(None)
         except StopIteration as done:
             return _checked(claimant.plugin, done.value)
@@ -179,16 +176,22 @@ def _internal(code: str, message: str, retryable: bool) -> Verdict:
 def _checked(plugin: str, verdict: object) -> Verdict:
     """Hold a plugin's answer to the contract, so a buggy plugin can only add
     a PLUGIN_ERROR reason, never a malformed answer."""
-    problem = None
+    if type(verdict) is Verdict and _well_formed(verdict):
+        return verdict
     if not isinstance(verdict, Verdict):
         problem = f"ep_evaluate returned {type(verdict).__name__}, not a Verdict"
     elif not verdict.offers and not verdict.reasons:
         problem = "ep_evaluate declined without giving a reason"
-    elif not all(isinstance(o, Offer) for o in verdict.offers) or not all(
-        isinstance(r, Reason) for r in verdict.reasons
-    ):
+    elif not _well_formed(verdict):
         problem = "ep_evaluate returned offers or reasons of the wrong type"
-    if problem is None:
-        return verdict  # type: ignore[return-value]
+    else:
+        return verdict  # a subclass of Verdict, well formed
     log.error("plugin %s: %s", plugin, problem)
     return _internal(PLUGIN_ERROR, problem, False)
+
+
+def _well_formed(verdict: Verdict) -> bool:
+    return bool(verdict.offers or verdict.reasons) and (
+        all(isinstance(o, Offer) for o in verdict.offers)
+        and all(isinstance(r, Reason) for r in verdict.reasons)
+    )

@@ -76,9 +76,8 @@ async def start_server(settings: Settings, registry: Registry) -> Running:
         ]
     )
     planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads)
-    servicer = ExecutionPlannerServicer(
-        planner, Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth)
-    )
+    limits = Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
+    servicer = ExecutionPlannerServicer(planner, limits)
     server.add_generic_rpc_handlers((_service_handler(servicer),))
     health_servicer = await _add_health_and_reflection(server)
     try:

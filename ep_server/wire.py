@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
 from ep_server.errors import FieldViolation, InvalidArgument
-from ep_server.model import Cause, IntRange, Offer, Resources, TaskQuery
+from ep_server.model import Cause, IntRange, Resources, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
 from ep_server.uri import uri_problem
@@ -42,6 +42,9 @@ class Limits:
 
     max_taskinfo_bytes: int = 256 * 1024
     max_taskinfo_depth: int = 32
+    #: Task types already known to be valid URIs (the claimed ones, checked
+    #: at start-up), so the usual request skips the URI grammar.
+    known_tasktypes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,8 @@ def query_from_request(request: pb.AskRequest | Undecodable, limits: Limits) -> 
     if isinstance(request, Undecodable):
         raise InvalidArgument("AskRequest", _diagnose(request, limits))
     bad: list[FieldViolation] = []
-    _check_tasktype(request.tasktype, bad)
+    if request.tasktype not in limits.known_tasktypes:
+        _check_tasktype(request.tasktype, bad)
     taskinfo = _taskinfo(request, limits, bad)
     resources = _resources(request.resources, bad) if request.HasField("resources") else Resources()
     if bad:
@@ -249,45 +253,46 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
     """Build the ``AskResponse``. An offer whose serviceinfo cannot become a
     Struct is dropped with a PLUGIN_ERROR reason, never an RPC failure."""
     response = pb.AskResponse()
+    offers, reasons = response.offers, response.reasons
     for plugin, offer in answer.offers:
+        # add() builds in place; append() would copy each offer once more.
+        msg = offers.add(servicetype=offer.servicetype, plugin=plugin, message=offer.message)
         try:
-            response.offers.append(_offer(plugin, offer))
-        except (TypeError, ValueError) as exc:
-            response.reasons.append(
-                pb.Reason(
-                    code="PLUGIN_ERROR",
-                    plugin=plugin,
-                    cause=pb.REASON_CAUSE_INTERNAL,
-                    message=f"offer of {offer.servicetype!r} has unusable serviceinfo: {exc}",
-                )
-            )
-    for plugin, reason in answer.reasons:
-        response.reasons.append(
-            pb.Reason(
-                code=reason.code,
+            _fill_struct(msg.serviceinfo, offer.serviceinfo)
+        except (TypeError, ValueError, AttributeError) as exc:
+            del offers[-1]
+            reasons.add(
+                code="PLUGIN_ERROR",
                 plugin=plugin,
-                cause=_CAUSE.get(reason.cause, pb.REASON_CAUSE_UNSPECIFIED),
-                retryable=reason.retryable,
-                message=reason.message,
-                field=reason.field,
+                cause=pb.REASON_CAUSE_INTERNAL,
+                message=f"offer of {offer.servicetype!r} has unusable serviceinfo: {exc}",
             )
+            continue
+        if offer.resources is not None:
+            _set_resources(msg.resources, offer.resources)
+    for plugin, reason in answer.reasons:
+        reasons.add(
+            code=reason.code,
+            plugin=plugin,
+            cause=_CAUSE.get(reason.cause, pb.REASON_CAUSE_UNSPECIFIED),
+            retryable=reason.retryable,
+            message=reason.message,
+            field=reason.field,
         )
-    response.responseword = pb.YES if response.offers else pb.NO
+    response.responseword = pb.YES if offers else pb.NO
     return response
 
 
-def _offer(plugin: str, offer: Offer) -> pb.Offer:
-    msg = pb.Offer(servicetype=offer.servicetype, plugin=plugin, message=offer.message)
-    msg.serviceinfo.update(_jsonable(offer.serviceinfo))
-    if offer.resources is not None:
-        _set_resources(msg.resources, offer.resources)
-    return msg
-
-
-def _jsonable(info: Mapping[str, Any]) -> Mapping[str, Any]:
+def _fill_struct(target: struct_pb2.Struct, info: Mapping[str, Any]) -> None:
+    """``Struct.update`` with a fast path for the usual flat string values."""
     if not isinstance(info, Mapping):
         raise TypeError(f"serviceinfo must be a mapping, not {type(info).__name__}")
-    return info
+    fields = target.fields
+    for key, value in info.items():
+        if type(value) is str:
+            fields[key].string_value = value
+        else:
+            target.update({key: value})
 
 
 def _set_resources(msg: pb.Resources, resources: Resources) -> None:
