@@ -10,9 +10,11 @@ from __future__ import annotations
 from ep_server.errors import PluginConfigError
 from ep_server.hookspecs import hookimpl
 from ep_server.model import (
+    ANONYMOUS,
     Cause,
     Claim,
     HostInfo,
+    Identity,
     IntRange,
     Offer,
     Reason,
@@ -24,9 +26,11 @@ from ep_server.model import (
 from ep_server.uri import uri_problem
 
 __all__ = [
+    "ANONYMOUS",
     "Cause",
     "Claim",
     "HostInfo",
+    "Identity",
     "IntRange",
     "Offer",
     "PluginConfigError",

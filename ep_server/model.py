@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ANONYMOUS",
     "Cause",
     "Claim",
     "HostInfo",
+    "Identity",
     "IntRange",
     "Offer",
     "Reason",
@@ -61,6 +63,30 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking, as the EP authenticated them.
+
+    ``subject`` is the caller's stable name (a token's name, a JWT's ``sub``
+    claim, or a client certificate's subject); ``method`` says how it was
+    established: ``"token"``, ``"jwt"``, ``"mtls"`` or ``"anonymous"``.
+    """
+
+    subject: str
+    method: str = "anonymous"
+    groups: frozenset[str] = frozenset()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def anonymous(self) -> bool:
+        """True when the caller presented no credentials."""
+        return self.method == "anonymous"
+
+
+#: The identity of a caller that presented no credentials.
+ANONYMOUS = Identity("anonymous")
+
+
+@dataclass(frozen=True, slots=True)
 class TaskQuery:
     """One "can I do this?" question, as plugins see it.
 
@@ -72,6 +98,8 @@ class TaskQuery:
     tasktype: str
     taskinfo: Mapping[str, Any] = field(default_factory=dict)
     resources: Resources = Resources()
+    #: Who asked; plugins may decide by it (policy).
+    identity: Identity = ANONYMOUS
 
 
 @dataclass(frozen=True, slots=True)
