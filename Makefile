@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.installed
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 
 .PHONY: install run test lint proto breaking bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 # Reinstall when any pyproject.toml changes. Editable installs, so code edits
 # need no reinstall.
@@ -16,6 +18,12 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach d,$(PLUGIN_DIRS),-e $(d))
+	touch $@
+
+# The Node.js client test (tests/test_node_client.py) needs @grpc/grpc-js and
+# @grpc/proto-loader, pinned in tests/node/package-lock.json.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --ignore-scripts --no-audit --no-fund
 	touch $@
 
 run: install
@@ -51,6 +59,7 @@ proto: install
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.fanout
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -220,9 +220,8 @@ async def measure(endpoints: Endpoints, latency_ms: float, repeats: int) -> dict
                 await sample(case, sites if case.many else sites[-1:], query, endpoints, connected)
         for turn in range(repeats):
             for case in CASES:  # interleaved, so drift hits every case alike
-                chosen = (
-                    sites if case.many else [sites[turn % len(sites)]]
-                )  # another port each turn
+                # "one" asks another port each turn
+                chosen = sites if case.many else [sites[turn % len(sites)]]
                 samples[case.name].append(await sample(case, chosen, query, endpoints, connected))
             done = ", ".join(f"{n} {1000 * s[-1].wall:.1f}" for n, s in samples.items())
             print(f"  latency {latency_ms:g} ms, round {turn + 1}: {done} (ms)", flush=True)
