@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,7 +40,19 @@ from pydantic import (
 from ep_server.errors import ConfigError
 from ep_server.model import parse_bytes
 
-__all__ = ["HostSettings", "PluginsSettings", "ServerSettings", "Settings", "load_settings"]
+__all__ = [
+    "AuthConfig",
+    "HostSettings",
+    "LimitsSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "PluginsSettings",
+    "ServerSettings",
+    "Settings",
+    "TLSSettings",
+    "TracingSettings",
+    "load_settings",
+]
 
 ENV_PREFIX = "EP_"
 KiB = 1024
@@ -55,7 +69,14 @@ def _bytes(value: Any) -> Any:
     return parse_bytes(value) if isinstance(value, int | str) else value
 
 
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths in a config file are relative to that file's folder."""
+    base = (info.context or {}).get("base")
+    return value if value.is_absolute() or base is None else base / value
+
+
 Names = Annotated[list[str], BeforeValidator(_split_commas)]
+FilePath = Annotated[Path, AfterValidator(_relative_to_config)]
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
 
 
@@ -128,10 +149,113 @@ class HostSettings(_Section):
     os: str | None = None
 
 
+class TLSSettings(_Section):
+    """``[tls]``: serve over TLS, and optionally require client certificates."""
+
+    #: PEM certificate chain and private key of the server; both or neither.
+    cert: FilePath | None = None
+    key: FilePath | None = None
+    #: PEM CA bundle that client certificates are verified against (mTLS).
+    client_ca: FilePath | None = None
+    #: Refuse clients without a certificate signed by ``client_ca``.
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLSSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        if (self.client_ca or self.require_client_cert) and self.cert is None:
+            raise ValueError("client certificates need TLS: set cert and key")
+        if self.require_client_cert and self.client_ca is None:
+            raise ValueError("require_client_cert needs client_ca")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when the server serves TLS."""
+        return self.cert is not None
+
+
+#: The RPCs that exist, for the names in ``[auth].anonymous``.
+RPC_NAMES = ("Ask", "GetServiceInfo")
+
+
+class AuthConfig(_Section):
+    """``[auth]``: who callers are (see :mod:`ep_server.auth`)."""
+
+    #: TOML file of static bearer tokens (their SHA-256), for small sites.
+    tokens_file: FilePath | None = None
+    #: JWTs: the required issuer, and the JWKS file with its public keys.
+    jwt_issuer: str | None = None
+    jwks_file: FilePath | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: Names = ["RS256", "ES256", "EdDSA"]
+    jwt_leeway: float = Field(30.0, ge=0)
+    groups_claim: str = "groups"
+    #: RPCs that may be called without credentials; the others need them.
+    anonymous: Names = list(RPC_NAMES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuthConfig:
+        if (self.jwt_issuer is None) != (self.jwks_file is None):
+            raise ValueError("jwt_issuer and jwks_file must be given together")
+        unknown = sorted(set(self.anonymous) - set(RPC_NAMES))
+        if unknown:
+            raise ValueError(f"anonymous: unknown RPCs {unknown}; known: {list(RPC_NAMES)}")
+        return self
+
+
+class LimitsSettings(_Section):
+    """``[limits]``: what one caller, and all callers, may ask of the server."""
+
+    #: RPCs handled at once; more get RESOURCE_EXHAUSTED from gRPC. 0 = no limit.
+    max_concurrent_rpcs: int = Field(1000, ge=0)
+    #: Asks per second per identity (anonymous callers: per client address),
+    #: as a token bucket of ``ask_burst``; more get RESOURCE_EXHAUSTED. 0 = off.
+    ask_rate: float = Field(0.0, ge=0)
+    ask_burst: int = Field(20, ge=1)
+    #: HTTP/2 keepalive: ping an idle client every ``keepalive_time`` seconds
+    #: and drop it after ``keepalive_timeout`` without an answer; clients may
+    #: ping at most every ``min_ping_interval`` seconds.
+    keepalive_time: float = Field(7200.0, gt=0)
+    keepalive_timeout: float = Field(20.0, gt=0)
+    min_ping_interval: float = Field(60.0, ge=0)
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: Prometheus metrics on a separate HTTP port."""
+
+    #: HOST:PORT for ``/metrics``; unset = no metrics endpoint.
+    listen: str | None = None
+
+
+class LoggingSettings(_Section):
+    """``[logging]``."""
+
+    #: "text" for people, "json" (one object a line) for log pipelines.
+    format: str = Field("text", pattern="^(text|json)$")
+    #: One INFO line per RPC (method, code, duration, identity, request id).
+    access_log: bool = False
+
+
+class TracingSettings(_Section):
+    """``[tracing]``: OpenTelemetry spans for each RPC (needs the
+    ``ep-server[tracing]`` extra and an OpenTelemetry SDK set up by the
+    environment, e.g. the ``OTEL_*`` variables with ``opentelemetry-instrument``)."""
+
+    enabled: bool = False
+
+
 class Settings(_Section):
     """The whole configuration."""
 
     server: ServerSettings = ServerSettings()
+    tls: TLSSettings = TLSSettings()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    tracing: TracingSettings = TracingSettings()
     plugins: PluginsSettings = PluginsSettings()
     host: HostSettings = HostSettings()
     #: ``[plugin.<name>]``: each plugin's own section, validated by the plugin.
@@ -173,8 +297,9 @@ def load_settings(
         _set_path(data, env_path, value)
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted.split("."), value)
+    base = None if path is None else Path(path).resolve().parent
     try:
-        return Settings.model_validate({**data, "source": source})
+        return Settings.model_validate({**data, "source": source}, context={"base": base})
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid configuration:\n{_describe(exc)}") from exc
 

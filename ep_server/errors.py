@@ -5,6 +5,9 @@
     Exception
      +-- EPError                 an RPC fails; mapped to a google.rpc.Status
      |    +-- InvalidArgument    INVALID_ARGUMENT + BadRequest naming every bad field
+     |    +-- Unauthenticated    UNAUTHENTICATED: no, or bad, credentials
+     |    +-- PermissionDenied   PERMISSION_DENIED: known caller, not allowed
+     |    +-- ResourceExhausted  RESOURCE_EXHAUSTED + RetryInfo: over a rate limit
      +-- StartupError            the server cannot start (bad config, bad plugin config)
           +-- ConfigError        the EP's own config file or environment is invalid
           +-- PluginConfigError  a plugin's section of the config is invalid
@@ -26,8 +29,11 @@ __all__ = [
     "EPError",
     "FieldViolation",
     "InvalidArgument",
+    "PermissionDenied",
     "PluginConfigError",
+    "ResourceExhausted",
     "StartupError",
+    "Unauthenticated",
 ]
 
 #: ``google.rpc.ErrorInfo.domain`` of every error this service raises.
@@ -67,6 +73,37 @@ class InvalidArgument(EPError):
             {"fields": ",".join(sorted({v.field for v in violations if v.field}))},
         )
         self.violations = violations
+
+
+class Unauthenticated(EPError):
+    """The RPC needs credentials, or those given are not valid."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(EPError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ResourceExhausted(EPError):
+    """A limit is exceeded; ``retry_after`` says when asking again can work."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(message, {"retry_after_seconds": f"{retry_after:.3f}"})
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class StartupError(Exception):

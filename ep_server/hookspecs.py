@@ -8,8 +8,10 @@ plugin separately**, with that plugin's own configuration, never broadcast:
 1. at start-up, :func:`ep_configure` validates the plugin's section of the
    config file and returns the plugin's configuration object;
 2. at start-up, :func:`ep_claims` says which task types the plugin claims;
-3. for each ``Ask``, :func:`ep_evaluate` is called on the plugins that claim
-   the asked task type, and only on those.
+3. for each ``Ask``, :func:`ep_policy` is called on every plugin that
+   implements it (site-wide policy, any task type); if none refuses,
+   :func:`ep_evaluate` is called on the plugins that claim the asked task
+   type, and only on those.
 
 Implementations may take any subset of a hook's arguments, by name (pluggy's
 "opt-in arguments"), so hooks can gain arguments without breaking plugins.
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from ep_server.model import Claim, HostInfo, TaskQuery, Verdict
+    from ep_server.model import Claim, HostInfo, Reason, TaskQuery, Verdict
 
 PROJECT_NAME = "ep_server"
 
@@ -93,4 +95,29 @@ def ep_evaluate(query: TaskQuery, config: Any, host: HostInfo) -> Verdict | Awai
     :param config: what this plugin's :func:`ep_configure` returned.
     :param host: the host's capacity.
     :returns: the plugin's verdict.
+    """
+
+
+@hookspec
+def ep_policy(
+    query: TaskQuery, config: Any, host: HostInfo
+) -> Reason | Iterable[Reason] | Awaitable[Reason | Iterable[Reason] | None] | None:
+    """Refuse a request by site policy, whatever its task type.
+
+    Called for each ``Ask`` on every plugin that implements it, before any
+    plugin evaluates the task. Decide from ``query.identity`` (its
+    ``subject``, ``groups``, ``claims``), the task type and the taskinfo; for
+    example, allow docker tasks only to members of a group, or only images
+    from an allow-list. If any policy refuses, the answer is NO with the
+    refusals' reasons and no plugin evaluates the task.
+
+    It runs inline, on the event loop: keep it quick and never block (it may
+    be ``async def``). A policy that raises or runs past the deadline refuses
+    (fail closed) with a ``PLUGIN_ERROR`` or ``PLUGIN_TIMEOUT`` reason.
+
+    :param query: the request, with the caller's identity.
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :param host: the host's capacity.
+    :returns: ``None`` to allow, or one or more reasons to refuse (give them
+        ``cause=Cause.POLICY``).
     """

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ep_server.model import Cause, Offer, Reason, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
@@ -50,10 +51,19 @@ class Planner:
         plain (blocking) function.
     """
 
-    def __init__(self, registry: Registry, deadline: float, threads: int = 8) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        deadline: float,
+        threads: int = 8,
+        metrics: PluginMetrics | None = None,
+    ) -> None:
         self.registry = registry
         self.deadline = deadline
+        self.metrics = metrics
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="ep-plugin")
+        # When each pending plugin call started, for its latency metric.
+        self._started: dict[asyncio.Future[Any], float] = {}
         claimed = sorted(registry.index)
         self._claimed_hint = ", ".join(claimed[:10]) + (", ..." if len(claimed) > 10 else "")
 
@@ -64,10 +74,14 @@ class Planner:
     async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
         """Answer ``query``; ``budget`` (seconds) may shorten the per-plugin
         deadline, for example to fit the caller's own gRPC deadline."""
+        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+        if self.registry.policies:
+            refusals = await self._policies(query, limit)
+            if refusals:
+                return Answer((), refusals)
         claimants = self.registry.claimants(query.tasktype)
         if not claimants:
             return Answer((), (("", self._unsupported(query.tasktype)),))
-        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
         verdicts: list[Verdict | None] = []
         pending: dict[asyncio.Future[Any], int] = {}
         for claimant in claimants:
@@ -91,17 +105,29 @@ class Planner:
         that decides without awaiting anything (the common case) costs no
         task and no timer. Plain functions go to the worker threads.
         """
+        started = time.perf_counter()
         if not claimant.is_async:
             loop = asyncio.get_running_loop()
-            return loop.run_in_executor(self._executor, claimant.evaluate, query)
+            future = loop.run_in_executor(self._executor, claimant.evaluate, query)
+            self._started[future] = started
+            return future
         try:
             coro = claimant.evaluate(query)
             first = coro.send(None)
         except StopIteration as done:
-            return _checked(claimant.plugin, done.value)
+            verdict = _checked(claimant.plugin, done.value)
         except Exception as exc:
-            return _failed(claimant, exc)
-        return asyncio.ensure_future(_Resumed(coro, first))
+            verdict = _failed(claimant, exc)
+        else:
+            task = asyncio.ensure_future(_Resumed(coro, first))
+            self._started[task] = started
+            return task
+        self._observe(claimant.plugin, verdict, started)
+        return verdict
+
+    def _observe(self, plugin: str, verdict: Verdict, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.plugin(plugin, _outcome(verdict), time.perf_counter() - started)
 
     async def _wait(
         self,
@@ -126,6 +152,30 @@ class Planner:
                 verdicts[pending[future]] = _checked(claimant.plugin, future.result())
             else:
                 verdicts[pending[future]] = _failed(claimant, exc)
+        for future, i in pending.items():
+            verdict = verdicts[i]
+            assert verdict is not None
+            self._observe(claimants[i].plugin, verdict, self._started.pop(future))
+
+    async def _policies(self, query: TaskQuery, limit: float) -> list[tuple[str, Reason]]:
+        """Every policy's refusals (none: the query may proceed). A policy
+        that fails or runs late refuses: policy fails closed."""
+        refusals: list[tuple[str, Reason]] = []
+        for policy in self.registry.policies:
+            try:
+                result = policy.evaluate(query)
+                if policy.is_async:
+                    result = await asyncio.wait_for(result, limit)
+                reasons = _policy_reasons(result)
+            except TimeoutError:
+                message = f"policy did not decide within {limit:.3g}s"
+                reasons = [Reason(PLUGIN_TIMEOUT, message, Cause.INTERNAL, True)]
+            except Exception as exc:
+                log.error("policy of plugin %s raised", policy.plugin, exc_info=exc)
+                message = f"policy failed: {type(exc).__name__}: {exc}"
+                reasons = [Reason(PLUGIN_ERROR, message, Cause.INTERNAL, True)]
+            refusals.extend((policy.plugin, r) for r in reasons)
+        return refusals
 
     def _unsupported(self, tasktype: str) -> Reason:
         hint = f"; it claims: {self._claimed_hint}" if self._claimed_hint else ""
@@ -135,6 +185,28 @@ class Planner:
             Cause.REQUEST,
             field="tasktype",
         )
+
+
+def _policy_reasons(result: object) -> list[Reason]:
+    if result is None:
+        return []
+    reasons = [result] if isinstance(result, Reason) else list(result)  # type: ignore[call-overload]
+    if not all(isinstance(r, Reason) for r in reasons):
+        raise TypeError("ep_policy must return None, a Reason or Reasons")
+    return reasons
+
+
+def _outcome(verdict: Verdict) -> str:
+    if verdict.offers:
+        return "yes"
+    code = verdict.reasons[0].code if verdict.reasons else ""
+    return {PLUGIN_ERROR: "error", PLUGIN_TIMEOUT: "timeout"}.get(code, "no")
+
+
+class PluginMetrics(Protocol):
+    """What the planner reports per plugin evaluation (see ep_server.metrics)."""
+
+    def plugin(self, plugin: str, outcome: str, seconds: float) -> None: ...
 
 
 class _Resumed:

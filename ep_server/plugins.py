@@ -95,6 +95,8 @@ class Registry:
     host: HostInfo
     records: list[PluginRecord] = field(default_factory=list)
     index: dict[str, tuple[Claimant, ...]] = field(default_factory=dict)
+    #: The plugins implementing ``ep_policy``, consulted on every Ask.
+    policies: tuple[Claimant, ...] = ()
 
     def claimants(self, tasktype: str) -> tuple[Claimant, ...]:
         """The plugins claiming ``tasktype`` (empty if none)."""
@@ -270,6 +272,11 @@ def _start(
         _fail(record, str(exc) if isinstance(exc, _PluginError) else _describe(exc))
         pm.unregister(name=name)
         return
+    policy = _impl(pm, "ep_policy", name)
+    if policy is not None:
+        evaluate = _evaluator(policy.function, policy.argnames, {"config": config, "host": host})
+        is_async = inspect.iscoroutinefunction(policy.function)
+        registry.policies = (*registry.policies, Claimant(name, evaluate, is_async))
     record.claims = claims
     for claim in claims:
         registry.index[claim.tasktype] = (*registry.claimants(claim.tasktype), claimant)  # type: ignore[arg-type]

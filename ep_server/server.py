@@ -2,9 +2,10 @@
 
 We use ``grpc.aio``: plugins may be coroutines, a per-plugin deadline is a
 cancellation on the event loop rather than a thread per call, and the aio
-health servicer reports NOT_SERVING during a graceful stop. Errors are mapped
-to ``google.rpc.Status`` in one place (:func:`_guarded`), applied when the
-method handlers are built, so it costs no interceptor lookup per call.
+health servicer reports NOT_SERVING during a graceful stop. Every RPC goes
+through one :class:`~ep_server.pipeline.CallPipeline` (request id, identity,
+rate limit, error mapping, metrics), applied when the method handlers are
+built, so it costs no interceptor lookup per call.
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from grpc_status import rpc_status
 
+from ep_server.auth import Authenticator, AuthSettings, subject_from_auth_context
 from ep_server.config import Settings
-from ep_server.errors import ERROR_DOMAIN, EPError, InvalidArgument
+from ep_server.errors import StartupError
 from ep_server.host import detect_host
+from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
 from ep_server.plugins import PluginRecord, PluginState, Registry, load_registry
+from ep_server.ratelimit import RateLimiter
 from ep_server.servicer import ExecutionPlannerServicer, server_version
 from ep_server.wire import Limits, Undecodable, decode_ask
 from ep_server.workers import notify_ready
@@ -40,8 +43,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutionPlannerService"].full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
-Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
 
 @dataclass
 class Running:
@@ -51,6 +52,9 @@ class Running:
     port: int
     health: health.aio.HealthServicer
     planner: Planner
+    metrics: Metrics
+    #: The port of the ``/metrics`` endpoint, when one is served.
+    metrics_port: int | None = None
 
     async def shutdown(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for up to ``grace``
@@ -58,38 +62,132 @@ class Running:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self.planner.close()
+        self.metrics.close()
 
 
 async def start_server(settings: Settings, registry: Registry) -> Running:
     """Build and start a server for ``registry`` on ``settings.server.listen``.
 
     :raises OSError: when the address cannot be bound.
+    :raises StartupError: when a TLS or auth file cannot be used.
     """
     cfg = settings.server
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
-            ("grpc.max_send_message_length", cfg.max_send_message_bytes),
-            # One process per port unless asked (--workers): a second EP on a
-            # busy port must fail, not silently share the first one's traffic.
-            ("grpc.so_reuseport", int(cfg.reuse_port)),
-        ]
+        options=_options(settings),
+        maximum_concurrent_rpcs=settings.limits.max_concurrent_rpcs or None,
+        interceptors=_tracing(settings),
     )
-    planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads)
+    metrics = Metrics()
+    metrics.plugins_loaded({r.name: r.state.name.lower() for r in registry.records})
+    planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads, metrics)
     limits = Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
-    servicer = ExecutionPlannerServicer(planner, limits)
-    server.add_generic_rpc_handlers((_service_handler(servicer),))
+    servicer = ExecutionPlannerServicer(planner, limits, metrics)
+    pipeline = _pipeline(settings, metrics)
+    server.add_generic_rpc_handlers((_service_handler(servicer, pipeline),))
     health_servicer = await _add_health_and_reflection(server)
     try:
-        port = server.add_insecure_port(cfg.listen)
-    except RuntimeError as exc:
+        port = _bind(server, settings)
+    except BaseException:
         planner.close()
-        raise OSError(f"cannot listen on {cfg.listen}: {exc}") from exc
+        raise
     await server.start()
-    return Running(server, port, health_servicer, planner)
+    running = Running(server, port, health_servicer, planner, metrics)
+    if settings.metrics.listen:
+        host, _, metrics_port = settings.metrics.listen.rpartition(":")
+        running.metrics_port = await metrics.serve(host.strip("[]"), int(metrics_port))
+    return running
 
 
-def _service_handler(servicer: ExecutionPlannerServicer) -> grpc.GenericRpcHandler:
+def _options(settings: Settings) -> list[tuple[str, Any]]:
+    cfg, limits = settings.server, settings.limits
+    return [
+        ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_send_message_bytes),
+        # One process per port unless asked (--workers): a second EP on a
+        # busy port must fail, not silently share the first one's traffic.
+        ("grpc.so_reuseport", int(cfg.reuse_port)),
+        ("grpc.keepalive_time_ms", int(limits.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout * 1000)),
+        # Clients may keep idle channels alive with pings, but no more often
+        # than this; a client pinging faster is sent GOAWAY (too_many_pings).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+def _tracing(settings: Settings) -> list[Any] | None:
+    if not settings.tracing.enabled:
+        return None
+    try:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    except ImportError as exc:
+        raise StartupError(
+            "tracing.enabled needs OpenTelemetry: pip install 'ep-server[tracing]'"
+        ) from exc
+    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
+    auth, limits = settings.auth, settings.limits
+    authenticator = None
+    if auth.tokens_file or auth.jwt_issuer:
+        authenticator = Authenticator(
+            AuthSettings(
+                tokens_file=auth.tokens_file,
+                jwt_issuer=auth.jwt_issuer,
+                jwt_audience=auth.jwt_audience,
+                jwks_file=auth.jwks_file,
+                jwt_algorithms=tuple(auth.jwt_algorithms),
+                jwt_leeway=auth.jwt_leeway,
+                groups_claim=auth.groups_claim,
+            )
+        )
+    return CallPipeline(
+        authenticator=authenticator,
+        peer_subject=_peer_subject if settings.tls.client_ca else None,
+        anonymous=frozenset(auth.anonymous),
+        limiter=RateLimiter(limits.ask_rate, limits.ask_burst) if limits.ask_rate else None,
+        metrics=metrics,
+        access_log=settings.logging.access_log,
+    )
+
+
+def _peer_subject(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    return subject_from_auth_context(context.auth_context())
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    listen, tls = settings.server.listen, settings.tls
+    try:
+        if not tls.enabled:
+            return server.add_insecure_port(listen)
+        return server.add_secure_port(listen, _credentials(settings))
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {listen}: {exc}") from exc
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials:
+    tls = settings.tls
+    assert tls.cert is not None
+    assert tls.key is not None
+    return grpc.ssl_server_credentials(
+        [(_read(tls.key, "tls.key"), _read(tls.cert, "tls.cert"))],
+        root_certificates=_read(tls.client_ca, "tls.client_ca") if tls.client_ca else None,
+        require_client_auth=tls.require_client_cert,
+    )
+
+
+def _read(path: Path, key: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _service_handler(
+    servicer: ExecutionPlannerServicer, pipeline: CallPipeline
+) -> grpc.GenericRpcHandler:
     def decoder(cls: Any) -> Callable[[bytes], Any]:
         def decode(data: bytes) -> Any:
             try:
@@ -101,60 +199,17 @@ def _service_handler(servicer: ExecutionPlannerServicer) -> grpc.GenericRpcHandl
 
     handlers = {
         "Ask": grpc.unary_unary_rpc_method_handler(
-            _guarded(servicer.Ask),
+            pipeline.wrap("Ask", servicer.Ask),
             request_deserializer=decode_ask,
             response_serializer=pb.AskResponse.SerializeToString,
         ),
         "GetServiceInfo": grpc.unary_unary_rpc_method_handler(
-            _guarded(servicer.GetServiceInfo),
+            pipeline.wrap("GetServiceInfo", servicer.GetServiceInfo),
             request_deserializer=decoder(pb.GetServiceInfoRequest),
             response_serializer=pb.GetServiceInfoResponse.SerializeToString,
         ),
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
-
-
-def _guarded(method: Handler) -> Handler:
-    """Map :class:`EPError` to its status with ``ErrorInfo`` (and
-    ``BadRequest``) details; anything else is INTERNAL, logged, never a crash."""
-
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(request, context)
-        except EPError as exc:
-            status = rpc_status.to_status(_status_proto(exc))
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except Exception:
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-
-    handler.__name__ = method.__name__
-    return handler
-
-
-def _status_proto(exc: EPError) -> status_pb2.Status:
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
-    info = error_details_pb2.ErrorInfo(
-        reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata
-    )
-    details = [info]
-    if isinstance(exc, InvalidArgument):
-        details.insert(
-            0,
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in exc.violations
-                ]
-            ),
-        )
-    for detail in details:
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    return status
 
 
 async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:

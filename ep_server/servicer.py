@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 
 from ep_server.errors import FieldViolation, InvalidArgument
+from ep_server.metrics import Metrics
+from ep_server.model import ANONYMOUS, Identity
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Planner
 from ep_server.plugins import PluginState, Registry
@@ -36,26 +38,33 @@ def server_version() -> str:
 class ExecutionPlannerServicer:
     """Implements the RPCs on a :class:`Planner`."""
 
-    def __init__(self, planner: Planner, limits: Limits) -> None:
+    def __init__(self, planner: Planner, limits: Limits, metrics: Metrics | None = None) -> None:
         self.planner = planner
         self.limits = limits
+        self.metrics = metrics
         # What GetServiceInfo says never changes while the server runs.
         self._info = service_info(planner.registry)
 
     async def Ask(
-        self, request: pb.AskRequest | Undecodable, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: pb.AskRequest | Undecodable,
+        context: grpc.aio.ServicerContext[Any, Any],
+        identity: Identity = ANONYMOUS,
     ) -> pb.AskResponse:
         """Answer "can I do this?"."""
-        query = query_from_request(request, self.limits)
+        query = query_from_request(request, self.limits, identity)
         remaining = context.time_remaining()
         budget = None if remaining is None else remaining - _REPLY_MARGIN
-        answer = await self.planner.ask(query, budget)
-        return answer_to_proto(answer)
+        response = answer_to_proto(await self.planner.ask(query, budget))
+        if self.metrics is not None:
+            self.metrics.answer("YES" if response.offers else "NO", len(response.offers))
+        return response
 
     async def GetServiceInfo(
         self,
         request: pb.GetServiceInfoRequest | Undecodable,
         context: grpc.aio.ServicerContext[Any, Any],
+        identity: Identity = ANONYMOUS,
     ) -> pb.GetServiceInfoResponse:
         """Describe this EP."""
         if isinstance(request, Undecodable):

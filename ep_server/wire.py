@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
 from ep_server.errors import FieldViolation, InvalidArgument
-from ep_server.model import Cause, IntRange, Resources, TaskQuery
+from ep_server.model import ANONYMOUS, Cause, Identity, IntRange, Resources, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
 from ep_server.uri import uri_problem
@@ -71,7 +71,9 @@ def decode_ask(data: bytes) -> pb.AskRequest | Undecodable:
     return request
 
 
-def query_from_request(request: pb.AskRequest | Undecodable, limits: Limits) -> TaskQuery:
+def query_from_request(
+    request: pb.AskRequest | Undecodable, limits: Limits, identity: Identity = ANONYMOUS
+) -> TaskQuery:
     """Validate an ``AskRequest`` and convert it to a :class:`TaskQuery`.
 
     :raises InvalidArgument: naming every bad field.
@@ -85,7 +87,7 @@ def query_from_request(request: pb.AskRequest | Undecodable, limits: Limits) -> 
     resources = _resources(request.resources, bad) if request.HasField("resources") else Resources()
     if bad:
         raise InvalidArgument("AskRequest", bad)
-    return TaskQuery(request.tasktype, taskinfo, resources)
+    return TaskQuery(request.tasktype, taskinfo, resources, identity)
 
 
 def _check_tasktype(tasktype: str, bad: list[FieldViolation]) -> None:

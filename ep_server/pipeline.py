@@ -1,0 +1,196 @@
+"""What every RPC goes through around its handler, in one place:
+
+request id -> identity (bearer token, JWT or client certificate) -> rate
+limit -> the handler -> errors mapped to ``google.rpc.Status`` -> metrics and
+the access log.
+
+It is applied when the method handlers are built (not as a gRPC
+interceptor), so it costs no handler lookup per call, and the handler gets
+the caller's :class:`~ep_server.model.Identity` as a plain argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ep_server.errors import (
+    ERROR_DOMAIN,
+    EPError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from ep_server.logs import REQUEST_ID
+from ep_server.model import ANONYMOUS, Identity
+from ep_server.ratelimit import RateLimiter
+
+__all__ = ["CallPipeline", "Handler", "Method", "status_proto"]
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("ep_server.access")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Context], Awaitable[Any]]
+Method = Callable[[Any, Context, Identity], Awaitable[Any]]
+
+REQUEST_ID_KEY = "x-request-id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+class _Authenticator(Protocol):
+    def from_metadata(
+        self, metadata: Iterable[tuple[str, str | bytes]], peer_subject: str | None
+    ) -> Identity: ...
+
+
+class _Metrics(Protocol):
+    def rpc(self, method: str, code: str, seconds: float) -> None: ...
+
+
+@dataclass
+class CallPipeline:
+    """The per-call policy of one server."""
+
+    #: Resolves credentials to an identity; None when no auth is configured
+    #: (callers are then anonymous, or known by their client certificate).
+    authenticator: _Authenticator | None = None
+    #: Reads the verified client-certificate subject off a call (mTLS only).
+    peer_subject: Callable[[Context], str | None] | None = None
+    #: RPC names that may be called without credentials.
+    anonymous: Collection[str] = ("Ask", "GetServiceInfo")
+    #: Per-identity limit on the RPCs named in ``limited``.
+    limiter: RateLimiter | None = None
+    limited: Collection[str] = ("Ask",)
+    metrics: _Metrics | None = None
+    access_log: bool = False
+
+    def wrap(self, name: str, method: Method) -> Handler:
+        """The gRPC handler for ``method``, called ``name``."""
+
+        async def handler(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            request_id = _request_id(context.invocation_metadata())
+            token = REQUEST_ID.set(request_id)
+            trailer = ((REQUEST_ID_KEY, request_id),)
+            code = grpc.StatusCode.OK
+            identity = ANONYMOUS
+            try:
+                identity = self._identify(name, context)
+                self._limit(name, identity, context)
+                response = await method(request, context, identity)
+                context.set_trailing_metadata(trailer)
+                return response
+            except EPError as exc:
+                code = exc.code
+                status = rpc_status.to_status(status_proto(exc))
+                await context.abort(
+                    status.code, status.details, (*status.trailing_metadata, *trailer)
+                )
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", name)
+                message = f"internal error; the server log has request id {request_id}"
+                await context.abort(code, message, trailer)
+            finally:
+                self._record(name, code, time.perf_counter() - started, identity)
+                REQUEST_ID.reset(token)
+
+        handler.__name__ = name
+        return handler
+
+    def _identify(self, name: str, context: Context) -> Identity:
+        peer = self.peer_subject(context) if self.peer_subject else None
+        if self.authenticator is not None:
+            identity = self.authenticator.from_metadata(context.invocation_metadata() or (), peer)
+        else:
+            identity = Identity(peer, "mtls") if peer else ANONYMOUS
+        if identity.anonymous and name not in self.anonymous:
+            raise Unauthenticated(
+                "CREDENTIALS_REQUIRED",
+                f"{name} needs credentials: a bearer token, a JWT or a client certificate",
+            )
+        return identity
+
+    def _limit(self, name: str, identity: Identity, context: Context) -> None:
+        if self.limiter is None or name not in self.limited:
+            return
+        key = identity.subject if not identity.anonymous else _peer_host(context.peer())
+        wait = self.limiter.take(key)
+        if wait > 0:
+            raise ResourceExhausted(
+                "RATE_LIMITED",
+                f"too many {name} calls from {key}; retry in {wait:.2f}s",
+                wait,
+            )
+
+    def _record(self, name: str, code: grpc.StatusCode, seconds: float, who: Identity) -> None:
+        if self.metrics is not None:
+            self.metrics.rpc(name, code.name, seconds)
+        if self.access_log:
+            access.info(
+                "%s %s %.1fms %s",
+                name,
+                code.name,
+                seconds * 1000,
+                who.subject,
+                extra={
+                    "rpc": name,
+                    "code": code.name,
+                    "ms": seconds * 1000,
+                    "identity": who.subject,
+                },
+            )
+
+
+def _request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _SANE_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5555`` -> ``ipv4:127.0.0.1``: one bucket per client
+    host, not per connection."""
+    return peer.rpartition(":")[0] or peer
+
+
+def status_proto(exc: EPError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` for an error: ErrorInfo always, BadRequest
+    for invalid arguments, RetryInfo when waiting helps."""
+    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    details: list[Any] = []
+    if isinstance(exc, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    details.append(
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
+    )
+    if isinstance(exc, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return status
