@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from ep_server.config import load_settings
 from ep_server.errors import StartupError
+from ep_server.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -38,14 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     overrides = {"server.listen": args.listen} if args.listen else {}
-    from ep_server.server import serve  # grpc import only once args are good
-
     try:
         settings = load_settings(args.config, overrides=overrides)
+        setup_logging(args.log_level, settings.logging.format)
+        from ep_server.server import serve  # grpc import only once the config is good
+
         if args.workers > 1:
             from ep_server.workers import run_workers
 

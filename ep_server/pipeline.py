@@ -24,6 +24,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ep_server.auth import AuthError
 from ep_server.errors import (
     ERROR_DOMAIN,
     EPError,
@@ -112,7 +113,12 @@ class CallPipeline:
     def _identify(self, name: str, context: Context) -> Identity:
         peer = self.peer_subject(context) if self.peer_subject else None
         if self.authenticator is not None:
-            identity = self.authenticator.from_metadata(context.invocation_metadata() or (), peer)
+            try:
+                identity = self.authenticator.from_metadata(
+                    context.invocation_metadata() or (), peer
+                )
+            except AuthError as exc:
+                raise Unauthenticated(exc.reason, str(exc)) from None
         else:
             identity = Identity(peer, "mtls") if peer else ANONYMOUS
         if identity.anonymous and name not in self.anonymous:
