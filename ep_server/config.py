@@ -157,7 +157,8 @@ class TLSSettings(_Section):
     key: FilePath | None = None
     #: PEM CA bundle that client certificates are verified against (mTLS).
     client_ca: FilePath | None = None
-    #: Refuse clients without a certificate signed by ``client_ca``.
+    #: Refuse clients without a certificate signed by ``client_ca``; set
+    #: together with ``client_ca`` (gRPC Python cannot make it optional).
     require_client_cert: bool = False
 
     @model_validator(mode="after")
@@ -166,8 +167,11 @@ class TLSSettings(_Section):
             raise ValueError("cert and key must be given together")
         if (self.client_ca or self.require_client_cert) and self.cert is None:
             raise ValueError("client certificates need TLS: set cert and key")
-        if self.require_client_cert and self.client_ca is None:
-            raise ValueError("require_client_cert needs client_ca")
+        if self.require_client_cert != (self.client_ca is not None):
+            # gRPC Python cannot ask for an optional client certificate: with
+            # require_client_auth off it asks for none, so a client_ca alone
+            # would silently identify nobody.
+            raise ValueError("client_ca and require_client_cert = true go together (mTLS)")
         return self
 
     @property

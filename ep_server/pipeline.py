@@ -63,7 +63,7 @@ class _Metrics(Protocol):
 class CallPipeline:
     """The per-call policy of one server."""
 
-    #: Resolves credentials to an identity; None when no auth is configured
+    #: Resolves credentials to an identity; None skips authentication
     #: (callers are then anonymous, or known by their client certificate).
     authenticator: _Authenticator | None = None
     #: Reads the verified client-certificate subject off a call (mTLS only).
@@ -131,7 +131,12 @@ class CallPipeline:
     def _limit(self, name: str, identity: Identity, context: Context) -> None:
         if self.limiter is None or name not in self.limited:
             return
-        key = identity.subject if not identity.anonymous else _peer_host(context.peer())
+        # Subjects of different methods may coincide (a token named "alice", a
+        # JWT with sub "alice"): they are different callers.
+        if identity.anonymous:
+            key = _peer_host(context.peer())
+        else:
+            key = f"{identity.method}:{identity.subject}"
         wait = self.limiter.take(key)
         if wait > 0:
             raise ResourceExhausted(

@@ -130,18 +130,24 @@ def _tracing(settings: Settings) -> list[Any] | None:
 
 def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
     auth, limits = settings.auth, settings.limits
-    authenticator = None
-    if auth.tokens_file or auth.jwt_issuer:
-        authenticator = Authenticator(
-            AuthSettings(
-                tokens_file=auth.tokens_file,
-                jwt_issuer=auth.jwt_issuer,
-                jwt_audience=auth.jwt_audience,
-                jwks_file=auth.jwks_file,
-                jwt_algorithms=tuple(auth.jwt_algorithms),
-                jwt_leeway=auth.jwt_leeway,
-                groups_claim=auth.groups_claim,
-            )
+    # Always an Authenticator, even with nothing configured: a caller who sends
+    # credentials the site cannot verify is refused, never taken as anonymous.
+    authenticator = Authenticator(
+        AuthSettings(
+            tokens_file=auth.tokens_file,
+            jwt_issuer=auth.jwt_issuer,
+            jwt_audience=auth.jwt_audience,
+            jwks_file=auth.jwks_file,
+            jwt_algorithms=tuple(auth.jwt_algorithms),
+            jwt_leeway=auth.jwt_leeway,
+            groups_claim=auth.groups_claim,
+        )
+    )
+    if auth.jwt_issuer and not auth.jwt_audience:
+        log.warning(
+            "auth.jwt_audience is not set: any token from %s is accepted, even one "
+            "issued for another service",
+            auth.jwt_issuer,
         )
     return CallPipeline(
         authenticator=authenticator,

@@ -359,3 +359,29 @@ async def test_opentelemetry_spans_when_tracing_is_enabled(start):
     await stub.Ask(ask(), timeout=10)
     names = [span.name for span in exporter.get_finished_spans()]
     assert "/ivoa.ep.v1.ExecutionPlannerService/Ask" in names
+
+
+async def test_credentials_a_site_cannot_verify_are_refused_not_ignored(start):
+    _, stub = await start({}, Recorder())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Ask(ask(), metadata=bearer("some-token-from-another-site"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(info.value).reason == "TOKEN_UNKNOWN"
+
+
+def test_a_client_ca_without_required_client_certs_is_a_config_error(tmp_path):
+    from ep_server.errors import ConfigError
+
+    ca = CA(tmp_path)
+    pair = ca.issue("localhost", server=True)
+    path = tmp_path / "ep.toml"
+    path.write_text(
+        f'[tls]\ncert = "{pair.cert.name}"\nkey = "{pair.key.name}"\nclient_ca = "{ca.pem.name}"\n'
+    )
+    from ep_server.config import load_settings
+
+    with pytest.raises(ConfigError, match="client_ca and require_client_cert"):
+        load_settings(path, environ={})
+    path.write_text(path.read_text() + "require_client_cert = true\n")
+    tls = load_settings(path, environ={}).tls
+    assert tls.client_ca == ca.pem  # relative to the config file's folder
