@@ -385,3 +385,34 @@ def test_a_client_ca_without_required_client_certs_is_a_config_error(tmp_path):
     path.write_text(path.read_text() + "require_client_cert = true\n")
     tls = load_settings(path, environ={}).tls
     assert tls.client_ca == ca.pem  # relative to the config file's folder
+
+
+def test_the_ep_command_speaks_tls_and_sends_tokens(tmp_path, capsys, monkeypatch):
+    from ep_server.client.cli import main
+    from ep_server.testing import EPTestServer
+
+    ca = CA(tmp_path)
+    pair = ca.issue("localhost", server=True)
+    config = {
+        "tls": {"cert": str(pair.cert), "key": str(pair.key)},
+        "auth": {"tokens_file": str(tokens_file(tmp_path)), "anonymous": ["Ask"]},
+    }
+    settings = build_settings(config)
+    server = EPTestServer(
+        settings, load_registry(settings, detect_host(), [FakeSource("r", Recorder())])
+    )
+    try:
+        address = f"localhost:{server.port}"
+        token = tmp_path / "token"
+        token.write_text(TOKEN + "\n")
+        common = ["--ca", str(ca.pem), "--deadline", "10"]
+        assert main(["ask", "--tasktype", DOCKER, "--endpoint", address, *common]) == 0
+        assert main(["info", address, *common]) == 1  # GetServiceInfo needs a token here
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        assert main(["info", address, *common, "--token-file", str(token)]) == 0
+        monkeypatch.setenv("EP_TOKEN", TOKEN)
+        assert main(["info", address, *common]) == 0
+        assert main(["info", address, "--deadline", "5"]) == 1  # plaintext to a TLS server
+        assert main(["info", address, "--cert", str(pair.cert)]) == 2  # --cert without --key
+    finally:
+        server.close()

@@ -184,6 +184,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"overall deadline (default {DEFAULT_DEADLINE:g})",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON")
+    tls = parser.add_argument_group(
+        "security (for --endpoint and ep info; a site list sets TLS per site)"
+    )
+    tls.add_argument("--tls", action="store_true", help="TLS with the system's root CAs")
+    tls.add_argument("--ca", type=Path, metavar="FILE", help="TLS, trusting this CA bundle")
+    tls.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
+    tls.add_argument("--key", type=Path, metavar="FILE", help="client private key (mTLS)")
+    tls.add_argument("--server-name", metavar="NAME", help="expected server certificate name")
+    tls.add_argument(
+        "--token-file", type=Path, metavar="FILE",
+        help="send the bearer token in FILE (default: $EP_TOKEN, if set)",
+    )  # fmt: skip
 
 
 def query_from_args(args: argparse.Namespace) -> TaskQuery:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ from ep_server.client.progress import Progress
 from ep_server.client.render import info_lines, results_json, table
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
-from ep_server.client.sites import Site, SiteListError, load_sites
+from ep_server.client.sites import TLS, Site, SiteListError, load_sites
 from ep_server.model import TaskQuery
 
 __all__ = ["main"]
@@ -59,11 +60,35 @@ def _sites(args: argparse.Namespace) -> list[Site]:
         sites = load_sites(args.sites) if args.sites is not None else []
     except SiteListError as exc:
         raise UsageError(str(exc)) from None
-    return sites + [Site(address, address) for address in args.endpoints]
+    tls = _tls(args)
+    return sites + [Site(address, address, tls) for address in args.endpoints]
+
+
+def _tls(args: argparse.Namespace) -> TLS | None:
+    """TLS settings for ``--endpoint``/``ep info`` from the security flags."""
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together")
+    if not (args.tls or args.ca or args.cert or args.server_name):
+        return None
+    return TLS(args.ca, args.cert, args.key, args.server_name)
+
+
+def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The bearer token from --token-file or $EP_TOKEN, as call metadata."""
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(
+                f"--token-file: cannot read {args.token_file}: {exc.strerror}"
+            ) from None
+    else:
+        token = os.environ.get("EP_TOKEN", "").strip()
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def _ask(args: argparse.Namespace, sites: list[Site], query: TaskQuery) -> int:
-    results = asyncio.run(_gather(sites, query, args.deadline))
+    results = asyncio.run(_gather(sites, query, args.deadline, _metadata(args)))
     order = {id(site): i for i, site in enumerate(sites)}
     results.sort(key=lambda r: order[id(r.site)])
     ranking = rank(candidates(results, args.accept))
@@ -71,13 +96,15 @@ def _ask(args: argparse.Namespace, sites: list[Site], query: TaskQuery) -> int:
     return EXIT_YES if ranking else EXIT_NONE
 
 
-async def _gather(sites: list[Site], query: TaskQuery, seconds: float) -> list[Result]:
+async def _gather(
+    sites: list[Site], query: TaskQuery, seconds: float, metadata: tuple[tuple[str, str], ...] = ()
+) -> list[Result]:
     """Ask every site, showing progress on stderr when it is a terminal."""
     deadline = Deadline.after(seconds)
     progress = Progress(sys.stderr, sites, deadline, enabled=len(sites) > 1 and _tty())
     ticker = asyncio.create_task(progress.tick())
     try:
-        async with Client() as client:
+        async with Client(metadata=metadata) as client:
             results = []
             async for result in client.ask_many(sites, query, deadline=deadline):
                 results.append(result)
@@ -103,8 +130,9 @@ def _report(results: list[Result], ranking: list[Choice]) -> str:
 
 
 async def _info(args: argparse.Namespace) -> int:
-    async with Client() as client:
-        info = await client.service_info(Site(args.address, args.address), deadline=args.deadline)
+    site = Site(args.address, args.address, _tls(args))
+    async with Client(metadata=_metadata(args)) as client:
+        info = await client.service_info(site, deadline=args.deadline)
     if isinstance(info, Failure):
         print(f"ep: {args.address}: {info.describe()}", file=sys.stderr)
         return EXIT_NONE
