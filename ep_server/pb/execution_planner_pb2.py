@@ -23,50 +23,104 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ivoa/ep/v1/execution_planner.proto\x12\nivoa.ep.v1\x1a\x1cgoogle/protobuf/struct.proto\"s\n\nAskRequest\x12\x10\n\x08tasktype\x18\x01 \x01(\t\x12)\n\x08taskinfo\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\tresources\x18\x03 \x01(\x0b\x32\x15.ivoa.ep.v1.Resources\"P\n\tResources\x12 \n\x05\x63ores\x18\x01 \x01(\x0b\x32\x11.ivoa.ep.v1.Range\x12!\n\x06memory\x18\x02 \x01(\x0b\x32\x11.ivoa.ep.v1.Range\";\n\x05Range\x12\x10\n\x03min\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\x85\x01\n\x0b\x41skResponse\x12.\n\x0cresponseword\x18\x01 \x01(\x0e\x32\x18.ivoa.ep.v1.ResponseWord\x12!\n\x06offers\x18\x02 \x03(\x0b\x32\x11.ivoa.ep.v1.Offer\x12#\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.ivoa.ep.v1.Reason\"\x95\x01\n\x05Offer\x12\x13\n\x0bservicetype\x18\x01 \x01(\t\x12,\n\x0bserviceinfo\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\tresources\x18\x03 \x01(\x0b\x32\x15.ivoa.ep.v1.Resources\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x81\x01\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12&\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x17.ivoa.ep.v1.ReasonCause\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\"\x17\n\x15GetServiceInfoRequest\"\xb2\x01\n\x16GetServiceInfoResponse\x12+\n\ttasktypes\x18\x01 \x03(\x0b\x32\x18.ivoa.ep.v1.TaskTypeInfo\x12\'\n\x07plugins\x18\x02 \x03(\x0b\x32\x16.ivoa.ep.v1.PluginInfo\x12*\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x18.ivoa.ep.v1.HostCapacity\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"O\n\x0cTaskTypeInfo\x12\x10\n\x08tasktype\x18\x01 \x01(\t\x12-\n\x08services\x18\x02 \x03(\x0b\x32\x1b.ivoa.ep.v1.ServiceTypeInfo\"6\n\x0fServiceTypeInfo\x12\x13\n\x0bservicetype\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\"\xa1\x01\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.ivoa.ep.v1.PluginState\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x11\n\ttasktypes\x18\x06 \x03(\t\x12\x14\n\x0cservicetypes\x18\x07 \x03(\t\"O\n\x0cHostCapacity\x12\r\n\x05\x63ores\x18\x01 \x01(\x03\x12\x0e\n\x06memory\x18\x02 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t*>\n\x0cResponseWord\x12\x1d\n\x19RESPONSE_WORD_UNSPECIFIED\x10\x00\x12\x07\n\x03YES\x10\x01\x12\x06\n\x02NO\x10\x02*\x94\x01\n\x0bReasonCause\x12\x1c\n\x18REASON_CAUSE_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_CAUSE_REQUEST\x10\x01\x12\x17\n\x13REASON_CAUSE_POLICY\x10\x02\x12\x19\n\x15REASON_CAUSE_CAPACITY\x10\x03\x12\x19\n\x15REASON_CAUSE_INTERNAL\x10\x04*w\n\x0bPluginState\x12\x1c\n\x18PLUGIN_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLUGIN_STATE_LOADED\x10\x01\x12\x17\n\x13PLUGIN_STATE_FAILED\x10\x02\x12\x18\n\x14PLUGIN_STATE_BLOCKED\x10\x03\x32\xb4\x01\n\x17\x45xecutionPlannerService\x12;\n\x03\x41sk\x12\x16.ivoa.ep.v1.AskRequest\x1a\x17.ivoa.ep.v1.AskResponse\"\x03\x90\x02\x01\x12\\\n\x0eGetServiceInfo\x12!.ivoa.ep.v1.GetServiceInfoRequest\x1a\".ivoa.ep.v1.GetServiceInfoResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ivoa/ep/v1/execution_planner.proto\x12\nivoa.ep.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\nAskRequest\x12\x10\n\x08tasktype\x18\x01 \x01(\t\x12)\n\x08taskinfo\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\tresources\x18\x03 \x01(\x0b\x32\x15.ivoa.ep.v1.Resources\x12&\n\x08schedule\x18\x04 \x01(\x0b\x32\x14.ivoa.ep.v1.Schedule\"\x95\x01\n\x08Schedule\x12\'\n\x07windows\x18\x01 \x03(\x0b\x32\x16.ivoa.ep.v1.TimeWindow\x12/\n\x0cmin_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cmax_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"`\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x08TimeSlot\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\tResources\x12 \n\x05\x63ores\x18\x01 \x01(\x0b\x32\x11.ivoa.ep.v1.Range\x12!\n\x06memory\x18\x02 \x01(\x0b\x32\x11.ivoa.ep.v1.Range\";\n\x05Range\x12\x10\n\x03min\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\x85\x01\n\x0b\x41skResponse\x12.\n\x0cresponseword\x18\x01 \x01(\x0e\x32\x18.ivoa.ep.v1.ResponseWord\x12!\n\x06offers\x18\x02 \x03(\x0b\x32\x11.ivoa.ep.v1.Offer\x12#\n\x07reasons\x18\x03 \x03(\x0b\x32\x12.ivoa.ep.v1.Reason\"\xce\x02\n\x05Offer\x12\x13\n\x0bservicetype\x18\x01 \x01(\t\x12,\n\x0bserviceinfo\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\tresources\x18\x03 \x01(\x0b\x32\x15.ivoa.ep.v1.Resources\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\n\n\x02id\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04slot\x18\x08 \x01(\x0b\x32\x14.ivoa.ep.v1.TimeSlot\x12)\n\x04hold\x18\t \x03(\x0b\x32\x1b.ivoa.ep.v1.Offer.HoldEntry\x1a+\n\tHoldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xae\x01\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12&\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x17.ivoa.ep.v1.ReasonCause\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\x12+\n\rearliest_slot\x18\x07 \x01(\x0b\x32\x14.ivoa.ep.v1.TimeSlot\"\x17\n\x15GetServiceInfoRequest\"\x9e\x02\n\x16GetServiceInfoResponse\x12+\n\ttasktypes\x18\x01 \x03(\x0b\x32\x18.ivoa.ep.v1.TaskTypeInfo\x12\'\n\x07plugins\x18\x02 \x03(\x0b\x32\x16.ivoa.ep.v1.PluginInfo\x12*\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x18.ivoa.ep.v1.HostCapacity\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\x12<\n\x05pools\x18\x05 \x03(\x0b\x32-.ivoa.ep.v1.GetServiceInfoResponse.PoolsEntry\x1a,\n\nPoolsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"O\n\x0cTaskTypeInfo\x12\x10\n\x08tasktype\x18\x01 \x01(\t\x12-\n\x08services\x18\x02 \x03(\x0b\x32\x1b.ivoa.ep.v1.ServiceTypeInfo\"6\n\x0fServiceTypeInfo\x12\x13\n\x0bservicetype\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\"\xa1\x01\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64istribution\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.ivoa.ep.v1.PluginState\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x11\n\ttasktypes\x18\x06 \x03(\t\x12\x14\n\x0cservicetypes\x18\x07 \x03(\t\"O\n\x0cHostCapacity\x12\r\n\x05\x63ores\x18\x01 \x01(\x03\x12\x0e\n\x06memory\x18\x02 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\"\xe1\x02\n\x07\x42ooking\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08offer_id\x18\x02 \x01(\t\x12\x13\n\x0bservicetype\x18\x03 \x01(\t\x12,\n\x0bserviceinfo\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x04slot\x18\x05 \x01(\x0b\x32\x14.ivoa.ep.v1.TimeSlot\x12+\n\x04hold\x18\x06 \x03(\x0b\x32\x1d.ivoa.ep.v1.Booking.HoldEntry\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.ivoa.ep.v1.BookingState\x12\r\n\x05owner\x18\x08 \x01(\t\x12\x0e\n\x06plugin\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tHoldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x12\x41\x63\x63\x65ptOfferRequest\x12\x10\n\x08offer_id\x18\x01 \x01(\t\";\n\x13\x41\x63\x63\x65ptOfferResponse\x12$\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x13.ivoa.ep.v1.Booking\"&\n\x12RejectOfferRequest\x12\x10\n\x08offer_id\x18\x01 \x01(\t\"\x15\n\x13RejectOfferResponse\"\'\n\x11GetBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\":\n\x12GetBookingResponse\x12$\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x13.ivoa.ep.v1.Booking\"\x15\n\x13ListBookingsRequest\"=\n\x14ListBookingsResponse\x12%\n\x08\x62ookings\x18\x01 \x03(\x0b\x32\x13.ivoa.ep.v1.Booking\"*\n\x14\x43\x61ncelBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"=\n\x15\x43\x61ncelBookingResponse\x12$\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x13.ivoa.ep.v1.Booking*>\n\x0cResponseWord\x12\x1d\n\x19RESPONSE_WORD_UNSPECIFIED\x10\x00\x12\x07\n\x03YES\x10\x01\x12\x06\n\x02NO\x10\x02*\x94\x01\n\x0bReasonCause\x12\x1c\n\x18REASON_CAUSE_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_CAUSE_REQUEST\x10\x01\x12\x17\n\x13REASON_CAUSE_POLICY\x10\x02\x12\x19\n\x15REASON_CAUSE_CAPACITY\x10\x03\x12\x19\n\x15REASON_CAUSE_INTERNAL\x10\x04*w\n\x0bPluginState\x12\x1c\n\x18PLUGIN_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PLUGIN_STATE_LOADED\x10\x01\x12\x17\n\x13PLUGIN_STATE_FAILED\x10\x02\x12\x18\n\x14PLUGIN_STATE_BLOCKED\x10\x03*\x80\x01\n\x0c\x42ookingState\x12\x1d\n\x19\x42OOKING_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42OOKING_STATE_BOOKED\x10\x01\x12\x1b\n\x17\x42OOKING_STATE_CANCELLED\x10\x02\x12\x1a\n\x16\x42OOKING_STATE_FINISHED\x10\x03\x32\xe3\x04\n\x17\x45xecutionPlannerService\x12;\n\x03\x41sk\x12\x16.ivoa.ep.v1.AskRequest\x1a\x17.ivoa.ep.v1.AskResponse\"\x03\x90\x02\x01\x12\\\n\x0eGetServiceInfo\x12!.ivoa.ep.v1.GetServiceInfoRequest\x1a\".ivoa.ep.v1.GetServiceInfoResponse\"\x03\x90\x02\x01\x12S\n\x0b\x41\x63\x63\x65ptOffer\x12\x1e.ivoa.ep.v1.AcceptOfferRequest\x1a\x1f.ivoa.ep.v1.AcceptOfferResponse\"\x03\x90\x02\x02\x12S\n\x0bRejectOffer\x12\x1e.ivoa.ep.v1.RejectOfferRequest\x1a\x1f.ivoa.ep.v1.RejectOfferResponse\"\x03\x90\x02\x02\x12P\n\nGetBooking\x12\x1d.ivoa.ep.v1.GetBookingRequest\x1a\x1e.ivoa.ep.v1.GetBookingResponse\"\x03\x90\x02\x01\x12V\n\x0cListBookings\x12\x1f.ivoa.ep.v1.ListBookingsRequest\x1a .ivoa.ep.v1.ListBookingsResponse\"\x03\x90\x02\x01\x12Y\n\rCancelBooking\x12 .ivoa.ep.v1.CancelBookingRequest\x1a!.ivoa.ep.v1.CancelBookingResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ivoa.ep.v1.execution_planner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_OFFER_HOLDENTRY']._loaded_options = None
+  _globals['_OFFER_HOLDENTRY']._serialized_options = b'8\001'
+  _globals['_GETSERVICEINFORESPONSE_POOLSENTRY']._loaded_options = None
+  _globals['_GETSERVICEINFORESPONSE_POOLSENTRY']._serialized_options = b'8\001'
+  _globals['_BOOKING_HOLDENTRY']._loaded_options = None
+  _globals['_BOOKING_HOLDENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['Ask']._loaded_options = None
   _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['Ask']._serialized_options = b'\220\002\001'
   _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['GetServiceInfo']._loaded_options = None
   _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['GetServiceInfo']._serialized_options = b'\220\002\001'
-  _globals['_RESPONSEWORD']._serialized_start=1348
-  _globals['_RESPONSEWORD']._serialized_end=1410
-  _globals['_REASONCAUSE']._serialized_start=1413
-  _globals['_REASONCAUSE']._serialized_end=1561
-  _globals['_PLUGINSTATE']._serialized_start=1563
-  _globals['_PLUGINSTATE']._serialized_end=1682
-  _globals['_ASKREQUEST']._serialized_start=80
-  _globals['_ASKREQUEST']._serialized_end=195
-  _globals['_RESOURCES']._serialized_start=197
-  _globals['_RESOURCES']._serialized_end=277
-  _globals['_RANGE']._serialized_start=279
-  _globals['_RANGE']._serialized_end=338
-  _globals['_ASKRESPONSE']._serialized_start=341
-  _globals['_ASKRESPONSE']._serialized_end=474
-  _globals['_OFFER']._serialized_start=477
-  _globals['_OFFER']._serialized_end=626
-  _globals['_REASON']._serialized_start=629
-  _globals['_REASON']._serialized_end=758
-  _globals['_GETSERVICEINFOREQUEST']._serialized_start=760
-  _globals['_GETSERVICEINFOREQUEST']._serialized_end=783
-  _globals['_GETSERVICEINFORESPONSE']._serialized_start=786
-  _globals['_GETSERVICEINFORESPONSE']._serialized_end=964
-  _globals['_TASKTYPEINFO']._serialized_start=966
-  _globals['_TASKTYPEINFO']._serialized_end=1045
-  _globals['_SERVICETYPEINFO']._serialized_start=1047
-  _globals['_SERVICETYPEINFO']._serialized_end=1101
-  _globals['_PLUGININFO']._serialized_start=1104
-  _globals['_PLUGININFO']._serialized_end=1265
-  _globals['_HOSTCAPACITY']._serialized_start=1267
-  _globals['_HOSTCAPACITY']._serialized_end=1346
-  _globals['_EXECUTIONPLANNERSERVICE']._serialized_start=1685
-  _globals['_EXECUTIONPLANNERSERVICE']._serialized_end=1865
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['AcceptOffer']._loaded_options = None
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['AcceptOffer']._serialized_options = b'\220\002\002'
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['RejectOffer']._loaded_options = None
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['RejectOffer']._serialized_options = b'\220\002\002'
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['GetBooking']._loaded_options = None
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['GetBooking']._serialized_options = b'\220\002\001'
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['ListBookings']._loaded_options = None
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['ListBookings']._serialized_options = b'\220\002\001'
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['CancelBooking']._loaded_options = None
+  _globals['_EXECUTIONPLANNERSERVICE'].methods_by_name['CancelBooking']._serialized_options = b'\220\002\002'
+  _globals['_RESPONSEWORD']._serialized_start=2952
+  _globals['_RESPONSEWORD']._serialized_end=3014
+  _globals['_REASONCAUSE']._serialized_start=3017
+  _globals['_REASONCAUSE']._serialized_end=3165
+  _globals['_PLUGINSTATE']._serialized_start=3167
+  _globals['_PLUGINSTATE']._serialized_end=3286
+  _globals['_BOOKINGSTATE']._serialized_start=3289
+  _globals['_BOOKINGSTATE']._serialized_end=3417
+  _globals['_ASKREQUEST']._serialized_start=146
+  _globals['_ASKREQUEST']._serialized_end=301
+  _globals['_SCHEDULE']._serialized_start=304
+  _globals['_SCHEDULE']._serialized_end=453
+  _globals['_TIMEWINDOW']._serialized_start=455
+  _globals['_TIMEWINDOW']._serialized_end=551
+  _globals['_TIMESLOT']._serialized_start=553
+  _globals['_TIMESLOT']._serialized_end=647
+  _globals['_RESOURCES']._serialized_start=649
+  _globals['_RESOURCES']._serialized_end=729
+  _globals['_RANGE']._serialized_start=731
+  _globals['_RANGE']._serialized_end=790
+  _globals['_ASKRESPONSE']._serialized_start=793
+  _globals['_ASKRESPONSE']._serialized_end=926
+  _globals['_OFFER']._serialized_start=929
+  _globals['_OFFER']._serialized_end=1263
+  _globals['_OFFER_HOLDENTRY']._serialized_start=1220
+  _globals['_OFFER_HOLDENTRY']._serialized_end=1263
+  _globals['_REASON']._serialized_start=1266
+  _globals['_REASON']._serialized_end=1440
+  _globals['_GETSERVICEINFOREQUEST']._serialized_start=1442
+  _globals['_GETSERVICEINFOREQUEST']._serialized_end=1465
+  _globals['_GETSERVICEINFORESPONSE']._serialized_start=1468
+  _globals['_GETSERVICEINFORESPONSE']._serialized_end=1754
+  _globals['_GETSERVICEINFORESPONSE_POOLSENTRY']._serialized_start=1710
+  _globals['_GETSERVICEINFORESPONSE_POOLSENTRY']._serialized_end=1754
+  _globals['_TASKTYPEINFO']._serialized_start=1756
+  _globals['_TASKTYPEINFO']._serialized_end=1835
+  _globals['_SERVICETYPEINFO']._serialized_start=1837
+  _globals['_SERVICETYPEINFO']._serialized_end=1891
+  _globals['_PLUGININFO']._serialized_start=1894
+  _globals['_PLUGININFO']._serialized_end=2055
+  _globals['_HOSTCAPACITY']._serialized_start=2057
+  _globals['_HOSTCAPACITY']._serialized_end=2136
+  _globals['_BOOKING']._serialized_start=2139
+  _globals['_BOOKING']._serialized_end=2492
+  _globals['_BOOKING_HOLDENTRY']._serialized_start=1220
+  _globals['_BOOKING_HOLDENTRY']._serialized_end=1263
+  _globals['_ACCEPTOFFERREQUEST']._serialized_start=2494
+  _globals['_ACCEPTOFFERREQUEST']._serialized_end=2532
+  _globals['_ACCEPTOFFERRESPONSE']._serialized_start=2534
+  _globals['_ACCEPTOFFERRESPONSE']._serialized_end=2593
+  _globals['_REJECTOFFERREQUEST']._serialized_start=2595
+  _globals['_REJECTOFFERREQUEST']._serialized_end=2633
+  _globals['_REJECTOFFERRESPONSE']._serialized_start=2635
+  _globals['_REJECTOFFERRESPONSE']._serialized_end=2656
+  _globals['_GETBOOKINGREQUEST']._serialized_start=2658
+  _globals['_GETBOOKINGREQUEST']._serialized_end=2697
+  _globals['_GETBOOKINGRESPONSE']._serialized_start=2699
+  _globals['_GETBOOKINGRESPONSE']._serialized_end=2757
+  _globals['_LISTBOOKINGSREQUEST']._serialized_start=2759
+  _globals['_LISTBOOKINGSREQUEST']._serialized_end=2780
+  _globals['_LISTBOOKINGSRESPONSE']._serialized_start=2782
+  _globals['_LISTBOOKINGSRESPONSE']._serialized_end=2843
+  _globals['_CANCELBOOKINGREQUEST']._serialized_start=2845
+  _globals['_CANCELBOOKINGREQUEST']._serialized_end=2887
+  _globals['_CANCELBOOKINGRESPONSE']._serialized_start=2889
+  _globals['_CANCELBOOKINGRESPONSE']._serialized_end=2950
+  _globals['_EXECUTIONPLANNERSERVICE']._serialized_start=3420
+  _globals['_EXECUTIONPLANNERSERVICE']._serialized_end=4031
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,31 @@ class ExecutionPlannerServiceStub:
                 request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoRequest.SerializeToString,
                 response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoResponse.FromString,
                 _registered_method=True)
+        self.AcceptOffer = channel.unary_unary(
+                '/ivoa.ep.v1.ExecutionPlannerService/AcceptOffer',
+                request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferRequest.SerializeToString,
+                response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferResponse.FromString,
+                _registered_method=True)
+        self.RejectOffer = channel.unary_unary(
+                '/ivoa.ep.v1.ExecutionPlannerService/RejectOffer',
+                request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferRequest.SerializeToString,
+                response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferResponse.FromString,
+                _registered_method=True)
+        self.GetBooking = channel.unary_unary(
+                '/ivoa.ep.v1.ExecutionPlannerService/GetBooking',
+                request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingRequest.SerializeToString,
+                response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingResponse.FromString,
+                _registered_method=True)
+        self.ListBookings = channel.unary_unary(
+                '/ivoa.ep.v1.ExecutionPlannerService/ListBookings',
+                request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsRequest.SerializeToString,
+                response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsResponse.FromString,
+                _registered_method=True)
+        self.CancelBooking = channel.unary_unary(
+                '/ivoa.ep.v1.ExecutionPlannerService/CancelBooking',
+                request_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingRequest.SerializeToString,
+                response_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionPlannerServiceServicer:
@@ -85,6 +110,48 @@ class ExecutionPlannerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcceptOffer(self, request, context):
+        """AcceptOffer books a time-slot offer (one with an id, from an Ask with a
+        schedule). Accepting a valid, unexpired offer always succeeds, releases
+        the other offers made for the same Ask, and returns the booking.
+        Accepting the same offer again returns the same booking.
+        Errors: NOT_FOUND (reason OFFER_NOT_FOUND) for an unknown offer or one of
+        another caller's; FAILED_PRECONDITION (OFFER_EXPIRED) for an expired one;
+        UNAUTHENTICATED without credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectOffer(self, request, context):
+        """RejectOffer releases an offer's hold on the site's resources.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBooking(self, request, context):
+        """GetBooking returns one of the caller's bookings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBookings(self, request, context):
+        """ListBookings returns the caller's own bookings, by slot start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBooking(self, request, context):
+        """CancelBooking cancels one of the caller's bookings and releases what it
+        holds. Cancelling a cancelled booking returns it unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionPlannerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +164,31 @@ def add_ExecutionPlannerServiceServicer_to_server(servicer, server):
                     servicer.GetServiceInfo,
                     request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoRequest.FromString,
                     response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoResponse.SerializeToString,
+            ),
+            'AcceptOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptOffer,
+                    request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferRequest.FromString,
+                    response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferResponse.SerializeToString,
+            ),
+            'RejectOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectOffer,
+                    request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferRequest.FromString,
+                    response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferResponse.SerializeToString,
+            ),
+            'GetBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBooking,
+                    request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingRequest.FromString,
+                    response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingResponse.SerializeToString,
+            ),
+            'ListBookings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBookings,
+                    request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsRequest.FromString,
+                    response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsResponse.SerializeToString,
+            ),
+            'CancelBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBooking,
+                    request_deserializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingRequest.FromString,
+                    response_serializer=ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -161,6 +253,141 @@ class ExecutionPlannerService:
             '/ivoa.ep.v1.ExecutionPlannerService/GetServiceInfo',
             ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoRequest.SerializeToString,
             ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetServiceInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ivoa.ep.v1.ExecutionPlannerService/AcceptOffer',
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferRequest.SerializeToString,
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.AcceptOfferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ivoa.ep.v1.ExecutionPlannerService/RejectOffer',
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferRequest.SerializeToString,
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.RejectOfferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ivoa.ep.v1.ExecutionPlannerService/GetBooking',
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingRequest.SerializeToString,
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.GetBookingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBookings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ivoa.ep.v1.ExecutionPlannerService/ListBookings',
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsRequest.SerializeToString,
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.ListBookingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ivoa.ep.v1.ExecutionPlannerService/CancelBooking',
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingRequest.SerializeToString,
+            ivoa_dot_ep_dot_v1_dot_execution__planner__pb2.CancelBookingResponse.FromString,
             options,
             channel_credentials,
             insecure,
