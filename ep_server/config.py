@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -47,6 +47,7 @@ __all__ = [
     "LoggingSettings",
     "MetricsSettings",
     "PluginsSettings",
+    "ScheduleSettings",
     "ServerSettings",
     "Settings",
     "TLSSettings",
@@ -180,8 +181,49 @@ class TLSSettings(_Section):
         return self.cert is not None
 
 
-#: The RPCs that exist, for the names in ``[auth].anonymous``.
+#: The RPCs that may be anonymous (``[auth].anonymous``); booking RPCs never are.
 RPC_NAMES = ("Ask", "GetServiceInfo")
+
+
+def _default_ledger() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "ep-server" / "ledger.sqlite3")
+
+
+def _pool_amount(value: Any) -> Any:
+    return value if value == "host" else _bytes(value)
+
+
+PoolAmount = Annotated[int | Literal["host"], BeforeValidator(_pool_amount)]
+
+
+class ScheduleSettings(_Section):
+    """``[schedule]``: time-slot offers and bookings ("when can I run this?")."""
+
+    #: Off: an Ask with a schedule is a NO (SCHEDULING_UNSUPPORTED).
+    enabled: bool = True
+    #: The booking ledger, a SQLite file (":memory:" for a throwaway one).
+    ledger: str = Field(default_factory=_default_ledger)
+    #: PRAGMA synchronous: FULL survives power loss, NORMAL a process crash.
+    synchronous: str = Field("FULL", pattern="^(FULL|NORMAL)$")
+    #: The pools bookings draw on: "host" = this host's cores or memory;
+    #: other pools (e.g. gpus = 4) as plain numbers; sizes accept "64GiB".
+    pools: dict[str, PoolAmount] = {"cores": "host", "memory": "host"}
+    #: Seconds an offer holds its slot unless accepted.
+    offer_ttl: float = Field(300.0, gt=0, le=86400)
+    #: At most this many offers per Ask, earliest first.
+    max_offers: int = Field(3, ge=1, le=20)
+    #: At most this many outstanding offers per caller.
+    max_outstanding_offers: int = Field(10, ge=1, le=1000)
+    #: How far ahead slots are searched, in days.
+    horizon_days: int = Field(366, ge=1, le=3660)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_path(cls, value: str, info: ValidationInfo) -> str:
+        if value == ":memory:":
+            return value
+        return str(_relative_to_config(Path(value).expanduser(), info))
 
 
 class AuthConfig(_Section):
@@ -260,6 +302,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     tracing: TracingSettings = TracingSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     plugins: PluginsSettings = PluginsSettings()
     host: HostSettings = HostSettings()
     #: ``[plugin.<name>]``: each plugin's own section, validated by the plugin.

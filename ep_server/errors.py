@@ -8,6 +8,8 @@
      |    +-- Unauthenticated    UNAUTHENTICATED: no, or bad, credentials
      |    +-- PermissionDenied   PERMISSION_DENIED: known caller, not allowed
      |    +-- ResourceExhausted  RESOURCE_EXHAUSTED + RetryInfo: over a rate limit
+     |    +-- NotFound           NOT_FOUND: no such offer or booking (for this caller)
+     |    +-- FailedPrecondition FAILED_PRECONDITION: e.g. the offer has expired
      +-- StartupError            the server cannot start (bad config, bad plugin config)
           +-- ConfigError        the EP's own config file or environment is invalid
           +-- PluginConfigError  a plugin's section of the config is invalid
@@ -27,8 +29,10 @@ __all__ = [
     "ERROR_DOMAIN",
     "ConfigError",
     "EPError",
+    "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
+    "NotFound",
     "PermissionDenied",
     "PluginConfigError",
     "ResourceExhausted",
@@ -104,6 +108,26 @@ class ResourceExhausted(EPError):
         super().__init__(message, {"retry_after_seconds": f"{retry_after:.3f}"})
         self.reason = reason
         self.retry_after = retry_after
+
+
+class NotFound(EPError):
+    """No such offer or booking, as far as this caller may know."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message, metadata)
+        self.reason = reason
+
+
+class FailedPrecondition(EPError):
+    """The thing exists but is not in a state to do this (an expired offer)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message, metadata)
+        self.reason = reason
 
 
 class StartupError(Exception):

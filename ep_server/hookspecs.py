@@ -13,6 +13,11 @@ plugin separately**, with that plugin's own configuration, never broadcast:
    :func:`ep_evaluate` is called on the plugins that claim the asked task
    type, and only on those.
 
+For "when can I run this?" (an ``Ask`` with a schedule), plugins that offered
+may also say what the task holds (:func:`ep_resources`), refuse a slot
+(:func:`ep_slot`), and hear of bookings (:func:`ep_booked`,
+:func:`ep_cancelled`).
+
 Implementations may take any subset of a hook's arguments, by name (pluggy's
 "opt-in arguments"), so hooks can gain arguments without breaking plugins.
 Every hook is optional except :func:`ep_evaluate`, which a plugin that claims
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from ep_server.booking import Booking, Slot
     from ep_server.model import Claim, HostInfo, Reason, TaskQuery, Verdict
 
 PROJECT_NAME = "ep_server"
@@ -120,4 +126,64 @@ def ep_policy(
     :param host: the host's capacity.
     :returns: ``None`` to allow, or one or more reasons to refuse (give them
         ``cause=Cause.POLICY``).
+    """
+
+
+@hookspec
+def ep_resources(query: TaskQuery, config: Any, host: HostInfo) -> Mapping[str, int] | None:
+    """Say what the task holds from the site's pools while offered or booked.
+
+    Called when this plugin made an offer for an ``Ask`` with a schedule,
+    before slots are searched. Read it from the taskinfo (a cluster's node
+    count, a notebook's GPU) and the resources asked for.
+
+    :param query: the request.
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :param host: the host's capacity.
+    :returns: pool name (``"cores"``, ``"memory"`` in bytes, or any pool the
+        site configures, such as ``"gpus"``) to amount; missing pools hold 0.
+        ``None`` takes the default: the request's minimum cores (at least 1)
+        and minimum memory.
+    """
+
+
+@hookspec
+def ep_slot(query: TaskQuery, slot: Slot, config: Any) -> Reason | None:
+    """Refuse a time slot the scheduler found for this plugin's offer.
+
+    For example, a maintenance window, or a service that only runs at night.
+    Called inside the ledger's transaction, from its worker thread: it must
+    be a plain, quick, thread-safe function (not ``async``) that does no
+    I/O. A plugin that raises refuses the slot.
+
+    :param query: the request.
+    :param slot: the candidate slot, ``[slot.start, slot.end)`` in UTC.
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :returns: a reason to refuse the slot, or ``None`` to accept it.
+    """
+
+
+@hookspec
+def ep_booked(booking: Booking, config: Any) -> Awaitable[None] | None:
+    """Hear that an offer of this plugin's was booked: prepare the service.
+
+    Called after the booking is committed; the caller already has its
+    answer. It may be ``async``; a plain function runs in a worker thread.
+    Errors are logged and never undo the booking.
+
+    :param booking: the new booking (slot, hold, owner, serviceinfo).
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def ep_cancelled(booking: Booking, config: Any) -> Awaitable[None] | None:
+    """Hear that a booking of this plugin's was cancelled: release the service.
+
+    Called after the cancellation is committed, as :func:`ep_booked` is.
+
+    :param booking: the cancelled booking.
+    :param config: what this plugin's :func:`ep_configure` returned.
+    :returns: nothing.
     """

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ep_server.booking import Schedule, Slot
+
 __all__ = [
     "ANONYMOUS",
     "Cause",
@@ -100,6 +102,8 @@ class TaskQuery:
     resources: Resources = Resources()
     #: Who asked; plugins may decide by it (policy).
     identity: Identity = ANONYMOUS
+    #: When the task may run ("when can I run this?"); None means now.
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,8 @@ class Reason:
     cause: Cause = Cause.REQUEST
     retryable: bool = False
     field: str = ""
+    #: On a NO for lack of capacity: the earliest slot that would fit.
+    earliest_slot: Slot | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from ep_server.booking import HeldOffer
 from ep_server.model import Cause, Offer, Reason, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
 
@@ -36,6 +37,9 @@ class Answer:
 
     offers: Sequence[tuple[str, Offer]]
     reasons: Sequence[tuple[str, Reason]]
+    #: For an Ask with a schedule: the time-slot offers, which replace
+    #: ``offers`` in the answer (see :mod:`ep_server.scheduler`).
+    held: Sequence[HeldOffer] = ()
 
     @property
     def yes(self) -> bool:

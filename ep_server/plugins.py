@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+SCHEDULING_HOOKS = ("ep_resources", "ep_slot", "ep_booked", "ep_cancelled")
 
 
 class PluginState(enum.Enum):
@@ -88,6 +89,21 @@ class _Source(Protocol):
     def load(self) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class BoundHook:
+    """A hook implementation with its config and host bound: call it with
+    the per-call arguments; it takes those it declares."""
+
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+    fixed: dict[str, Any]
+    is_async: bool
+
+    def __call__(self, **arguments: Any) -> Any:
+        values = {**self.fixed, **arguments}
+        return self.function(*(values.get(name) for name in self.argnames))
+
+
 @dataclass
 class Registry:
     """The loaded plugins and the task-type index. Immutable once built."""
@@ -97,6 +113,15 @@ class Registry:
     index: dict[str, tuple[Claimant, ...]] = field(default_factory=dict)
     #: The plugins implementing ``ep_policy``, consulted on every Ask.
     policies: tuple[Claimant, ...] = ()
+    #: The scheduling hooks (ep_resources, ep_slot, ep_booked, ep_cancelled):
+    #: hook name -> plugin name -> the bound implementation.
+    scheduling: dict[str, dict[str, BoundHook]] = field(default_factory=dict)
+
+    def call(self, hook: str, plugin: str, **arguments: Any) -> Any:
+        """Call ``plugin``'s ``hook`` with the arguments it asks for; None
+        when the plugin does not implement it."""
+        bound = self.scheduling.get(hook, {}).get(plugin)
+        return None if bound is None else bound(**arguments)
 
     def claimants(self, tasktype: str) -> tuple[Claimant, ...]:
         """The plugins claiming ``tasktype`` (empty if none)."""
@@ -277,6 +302,16 @@ def _start(
         evaluate = _evaluator(policy.function, policy.argnames, {"config": config, "host": host})
         is_async = inspect.iscoroutinefunction(policy.function)
         registry.policies = (*registry.policies, Claimant(name, evaluate, is_async))
+    for hook in SCHEDULING_HOOKS:
+        impl = _impl(pm, hook, name)
+        if impl is not None:
+            bound = BoundHook(
+                impl.function,
+                tuple(impl.argnames),
+                {"config": config, "host": host},
+                inspect.iscoroutinefunction(impl.function),
+            )
+            registry.scheduling.setdefault(hook, {})[name] = bound
     record.claims = claims
     for claim in claims:
         registry.index[claim.tasktype] = (*registry.claimants(claim.tasktype), claimant)  # type: ignore[arg-type]

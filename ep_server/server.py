@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
 from ep_server.plugins import PluginRecord, PluginState, Registry, load_registry
 from ep_server.ratelimit import RateLimiter
+from ep_server.scheduler import Scheduler, resolve_pools, utcnow
 from ep_server.servicer import ExecutionPlannerServicer, server_version
 from ep_server.wire import Limits, Undecodable, decode_ask
 from ep_server.workers import notify_ready
@@ -53,6 +56,7 @@ class Running:
     health: health.aio.HealthServicer
     planner: Planner
     metrics: Metrics
+    scheduler: Scheduler | None = None
     #: The port of the ``/metrics`` endpoint, when one is served.
     metrics_port: int | None = None
 
@@ -63,13 +67,18 @@ class Running:
         await self.server.stop(grace)
         self.planner.close()
         self.metrics.close()
+        if self.scheduler is not None:
+            await self.scheduler.close()
 
 
-async def start_server(settings: Settings, registry: Registry) -> Running:
+async def start_server(
+    settings: Settings, registry: Registry, clock: Callable[[], datetime] | None = None
+) -> Running:
     """Build and start a server for ``registry`` on ``settings.server.listen``.
 
+    :param clock: "now" for offers and bookings (tests); default UTC now.
     :raises OSError: when the address cannot be bound.
-    :raises StartupError: when a TLS or auth file cannot be used.
+    :raises StartupError: when a TLS, auth or ledger file cannot be used.
     """
     cfg = settings.server
     server = grpc.aio.server(
@@ -81,7 +90,8 @@ async def start_server(settings: Settings, registry: Registry) -> Running:
     metrics.plugins_loaded({r.name: r.state.name.lower() for r in registry.records})
     planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads, metrics)
     limits = Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
-    servicer = ExecutionPlannerServicer(planner, limits, metrics)
+    scheduler, pools = _scheduler(settings, registry, clock or utcnow)
+    servicer = ExecutionPlannerServicer(planner, limits, metrics, scheduler, pools)
     pipeline = _pipeline(settings, metrics)
     server.add_generic_rpc_handlers((_service_handler(servicer, pipeline),))
     health_servicer = await _add_health_and_reflection(server)
@@ -91,11 +101,31 @@ async def start_server(settings: Settings, registry: Registry) -> Running:
         planner.close()
         raise
     await server.start()
-    running = Running(server, port, health_servicer, planner, metrics)
+    running = Running(server, port, health_servicer, planner, metrics, scheduler)
     if settings.metrics.listen:
         host, _, metrics_port = settings.metrics.listen.rpartition(":")
         running.metrics_port = await metrics.serve(host.strip("[]"), int(metrics_port))
     return running
+
+
+def _scheduler(
+    settings: Settings, registry: Registry, clock: Callable[[], datetime]
+) -> tuple[Scheduler | None, dict[str, int]]:
+    """The booking ledger and scheduler, when ``[schedule]`` is enabled."""
+    cfg = settings.schedule
+    if not cfg.enabled:
+        return None, {}
+    pools = resolve_pools(cfg, registry.host)
+    from ep_server.ledger_sqlite import SQLiteLedger
+
+    try:
+        if cfg.ledger != ":memory:":
+            Path(cfg.ledger).parent.mkdir(parents=True, exist_ok=True)
+        ledger = SQLiteLedger(cfg.ledger, pools, timedelta(days=cfg.horizon_days), cfg.synchronous)
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"schedule.ledger: cannot open {cfg.ledger}: {exc}") from exc
+    scheduler = Scheduler(ledger, cfg, registry, clock, settings.plugins.deadline)
+    return scheduler, pools
 
 
 def _options(settings: Settings) -> list[tuple[str, Any]]:
@@ -215,6 +245,14 @@ def _service_handler(
             response_serializer=pb.GetServiceInfoResponse.SerializeToString,
         ),
     }
+    for name in ("AcceptOffer", "RejectOffer", "GetBooking", "ListBookings", "CancelBooking"):
+        request_type = getattr(pb, f"{name}Request")
+        response_type = getattr(pb, f"{name}Response")
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            pipeline.wrap(name, getattr(servicer, name)),
+            request_deserializer=decoder(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import grpc
 
-from ep_server.errors import FieldViolation, InvalidArgument
+from ep_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from ep_server.metrics import Metrics
-from ep_server.model import ANONYMOUS, Identity
+from ep_server.model import ANONYMOUS, Cause, Identity, Reason, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.planner import Planner
+from ep_server.planner import Answer, Planner
 from ep_server.plugins import PluginState, Registry
-from ep_server.wire import Limits, Undecodable, answer_to_proto, query_from_request
+from ep_server.scheduler import SCHEDULING_UNSUPPORTED, Scheduler
+from ep_server.wire import (
+    Limits,
+    Undecodable,
+    answer_to_proto,
+    booking_to_proto,
+    query_from_request,
+)
 
 __all__ = ["ExecutionPlannerServicer", "service_info"]
 
@@ -38,12 +47,21 @@ def server_version() -> str:
 class ExecutionPlannerServicer:
     """Implements the RPCs on a :class:`Planner`."""
 
-    def __init__(self, planner: Planner, limits: Limits, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        planner: Planner,
+        limits: Limits,
+        metrics: Metrics | None = None,
+        scheduler: Scheduler | None = None,
+        pools: Mapping[str, int] | None = None,
+    ) -> None:
         self.planner = planner
         self.limits = limits
         self.metrics = metrics
+        self.scheduler = scheduler
         # What GetServiceInfo says never changes while the server runs.
         self._info = service_info(planner.registry)
+        self._info.pools.update(pools or {})
 
     async def Ask(
         self,
@@ -55,7 +73,10 @@ class ExecutionPlannerServicer:
         query = query_from_request(request, self.limits, identity)
         remaining = context.time_remaining()
         budget = None if remaining is None else remaining - _REPLY_MARGIN
-        response = answer_to_proto(await self.planner.ask(query, budget))
+        answer = await self.planner.ask(query, budget)
+        if query.schedule is not None and answer.yes:
+            answer = await self._schedule(query, answer)
+        response = answer_to_proto(answer)
         if self.metrics is not None:
             self.metrics.answer("YES" if response.offers else "NO", len(response.offers))
         return response
@@ -72,6 +93,79 @@ class ExecutionPlannerServicer:
                 "GetServiceInfoRequest", [FieldViolation("", f"undecodable: {request.error}")]
             )
         return self._info
+
+    async def _schedule(self, query: TaskQuery, answer: Answer) -> Answer:
+        if self.scheduler is None:
+            why = "this site takes no bookings; ask without a schedule"
+            reason = Reason(SCHEDULING_UNSUPPORTED, why, Cause.POLICY, field="schedule")
+            return Answer((), [("", reason), *answer.reasons])
+        return await self.scheduler.place(query, answer)
+
+    # --- bookings: never anonymous (see ep_server.config.RPC_NAMES) -------
+
+    def _bookings(self) -> Scheduler:
+        if self.scheduler is None:
+            raise FailedPrecondition("SCHEDULING_UNSUPPORTED", "this site takes no bookings")
+        return self.scheduler
+
+    async def AcceptOffer(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> pb.AcceptOfferResponse:
+        """Book a time-slot offer."""
+        offer_id = _id(request, "offer_id")
+        booking = await self._bookings().accept(offer_id, identity)
+        if self.metrics is not None:
+            self.metrics.bookings("booked")
+        return pb.AcceptOfferResponse(booking=booking_to_proto(booking))
+
+    async def RejectOffer(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> pb.RejectOfferResponse:
+        """Release a time-slot offer."""
+        await self._bookings().reject(_id(request, "offer_id"), identity)
+        if self.metrics is not None:
+            self.metrics.bookings("rejected")
+        return pb.RejectOfferResponse()
+
+    async def GetBooking(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> pb.GetBookingResponse:
+        """One of the caller's bookings."""
+        booking = await self._bookings().get(_id(request, "booking_id"), identity)
+        return pb.GetBookingResponse(booking=booking_to_proto(booking))
+
+    async def ListBookings(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> pb.ListBookingsResponse:
+        """The caller's own bookings."""
+        if isinstance(request, Undecodable):
+            raise InvalidArgument("ListBookingsRequest", [FieldViolation("", request.error)])
+        bookings = await self._bookings().bookings(identity)
+        return pb.ListBookingsResponse(bookings=[booking_to_proto(b) for b in bookings])
+
+    async def CancelBooking(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
+    ) -> pb.CancelBookingResponse:
+        """Cancel one of the caller's bookings."""
+        booking = await self._bookings().cancel(_id(request, "booking_id"), identity)
+        if self.metrics is not None:
+            self.metrics.bookings("cancelled")
+        return pb.CancelBookingResponse(booking=booking_to_proto(booking))
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _id(request: Any, name: str) -> str:
+    """The offer or booking id a request names, checked."""
+    what = type(request).__name__
+    if isinstance(request, Undecodable):
+        raise InvalidArgument("request", [FieldViolation("", f"undecodable: {request.error}")])
+    value = getattr(request, name)
+    if not _ID.fullmatch(value):
+        problem = "is required" if not value else "is not an id (1-128 of A-Z a-z 0-9 _ -)"
+        raise InvalidArgument(what, [FieldViolation(name, problem)])
+    return str(value)
 
 
 def service_info(registry: Registry) -> pb.GetServiceInfoResponse:

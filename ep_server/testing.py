@@ -51,10 +51,13 @@ def build_settings(config: Mapping[str, Any] | None = None, **server: Any) -> Se
 
     ``server`` keywords override ``[server]`` keys. The server always listens
     on ``127.0.0.1:0`` (a free loopback port) unless ``listen`` is passed here,
-    even when ``config`` names another address.
+    even when ``config`` names another address; the booking ledger is in
+    memory unless ``config`` names one.
     """
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (config or {}).items()}
     data["server"] = {**data.get("server", {}), "listen": "127.0.0.1:0", **server}
+    # A throwaway booking ledger unless the test names a file.
+    data["schedule"] = {"ledger": ":memory:", **data.get("schedule", {})}
     return Settings.model_validate(data)
 
 

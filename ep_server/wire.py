@@ -13,20 +13,29 @@ and so the taskinfo's JSON form, cannot carry).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
+from ep_server.booking import Booking, BookingState, HeldOffer, Schedule, Slot, Window
 from ep_server.errors import FieldViolation, InvalidArgument
 from ep_server.model import ANONYMOUS, Cause, Identity, IntRange, Resources, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
 from ep_server.uri import uri_problem
 
-__all__ = ["Limits", "Undecodable", "answer_to_proto", "decode_ask", "query_from_request"]
+__all__ = [
+    "Limits",
+    "Undecodable",
+    "answer_to_proto",
+    "booking_to_proto",
+    "decode_ask",
+    "query_from_request",
+]
 
 _CAUSE = {
     Cause.REQUEST: pb.REASON_CAUSE_REQUEST,
@@ -45,6 +54,10 @@ class Limits:
     #: Task types already known to be valid URIs (the claimed ones, checked
     #: at start-up), so the usual request skips the URI grammar.
     known_tasktypes: frozenset[str] = frozenset()
+    #: Longest task duration a schedule may ask for.
+    max_duration: timedelta = timedelta(days=366)
+    #: Most start windows in one schedule.
+    max_windows: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +98,10 @@ def query_from_request(
         _check_tasktype(request.tasktype, bad)
     taskinfo = _taskinfo(request, limits, bad)
     resources = _resources(request.resources, bad) if request.HasField("resources") else Resources()
+    schedule = _schedule(request.schedule, limits, bad) if request.HasField("schedule") else None
     if bad:
         raise InvalidArgument("AskRequest", bad)
-    return TaskQuery(request.tasktype, taskinfo, resources, identity)
+    return TaskQuery(request.tasktype, taskinfo, resources, identity, schedule)
 
 
 def _check_tasktype(tasktype: str, bad: list[FieldViolation]) -> None:
@@ -178,6 +192,66 @@ def _range(res: pb.Resources, name: str, bad: list[FieldViolation]) -> IntRange:
     return IntRange(low, high)
 
 
+def _schedule(msg: pb.Schedule, limits: Limits, bad: list[FieldViolation]) -> Schedule | None:
+    before = len(bad)
+    windows = tuple(_windows(msg, limits, bad))
+    low = _duration(msg, "min_duration", limits, bad, required=True)
+    high = _duration(msg, "max_duration", limits, bad, required=False)
+    if low is not None and high is not None and high < low:
+        bad.append(FieldViolation("schedule.max_duration", "is shorter than min_duration"))
+    if len(bad) > before or low is None:
+        return None
+    return Schedule(windows, low, high)
+
+
+def _windows(msg: pb.Schedule, limits: Limits, bad: list[FieldViolation]) -> Iterator[Window]:
+    if not msg.windows:
+        bad.append(FieldViolation("schedule.windows", "needs at least one start window"))
+    if len(msg.windows) > limits.max_windows:
+        bad.append(FieldViolation("schedule.windows", f"at most {limits.max_windows} windows"))
+        return
+    for i, window in enumerate(msg.windows):
+        path = f"schedule.windows[{i}]"
+        start = _time(window, "start", path, bad)
+        end = _time(window, "end", path, bad)
+        if start is not None and end is not None:
+            if end < start:
+                bad.append(FieldViolation(f"{path}.end", "is before start"))
+            else:
+                yield Window(start, end)
+
+
+def _time(msg: Any, name: str, path: str, bad: list[FieldViolation]) -> datetime | None:
+    if not msg.HasField(name):
+        bad.append(FieldViolation(f"{path}.{name}", "is required"))
+        return None
+    try:
+        value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        bad.append(FieldViolation(f"{path}.{name}", "is not a valid timestamp"))
+        return None
+    return value
+
+
+def _duration(
+    msg: pb.Schedule, name: str, limits: Limits, bad: list[FieldViolation], required: bool
+) -> timedelta | None:
+    path = f"schedule.{name}"
+    if not msg.HasField(name):
+        if required:
+            bad.append(FieldViolation(path, "is required"))
+        return None
+    field = getattr(msg, name)
+    if field.seconds < 0 or field.nanos < 0 or (field.seconds == 0 and field.nanos == 0):
+        bad.append(FieldViolation(path, "must be positive"))
+        return None
+    if field.seconds > limits.max_duration.total_seconds():
+        bad.append(FieldViolation(path, f"must be at most {limits.max_duration.days} days"))
+        return None
+    value: timedelta = field.ToTimedelta()
+    return value
+
+
 # A view of AskRequest's wire format that does not recurse into taskinfo:
 # fields 1-3 as raw bytes. Used only to explain a request protobuf refused.
 _SHALLOW_FIELDS = {1: "tasktype", 2: "taskinfo", 3: "resources"}
@@ -256,7 +330,9 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
     Struct is dropped with a PLUGIN_ERROR reason, never an RPC failure."""
     response = pb.AskResponse()
     offers, reasons = response.offers, response.reasons
-    for plugin, offer in answer.offers:
+    for held in answer.held:
+        _held_offer(offers.add(), held)
+    for plugin, offer in () if answer.held else answer.offers:
         # add() builds in place; append() would copy each offer once more.
         msg = offers.add(servicetype=offer.servicetype, plugin=plugin, message=offer.message)
         try:
@@ -273,7 +349,7 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
         if offer.resources is not None:
             _set_resources(msg.resources, offer.resources)
     for plugin, reason in answer.reasons:
-        reasons.add(
+        reason_msg = reasons.add(
             code=reason.code,
             plugin=plugin,
             cause=_CAUSE.get(reason.cause, pb.REASON_CAUSE_UNSPECIFIED),
@@ -281,8 +357,62 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
             message=reason.message,
             field=reason.field,
         )
+        if reason.earliest_slot is not None:
+            _set_slot(reason_msg.earliest_slot, reason.earliest_slot)
     response.responseword = pb.YES if offers else pb.NO
     return response
+
+
+def _held_offer(msg: pb.Offer, held: HeldOffer) -> None:
+    candidate = held.candidate
+    msg.servicetype = candidate.servicetype
+    msg.plugin = candidate.plugin
+    msg.id = held.id
+    _fill_struct(msg.serviceinfo, candidate.serviceinfo)
+    _set_slot(msg.slot, held.slot)
+    msg.hold.update(candidate.need)
+    need = candidate.need
+    _set_resources(
+        msg.resources,
+        Resources(IntRange(need.get("cores"), need.get("cores")), _exact(need.get("memory"))),
+    )
+    if held.expire_time is not None:
+        msg.expire_time.FromDatetime(held.expire_time)
+    else:
+        msg.message = "not held: ask with credentials for an offer you can accept"
+
+
+def _exact(amount: int | None) -> IntRange:
+    return IntRange(amount, amount)
+
+
+def _set_slot(msg: pb.TimeSlot, slot: Slot) -> None:
+    msg.start.FromDatetime(slot.start)
+    msg.end.FromDatetime(slot.end)
+
+
+_BOOKING_STATE = {
+    BookingState.BOOKED: pb.BOOKING_STATE_BOOKED,
+    BookingState.CANCELLED: pb.BOOKING_STATE_CANCELLED,
+    BookingState.FINISHED: pb.BOOKING_STATE_FINISHED,
+}
+
+
+def booking_to_proto(booking: Booking) -> pb.Booking:
+    """A :class:`Booking` as an ``ivoa.ep.v1.Booking``."""
+    msg = pb.Booking(
+        id=booking.id,
+        offer_id=booking.offer_id,
+        servicetype=booking.servicetype,
+        state=_BOOKING_STATE[booking.state],
+        owner=booking.owner,
+        plugin=booking.plugin,
+    )
+    _fill_struct(msg.serviceinfo, booking.serviceinfo)
+    _set_slot(msg.slot, booking.slot)
+    msg.hold.update(booking.need)
+    msg.create_time.FromDatetime(booking.create_time)
+    return msg
 
 
 def _fill_struct(target: struct_pb2.Struct, info: Mapping[str, Any]) -> None:

@@ -1,0 +1,244 @@
+"""When can I run this? Turning a YES into time-slot offers, and bookings.
+
+The planner answers an ``Ask`` as usual; when it has a schedule and the
+answer is YES, :class:`Scheduler` asks each offering plugin what the task
+holds (``ep_resources``), has the ledger find and hold slots within the
+requested windows (plugins may refuse a slot with ``ep_slot``), and answers
+with those time-slot offers instead. When nothing fits, the answer is NO with
+a CAPACITY reason that asking later may help, and the earliest slot that
+would fit.
+
+All ledger calls run on one worker thread, in order: the ledger may block on
+its disk, and never on the event loop. Plugins hear of bookings and
+cancellations (``ep_booked``, ``ep_cancelled``) after they are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from ep_server.booking import (
+    Booking,
+    BookingError,
+    BookingNotFound,
+    Candidate,
+    Ledger,
+    OfferExpired,
+    OfferNotFound,
+    Placement,
+    Schedule,
+    Slot,
+    TooManyOffers,
+    Window,
+)
+from ep_server.config import ScheduleSettings
+from ep_server.errors import FailedPrecondition, NotFound
+from ep_server.model import Cause, HostInfo, Identity, Reason, TaskQuery
+from ep_server.planner import Answer
+from ep_server.plugins import Registry
+
+__all__ = ["Scheduler", "owner_of", "resolve_pools", "utcnow"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NO_SLOT = "NO_SLOT"
+TOO_MANY_OFFERS = "TOO_MANY_OFFERS"
+SCHEDULING_UNSUPPORTED = "SCHEDULING_UNSUPPORTED"
+
+
+def utcnow() -> datetime:
+    """The default clock: now, in UTC."""
+    return datetime.now(UTC)
+
+
+def owner_of(identity: Identity) -> str:
+    """Who owns offers and bookings: the way a caller was identified and its
+    subject, since a token's "alice" and a JWT's "alice" are different
+    callers."""
+    return f"{identity.method}:{identity.subject}"
+
+
+def _from_now(schedule: Schedule, now: datetime) -> Schedule | None:
+    """The schedule without the past: windows that ended are dropped and
+    those under way start now. None when nothing is left."""
+    windows = tuple(Window(max(w.start, now), w.end) for w in schedule.windows if w.end >= now)
+    return dataclasses.replace(schedule, windows=windows) if windows else None
+
+
+def resolve_pools(settings: ScheduleSettings, host: HostInfo) -> dict[str, int]:
+    """The pools' capacities, with "host" read from the host."""
+    host_amounts = {"cores": host.cores, "memory": host.memory}
+    pools = {}
+    for name, amount in settings.pools.items():
+        pools[name] = host_amounts.get(name, 0) if amount == "host" else int(amount)
+    return pools
+
+
+class Scheduler:
+    """Time-slot offers and bookings over a :class:`Ledger`."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: ScheduleSettings,
+        registry: Registry,
+        clock: Callable[[], datetime] = utcnow,
+        deadline: float = 2.0,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.registry = registry
+        self.clock = clock
+        self.deadline = deadline
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger")
+        self._notifications: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Let pending notifications finish (briefly), then close the ledger."""
+        if self._notifications:
+            await asyncio.wait(self._notifications, timeout=self.deadline)
+        await self._run(self.ledger.close)
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    # --- Ask with a schedule ---------------------------------------------
+
+    async def place(self, query: TaskQuery, answer: Answer) -> Answer:
+        """Turn a YES into time-slot offers, or a NO saying when it would fit."""
+        assert query.schedule is not None
+        schedule = _from_now(query.schedule, self.clock())
+        if schedule is None:
+            why = "every start window has passed; ask with windows in the future"
+            reason = Reason(NO_SLOT, why, Cause.REQUEST, field="schedule.windows")
+            return Answer((), [("", reason), *answer.reasons])
+        query = dataclasses.replace(query, schedule=schedule)
+        candidates = tuple(self._candidate(query, plugin, offer) for plugin, offer in answer.offers)
+        placement = Placement(
+            owner=owner_of(query.identity),
+            ask_id=uuid.uuid4().hex,
+            candidates=candidates,
+            schedule=schedule,
+            max_offers=self.settings.max_offers,
+            ttl=timedelta(seconds=self.settings.offer_ttl),
+            max_outstanding=self.settings.max_outstanding_offers,
+            # Anonymous callers learn the slots but hold nothing: nobody can
+            # tie up the site without being accountable for it.
+            hold=not query.identity.anonymous,
+            refuse=self._refuser(query),
+        )
+        try:
+            held = await self._run(self.ledger.place, placement, self.clock())
+        except TooManyOffers as exc:
+            reason = Reason(TOO_MANY_OFFERS, str(exc), Cause.POLICY, retryable=True)
+            return Answer((), [("", reason), *answer.reasons])
+        if held:
+            return Answer(answer.offers, answer.reasons, held)
+        return Answer((), [("", await self._no_slot(query, candidates)), *answer.reasons])
+
+    def _candidate(self, query: TaskQuery, plugin: str, offer: Any) -> Candidate:
+        need = self._need(query, plugin)
+        return Candidate(plugin, offer.servicetype, offer.serviceinfo, need)
+
+    def _need(self, query: TaskQuery, plugin: str) -> Mapping[str, int]:
+        try:
+            need = self.registry.call("ep_resources", plugin, query=query)
+        except Exception:
+            log.exception("ep_resources of plugin %s raised; using the request's minimum", plugin)
+            need = None
+        if need is not None:
+            return {str(k): int(v) for k, v in need.items()}
+        cores, memory = query.resources.cores.min, query.resources.memory.min
+        return {"cores": max(1, cores or 1), "memory": memory or 0}
+
+    def _refuser(self, query: TaskQuery) -> Callable[[Candidate, Slot], bool] | None:
+        hooks = self.registry.scheduling.get("ep_slot", {})
+        if not hooks:
+            return None
+
+        def refuse(candidate: Candidate, slot: Slot) -> bool:
+            if candidate.plugin not in hooks:
+                return False
+            try:
+                reason = self.registry.call("ep_slot", candidate.plugin, query=query, slot=slot)
+            except Exception:
+                log.exception("ep_slot of plugin %s raised; the slot is refused", candidate.plugin)
+                return True
+            return reason is not None
+
+        return refuse
+
+    async def _no_slot(self, query: TaskQuery, candidates: tuple[Candidate, ...]) -> Reason:
+        assert query.schedule is not None
+        first = min(window.start for window in query.schedule.windows)
+        earliest = None
+        if candidates:
+            need, duration = candidates[0].need, query.schedule.min_duration
+            earliest = await self._run(
+                self.ledger.earliest, need, duration, max(first, self.clock()), self.clock()
+            )
+        message = "no slot in the requested windows fits; asking later may help"
+        if earliest is not None:
+            message += f"; the earliest that would fit starts {earliest.start.isoformat()}"
+        return Reason(NO_SLOT, message, Cause.CAPACITY, True, "schedule.windows", earliest)
+
+    # --- bookings --------------------------------------------------------
+
+    async def accept(self, offer_id: str, identity: Identity) -> Booking:
+        booking = await self._ledger_call(self.ledger.accept, offer_id, identity)
+        self._notify("ep_booked", booking)
+        return booking
+
+    async def reject(self, offer_id: str, identity: Identity) -> None:
+        await self._ledger_call(self.ledger.reject, offer_id, identity)
+
+    async def get(self, booking_id: str, identity: Identity) -> Booking:
+        return await self._ledger_call(self.ledger.get, booking_id, identity)
+
+    async def bookings(self, identity: Identity) -> list[Booking]:
+        return list(await self._run(self.ledger.bookings, owner_of(identity), self.clock()))
+
+    async def cancel(self, booking_id: str, identity: Identity) -> Booking:
+        booking = await self._ledger_call(self.ledger.cancel, booking_id, identity)
+        self._notify("ep_cancelled", booking)
+        return booking
+
+    async def _ledger_call(
+        self, fn: Callable[[str, str, datetime], T], key: str, who: Identity
+    ) -> T:
+        try:
+            return await self._run(fn, key, owner_of(who), self.clock())
+        except (OfferNotFound, BookingNotFound) as exc:
+            raise NotFound(exc.reason, str(exc) or f"no such offer or booking: {key}") from None
+        except OfferExpired as exc:
+            raise FailedPrecondition(exc.reason, str(exc) or f"offer {key} has expired") from None
+        except BookingError as exc:
+            raise FailedPrecondition(exc.reason, str(exc)) from None
+
+    def _notify(self, hook: str, booking: Booking) -> None:
+        bound = self.registry.scheduling.get(hook, {}).get(booking.plugin)
+        if bound is None:
+            return
+        task = asyncio.ensure_future(self._deliver(hook, booking, bound.is_async))
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
+
+    async def _deliver(self, hook: str, booking: Booking, is_async: bool) -> None:
+        call = self.registry.call
+        try:
+            async with asyncio.timeout(self.deadline):
+                if is_async:
+                    await call(hook, booking.plugin, booking=booking)
+                else:
+                    await asyncio.to_thread(call, hook, booking.plugin, booking=booking)
+        except Exception:
+            log.exception("%s of plugin %s failed for booking %s", hook, booking.plugin, booking.id)

@@ -1,0 +1,351 @@
+"""Issue 5 on a real server: time-slot offers, accepting, bookings."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from ep_fakes import FakeSource
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from ep_server import Cause, Claim, Offer, Reason, TaskQuery, Verdict, hookimpl
+from ep_server.host import detect_host
+from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
+from ep_server.plugins import load_registry
+from ep_server.server import start_server
+from ep_server.testing import build_settings
+
+DOCKER = "uri://docker-container"
+T0 = datetime(2031, 3, 4, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+TOKENS = {"alice": "alice-token-0123456789abcdef-0001", "bob": "bob-token-0123456789abcdef-00002"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Booker:
+    """Offers a docker service; holds what the taskinfo says; refuses slots
+    starting at 13:00; records bookings and cancellations."""
+
+    def __init__(self) -> None:
+        self.booked: list[str] = []
+        self.cancelled: list[str] = []
+
+    @hookimpl
+    def ep_claims(self):
+        return [Claim(DOCKER, ("uri://docker-uws",))]
+
+    @hookimpl
+    async def ep_evaluate(self, query: TaskQuery):
+        return Verdict.yes(Offer("uri://docker-uws", {"endpoint": "http://127.0.0.1:1/uws"}))
+
+    @hookimpl
+    def ep_resources(self, query: TaskQuery):
+        return {"cores": int(query.taskinfo.get("cores", 1)), "memory": 0}
+
+    @hookimpl
+    def ep_slot(self, slot):
+        if slot.start.hour == 13:
+            return Reason("LUNCH", "no tasks start at lunch", Cause.POLICY)
+        return None
+
+    @hookimpl
+    async def ep_booked(self, booking):
+        self.booked.append(booking.id)
+
+    @hookimpl
+    def ep_cancelled(self, booking):
+        self.cancelled.append(booking.id)
+
+
+def tokens_file(tmp_path):
+    lines = []
+    for name, token in TOKENS.items():
+        lines.append(
+            f'[tokens.{name}]\ntoken_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+        )
+    path = tmp_path / "tokens.toml"
+    path.write_text("".join(lines))
+    return path
+
+
+def who(name):
+    return (("authorization", f"Bearer {TOKENS[name]}"),)
+
+
+async def ask_as(stub, user=None, **schedule):
+    metadata = who(user) if user else None
+    return await stub.Ask(scheduled(**schedule), metadata=metadata, timeout=10)
+
+
+def accept(stub, offer_id, user="alice", **kwargs):
+    request = pb.AcceptOfferRequest(offer_id=offer_id)
+    return stub.AcceptOffer(request, metadata=who(user), **kwargs)
+
+
+@pytest.fixture
+async def site(tmp_path):
+    running = []
+
+    async def start(schedule=None, plugin=None, ledger=":memory:"):
+        clock = Clock()
+        plugin = plugin or Booker()
+        config = {
+            "auth": {"tokens_file": str(tokens_file(tmp_path))},
+            "schedule": {
+                "ledger": ledger,
+                "pools": {"cores": 8, "memory": "16GiB"},
+                **(schedule or {}),
+            },
+        }
+        settings = build_settings(config)
+        registry = load_registry(settings, detect_host(), [FakeSource("booker", plugin)])
+        server = await start_server(settings, registry, clock)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        running.append((server, channel))
+        return pb_grpc.ExecutionPlannerServiceStub(channel), clock, plugin, server
+
+    yield start
+    for server, channel in running:
+        await channel.close()
+        await server.shutdown(0)
+
+
+def scheduled(cores=4, windows=((T0, T0 + 8 * HOUR),), hours=2, max_hours=None):
+    request = {
+        "tasktype": DOCKER,
+        "taskinfo": {"cores": cores},
+        "schedule": {
+            "windows": [{"start": s.isoformat(), "end": e.isoformat()} for s, e in windows],
+            "min_duration": f"{hours * 3600}s",
+        },
+    }
+    if max_hours:
+        request["schedule"]["max_duration"] = f"{max_hours * 3600}s"
+    return json_format.ParseDict(request, pb.AskRequest())
+
+
+def reason_of(error):
+    status = rpc_status.from_call(error)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
+def start_of(offer):
+    return offer.slot.start.ToDatetime(tzinfo=UTC)
+
+
+async def test_a_scheduled_ask_gets_time_slot_offers(site):
+    stub, clock, _, _ = await site()
+    answer = await ask_as(stub, "alice", cores=4, hours=2)
+    assert answer.responseword == pb.YES
+    assert 1 <= len(answer.offers) <= 3
+    starts = [start_of(o) for o in answer.offers]
+    assert starts == sorted(starts)
+    first = answer.offers[0]
+    assert first.id
+    assert start_of(first) == T0
+    assert first.slot.end.ToDatetime(tzinfo=UTC) == T0 + 2 * HOUR
+    assert first.expire_time.ToDatetime(tzinfo=UTC) == clock.now + timedelta(minutes=5)
+    assert dict(first.hold) == {"cores": 4, "memory": 0}
+    assert first.servicetype == "uri://docker-uws"
+
+
+async def test_accepting_books_releases_siblings_and_is_idempotent(site):
+    stub, _, plugin, _ = await site()
+    answer = await ask_as(stub, "alice", cores=6)
+    first, *siblings = answer.offers
+    booked = await accept(stub, first.id, "alice")
+    again = await accept(stub, first.id, "alice")
+    assert booked.booking.id == again.booking.id
+    assert booked.booking.state == pb.BOOKING_STATE_BOOKED
+    assert booked.booking.owner == "token:alice"
+    assert dict(booked.booking.hold) == {"cores": 6, "memory": 0}
+    for sibling in siblings:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.AcceptOffer(
+                pb.AcceptOfferRequest(offer_id=sibling.id), metadata=who("alice")
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"))
+    assert [b.id for b in listed.bookings] == [booked.booking.id]
+    await asyncio.sleep(0.05)
+    assert plugin.booked == [booked.booking.id]
+
+
+async def test_nobody_sees_or_touches_another_callers_offers_and_bookings(site):
+    stub, _, _, _ = await site()
+    answer = await ask_as(stub, "alice")
+    offer_id = answer.offers[0].id
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await accept(stub, offer_id, "bob")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    booking = (await accept(stub, offer_id, "alice")).booking
+    for call, request in (
+        (stub.GetBooking, pb.GetBookingRequest(booking_id=booking.id)),
+        (stub.CancelBooking, pb.CancelBookingRequest(booking_id=booking.id)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(request, metadata=who("bob"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not (await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("bob"))).bookings
+
+
+async def test_booking_rpcs_are_never_anonymous(site):
+    stub, _, _, _ = await site()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListBookings(pb.ListBookingsRequest())
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # An anonymous scheduled Ask learns the slots but holds nothing.
+    answer = await ask_as(stub)
+    assert answer.responseword == pb.YES
+    assert all(not o.id and not o.HasField("expire_time") for o in answer.offers)
+
+
+async def test_an_expired_offer_is_failed_precondition(site):
+    stub, clock, _, _ = await site()
+    answer = await ask_as(stub, "alice")
+    clock.now += timedelta(minutes=6)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.AcceptOffer(
+            pb.AcceptOfferRequest(offer_id=answer.offers[0].id), metadata=who("alice")
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(info.value) == "OFFER_EXPIRED"
+
+
+async def test_an_unknown_offer_is_not_found(site):
+    stub, _, _, _ = await site()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await accept(stub, "nope", "alice")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(info.value) == "OFFER_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await accept(stub, "", "alice")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_offers_hold_capacity_and_rejecting_releases_it(site):
+    stub, _, _, _ = await site({"max_offers": 1})
+    one_window = ((T0, T0),)  # must start exactly at T0
+    first = await stub.Ask(
+        scheduled(cores=8, windows=one_window), metadata=who("alice"), timeout=10
+    )
+    assert first.responseword == pb.YES
+    second = await ask_as(stub, "bob", cores=8, windows=one_window)
+    assert second.responseword == pb.NO
+    [reason] = second.reasons
+    assert (reason.code, reason.cause, reason.retryable) == (
+        "NO_SLOT",
+        pb.REASON_CAUSE_CAPACITY,
+        True,
+    )
+    assert reason.earliest_slot.start.ToDatetime(tzinfo=UTC) == T0 + 2 * HOUR
+    await stub.RejectOffer(
+        pb.RejectOfferRequest(offer_id=first.offers[0].id), metadata=who("alice")
+    )
+    third = await ask_as(stub, "bob", cores=8, windows=one_window)
+    assert third.responseword == pb.YES
+
+
+async def test_plugins_refuse_slots_and_hear_of_cancellations(site):
+    stub, _, plugin, _ = await site({"max_offers": 1})
+    at_lunch = ((T0 + 4 * HOUR, T0 + 4 * HOUR),)  # 13:00 only
+    answer = await ask_as(stub, "alice", windows=at_lunch)
+    assert answer.responseword == pb.NO
+    answer = await ask_as(stub, "alice")
+    booking = (
+        await stub.AcceptOffer(
+            pb.AcceptOfferRequest(offer_id=answer.offers[0].id), metadata=who("alice")
+        )
+    ).booking
+    cancelled = await stub.CancelBooking(
+        pb.CancelBookingRequest(booking_id=booking.id), metadata=who("alice")
+    )
+    assert cancelled.booking.state == pb.BOOKING_STATE_CANCELLED
+    await asyncio.sleep(0.05)
+    assert plugin.cancelled == [booking.id]
+
+
+async def test_a_booking_finishes_when_its_slot_ends(site):
+    stub, clock, _, _ = await site()
+    answer = await ask_as(stub, "alice", hours=1)
+    offer = answer.offers[0]
+    booking = (await accept(stub, offer.id, "alice")).booking
+    clock.now = offer.slot.end.ToDatetime(tzinfo=UTC)
+    got = await stub.GetBooking(pb.GetBookingRequest(booking_id=booking.id), metadata=who("alice"))
+    assert got.booking.state == pb.BOOKING_STATE_FINISHED
+
+
+async def test_outstanding_offers_per_caller_are_capped(site):
+    stub, _, _, _ = await site({"max_offers": 1, "max_outstanding_offers": 2})
+    words = []
+    for _ in range(3):
+        answer = await ask_as(stub, "alice", cores=1)
+        words.append((answer.responseword, [r.code for r in answer.reasons]))
+    assert words[:2] == [(pb.YES, []), (pb.YES, [])]
+    assert words[2] == (pb.NO, ["TOO_MANY_OFFERS"])
+    assert (await ask_as(stub, "bob", cores=1)).responseword == pb.YES
+
+
+async def test_a_bad_schedule_names_its_fields(site):
+    stub, _, _, _ = await site()
+    request = scheduled()
+    request.schedule.windows[0].end.FromDatetime(T0 - HOUR)
+    request.schedule.min_duration.seconds = -5
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Ask(request, metadata=who("alice"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "schedule.windows[0].end" in info.value.details()
+    assert "schedule.min_duration" in info.value.details()
+
+
+async def test_scheduling_can_be_off(site):
+    stub, _, _, _ = await site({"enabled": False})
+    answer = await ask_as(stub, "alice")
+    assert [r.code for r in answer.reasons] == ["SCHEDULING_UNSUPPORTED"]
+    info = await stub.GetServiceInfo(pb.GetServiceInfoRequest())
+    assert not info.pools
+
+
+async def test_200_concurrent_accepts_never_overbook(site, tmp_path):
+    stub, _, _, server = await site({"max_offers": 1, "max_outstanding_offers": 1000})
+    window = ((T0, T0 + 200 * HOUR),)
+    offers = []
+    for _ in range(100):  # each holds 3 of 8 cores: at most two at once
+        answer = await stub.Ask(
+            scheduled(cores=3, windows=window, hours=1), metadata=who("alice"), timeout=10
+        )
+        offers.append(answer.offers[0].id)
+    ids = offers + offers  # every offer accepted twice, concurrently
+    calls = [accept(stub, i, timeout=30) for i in ids]
+    results = await asyncio.gather(*calls)
+    by_offer = {}
+    for offer_id, result in zip(ids, results, strict=True):
+        by_offer.setdefault(offer_id, set()).add(result.booking.id)
+    assert all(len(b) == 1 for b in by_offer.values()), "an offer accepted twice made two bookings"
+    listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"))
+    assert len(listed.bookings) == 100
+    ledger = server.scheduler.ledger
+    from ep_server.booking import Slot
+
+    for booking in listed.bookings:
+        start = booking.slot.start.ToDatetime(tzinfo=UTC)
+        peak = ledger.peak("cores", Slot(start, start + HOUR), T0)
+        assert peak <= 8, f"overbooked at {start}: {peak} cores"
