@@ -55,7 +55,13 @@ class Server:
     address: str = ""
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **self.env}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "tests"),
+            # Bookings are benchmarked by bench/booking.py; --workers needs them off.
+            "EP_SCHEDULE__ENABLED": "false",
+            **self.env,
+        }
         self.proc = subprocess.Popen(
             self.argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )

@@ -47,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers > 1:
             from ep_server.workers import run_workers
 
+            if settings.schedule.enabled:
+                # One ledger file, one writer: the SQLite ledger keeps its
+                # index in memory and takes a lock, so N workers cannot share
+                # it without overbooking. A shared PostgreSQL ledger could.
+                raise StartupError(
+                    "--workers > 1 cannot share the booking ledger: set "
+                    "[schedule] enabled = false (EP_SCHEDULE__ENABLED=false) to take no "
+                    "bookings, or serve from one process"
+                )
+
             worker_argv = ["--log-level", args.log_level]
             worker_argv += ["--config", args.config] if args.config else []
             return run_workers(settings, worker_argv, args.workers)

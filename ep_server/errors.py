@@ -64,19 +64,39 @@ class FieldViolation:
     description: str
 
 
+#: An error's details travel in trailing metadata, which gRPC clients cap
+#: (8 KiB soft, 16 KiB hard): a request with thousands of bad fields must
+#: still get its INVALID_ARGUMENT, so only the first few are detailed.
+MAX_VIOLATIONS = 10
+_MAX_FIELD = 120
+_MAX_DESCRIPTION = 200
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class InvalidArgument(EPError):
-    """The request is malformed; ``violations`` names every bad field."""
+    """The request is malformed; ``violations`` names the bad fields: every
+    one, up to :data:`MAX_VIOLATIONS` (then a last one says how many more)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, what: str, violations: list[FieldViolation]) -> None:
-        fields = "; ".join(f"{v.field or what}: {v.description}" for v in violations)
+        shown = [
+            FieldViolation(_cut(v.field, _MAX_FIELD), _cut(v.description, _MAX_DESCRIPTION))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        if len(violations) > MAX_VIOLATIONS:
+            shown.append(FieldViolation("", f"and {len(violations) - MAX_VIOLATIONS} more"))
+        # The message repeats the first few; BadRequest has them all.
+        fields = _cut("; ".join(f"{v.field or what}: {v.description}" for v in shown), 600)
         super().__init__(
             f"invalid {what}: {fields}",
-            {"fields": ",".join(sorted({v.field for v in violations if v.field}))},
+            {"fields": _cut(",".join(sorted({v.field for v in shown if v.field})), 1000)},
         )
-        self.violations = violations
+        self.violations = shown
 
 
 class Unauthenticated(EPError):

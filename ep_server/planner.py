@@ -249,11 +249,31 @@ def _internal(code: str, message: str, retryable: bool) -> Verdict:
     return Verdict(reasons=(Reason(code, message, Cause.INTERNAL, retryable),))
 
 
+#: Most offers and reasons one plugin may put in an answer; the rest are
+#: dropped (with a note), so no plugin can blow an answer past gRPC's limits.
+MAX_OFFERS_PER_PLUGIN = 20
+MAX_REASONS_PER_PLUGIN = 20
+
+
+def _capped(plugin: str, verdict: Verdict) -> Verdict:
+    offers, reasons = verdict.offers, verdict.reasons
+    if len(offers) <= MAX_OFFERS_PER_PLUGIN and len(reasons) <= MAX_REASONS_PER_PLUGIN:
+        return verdict
+    log.warning("plugin %s gave %d offers, %d reasons; capped", plugin, len(offers), len(reasons))
+    kept = (
+        reasons[: MAX_REASONS_PER_PLUGIN - 1] if len(reasons) > MAX_REASONS_PER_PLUGIN else reasons
+    )
+    if len(kept) < len(reasons):
+        more = len(reasons) - len(kept)
+        kept = (*kept, Reason("MORE_REASONS", f"and {more} more reasons", reasons[-1].cause))
+    return Verdict(offers[:MAX_OFFERS_PER_PLUGIN], kept)
+
+
 def _checked(plugin: str, verdict: object) -> Verdict:
     """Hold a plugin's answer to the contract, so a buggy plugin can only add
-    a PLUGIN_ERROR reason, never a malformed answer."""
+    a PLUGIN_ERROR reason, never a malformed or oversized answer."""
     if type(verdict) is Verdict and _well_formed(verdict):
-        return verdict
+        return _capped(plugin, verdict)
     if not isinstance(verdict, Verdict):
         problem = f"ep_evaluate returned {type(verdict).__name__}, not a Verdict"
     elif not verdict.offers and not verdict.reasons:
@@ -261,7 +281,7 @@ def _checked(plugin: str, verdict: object) -> Verdict:
     elif not _well_formed(verdict):
         problem = "ep_evaluate returned offers or reasons of the wrong type"
     else:
-        return verdict  # a subclass of Verdict, well formed
+        return _capped(plugin, verdict)  # a subclass of Verdict, well formed
     log.error("plugin %s: %s", plugin, problem)
     return _internal(PLUGIN_ERROR, problem, False)
 

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -100,9 +101,15 @@ class Scheduler:
         self.deadline = deadline
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger")
         self._notifications: set[asyncio.Task[None]] = set()
+        self._announced: OrderedDict[str, None] = OrderedDict()
+        self._closed = False
 
     async def close(self) -> None:
-        """Let pending notifications finish (briefly), then close the ledger."""
+        """Let pending notifications finish (briefly), then close the ledger.
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         if self._notifications:
             await asyncio.wait(self._notifications, timeout=self.deadline)
         await self._run(self.ledger.close)
@@ -195,7 +202,14 @@ class Scheduler:
 
     async def accept(self, offer_id: str, identity: Identity) -> Booking:
         booking = await self._ledger_call(self.ledger.accept, offer_id, identity)
-        self._notify("ep_booked", booking)
+        # Accepting again returns the same booking: tell the plugin once. (Kept
+        # in memory, bounded: after a restart a repeated accept of an old
+        # offer tells it once more.)
+        if booking.id not in self._announced:
+            self._announced[booking.id] = None
+            if len(self._announced) > 10_000:
+                self._announced.popitem(last=False)
+            self._notify("ep_booked", booking)
         return booking
 
     async def reject(self, offer_id: str, identity: Identity) -> None:

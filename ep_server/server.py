@@ -122,7 +122,7 @@ def _scheduler(
         if cfg.ledger != ":memory:":
             Path(cfg.ledger).parent.mkdir(parents=True, exist_ok=True)
         ledger = SQLiteLedger(cfg.ledger, pools, timedelta(days=cfg.horizon_days), cfg.synchronous)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise StartupError(f"schedule.ledger: cannot open {cfg.ledger}: {exc}") from exc
     scheduler = Scheduler(ledger, cfg, registry, clock, settings.plugins.deadline)
     return scheduler, pools
@@ -309,14 +309,15 @@ def _plugin_label(record: PluginRecord) -> str:
 
 async def serve(settings: Settings, registry: Registry | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    registry = registry or load_registry(settings, detect_host(settings.host))
-    running = await start_server(settings, registry)
-    log.info("%s", describe_startup(settings, registry, running.port))
-    notify_ready()
+    # Signals first: one that arrives while starting still stops gracefully.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    registry = registry or load_registry(settings, detect_host(settings.host))
+    running = await start_server(settings, registry)
+    log.info("%s", describe_startup(settings, registry, running.port))
+    notify_ready()
     await stop.wait()
     log.info("shutting down: in-flight calls get %.3gs to finish", settings.server.grace_period)
     await running.shutdown(settings.server.grace_period)

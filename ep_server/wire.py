@@ -37,6 +37,9 @@ __all__ = [
     "query_from_request",
 ]
 
+#: Longest reason message or field path sent; plugins' text is cut to it.
+MAX_TEXT = 1000
+
 _CAUSE = {
     Cause.REQUEST: pb.REASON_CAUSE_REQUEST,
     Cause.POLICY: pb.REASON_CAUSE_POLICY,
@@ -113,7 +116,13 @@ def _check_tasktype(tasktype: str, bad: list[FieldViolation]) -> None:
 def _taskinfo(request: pb.AskRequest, limits: Limits, bad: list[FieldViolation]) -> dict[str, Any]:
     if not request.HasField("taskinfo"):
         return {}
-    size = request.taskinfo.ByteSize()
+    return _struct(request.taskinfo, limits, bad)
+
+
+def _struct(
+    taskinfo: struct_pb2.Struct, limits: Limits, bad: list[FieldViolation]
+) -> dict[str, Any]:
+    size = taskinfo.ByteSize()
     if size > limits.max_taskinfo_bytes:
         bad.append(
             FieldViolation(
@@ -123,7 +132,7 @@ def _taskinfo(request: pb.AskRequest, limits: Limits, bad: list[FieldViolation])
         )
         return {}
     walker = _StructWalker(limits.max_taskinfo_depth)
-    result = walker.struct(request.taskinfo, "taskinfo", 1)
+    result = walker.struct(taskinfo, "taskinfo", 1)
     bad.extend(walker.bad)
     return result
 
@@ -254,10 +263,15 @@ def _duration(
 
 # A view of AskRequest's wire format that does not recurse into taskinfo:
 # fields 1-3 as raw bytes. Used only to explain a request protobuf refused.
-_SHALLOW_FIELDS = {1: "tasktype", 2: "taskinfo", 3: "resources"}
+_SHALLOW_FIELDS = {1: "tasktype", 2: "taskinfo", 3: "resources", 4: "schedule"}
+_PARTS: dict[int, Any] = {2: struct_pb2.Struct, 3: pb.Resources, 4: pb.Schedule}
 
 
 def _diagnose(request: Undecodable, limits: Limits) -> list[FieldViolation]:
+    """Name what is wrong with a request protobuf refused: decode each
+    top-level field on its own and validate what decodes, as for any
+    request. If every part decodes alone, the whole failed on depth: the
+    taskinfo, one level deeper inside AskRequest, is to blame."""
     try:
         fields = _shallow_fields(request.data)
     except ValueError:
@@ -267,23 +281,34 @@ def _diagnose(request: Undecodable, limits: Limits) -> list[FieldViolation]:
         _check_tasktype(fields.get(1, b"").decode("utf-8"), bad)
     except UnicodeDecodeError:
         bad.append(FieldViolation("tasktype", "is not valid UTF-8"))
-    if 2 in fields:
-        try:
-            struct_pb2.Struct.FromString(fields[2])
-        except DecodeError:
-            bad.append(
-                FieldViolation(
-                    "taskinfo",
-                    "could not be decoded: nested deeper than protobuf's decoder allows "
-                    f"(this site accepts {limits.max_taskinfo_depth} levels) or malformed",
-                )
-            )
-    if 3 in fields:
-        try:
-            _resources(pb.Resources.FromString(fields[3]), bad)
-        except DecodeError:
-            bad.append(FieldViolation("resources", "could not be decoded"))
+    parts = {n: _decode_part(n, data, bad) for n, data in fields.items() if n in _PARTS}
+    if parts.get(2) is not None:
+        _struct(parts[2], limits, bad)
+    if parts.get(3) is not None:
+        _resources(parts[3], bad)
+    if parts.get(4) is not None:
+        _schedule(parts[4], limits, bad)
+    if not bad and 2 in fields:
+        bad.append(FieldViolation("taskinfo", _TOO_DEEP.format(limits.max_taskinfo_depth)))
     return bad or [FieldViolation("", f"not a valid AskRequest: {request.error}")]
+
+
+_TOO_DEEP = (
+    "could not be decoded: nested deeper than protobuf's decoder allows "
+    "(this site accepts {} levels)"
+)
+
+
+def _decode_part(number: int, data: bytes, bad: list[FieldViolation]) -> Any:
+    try:
+        return _PARTS[number].FromString(data)
+    except DecodeError:
+        name = _SHALLOW_FIELDS[number]
+        if number == 2:
+            bad.append(FieldViolation(name, _TOO_DEEP.format(32) + " or malformed"))
+        else:
+            bad.append(FieldViolation(name, "could not be decoded"))
+        return None
 
 
 def _shallow_fields(data: bytes) -> dict[int, bytes]:
@@ -354,8 +379,8 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
             plugin=plugin,
             cause=_CAUSE.get(reason.cause, pb.REASON_CAUSE_UNSPECIFIED),
             retryable=reason.retryable,
-            message=reason.message,
-            field=reason.field,
+            message=reason.message[:MAX_TEXT],
+            field=reason.field[:MAX_TEXT],
         )
         if reason.earliest_slot is not None:
             _set_slot(reason_msg.earliest_slot, reason.earliest_slot)
@@ -370,7 +395,7 @@ def _held_offer(msg: pb.Offer, held: HeldOffer) -> None:
     msg.id = held.id
     _fill_struct(msg.serviceinfo, candidate.serviceinfo)
     _set_slot(msg.slot, held.slot)
-    msg.hold.update(candidate.need)
+    msg.hold.update({pool: amount for pool, amount in candidate.need.items() if amount})
     need = candidate.need
     _set_resources(
         msg.resources,
@@ -410,7 +435,7 @@ def booking_to_proto(booking: Booking) -> pb.Booking:
     )
     _fill_struct(msg.serviceinfo, booking.serviceinfo)
     _set_slot(msg.slot, booking.slot)
-    msg.hold.update(booking.need)
+    msg.hold.update({pool: amount for pool, amount in booking.need.items() if amount})
     msg.create_time.FromDatetime(booking.create_time)
     return msg
 

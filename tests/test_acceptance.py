@@ -14,7 +14,9 @@ SEED = {"image": "docker.io/example:1.0"}
 
 @pytest.fixture(scope="module")
 def ep():
-    settings = load_settings(environ={}, overrides={"server.listen": "127.0.0.1:0"})
+    settings = load_settings(
+        environ={}, overrides={"server.listen": "127.0.0.1:0", "schedule.ledger": ":memory:"}
+    )
     server = EPTestServer(settings, build_registry(settings))
     yield server
     server.close()

@@ -34,6 +34,7 @@ class ServerProcess:
             "PYTHONPATH": str(TESTS),
             "EP_PLUGINS__ALLOW": "static,slow",
             "EP_PLUGINS__MODULES": "slow=fake_slow_plugin",
+            "EP_SCHEDULE__LEDGER": ":memory:",
             **(env or {}),
         }
         self.proc = subprocess.Popen(
@@ -181,7 +182,7 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_workers_share_one_port_and_stop_together(server):
-    s = server("--workers", "2", ready=r"with 2 workers")
+    s = server("--workers", "2", ready=r"with 2 workers", env={"EP_SCHEDULE__ENABLED": "false"})
     workers = children_of(s.proc.pid)
     assert len(workers) == 2
     for _ in range(10):  # a fresh connection each time; all are served
@@ -194,13 +195,23 @@ def test_workers_share_one_port_and_stop_together(server):
 
 
 def test_a_dead_worker_stops_the_rest_and_fails(server):
-    s = server("--workers", "2", ready=r"with 2 workers")
+    s = server("--workers", "2", ready=r"with 2 workers", env={"EP_SCHEDULE__ENABLED": "false"})
     first, second = children_of(s.proc.pid)
     os.kill(first, signal.SIGKILL)
     code, log = s.finish()
     assert code == 1
     assert f"worker {first} exited" in log
     assert not Path(f"/proc/{second}").exists()
+
+
+def test_workers_cannot_share_a_booking_ledger():
+    out = subprocess.run(
+        [sys.executable, "-m", "ep_server", "serve", "--workers", "2", "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "EP_SCHEDULE__LEDGER": ":memory:"},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "cannot share the booking ledger" in out.stderr
 
 
 def test_workers_must_be_positive():

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ep_server.booking import Schedule, Window
 from ep_server.client.sites import parse_address
 from ep_server.model import IntRange, Resources, TaskQuery, parse_bytes
 from ep_server.uri import uri_problem
@@ -141,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ask(commands.add_parser("ask", help="ask one or many EPs; list and rank the offers"))
     _add_info(commands.add_parser("info", help="show what one EP can do (GetServiceInfo)"))
+    for name, what, key in (
+        ("accept", "book a time-slot offer (AcceptOffer)", "offer_id"),
+        ("reject", "release a time-slot offer (RejectOffer)", "offer_id"),
+        ("cancel", "cancel one of your bookings (CancelBooking)", "booking_id"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+        command.add_argument(key, metavar=key.upper().replace("_", "-"))
+        _add_common(command)
+    bookings = commands.add_parser("bookings", help="list your bookings at one EP")
+    bookings.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+    _add_common(bookings)
     return parser
 
 
@@ -165,6 +180,15 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument(
         "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
         metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more",
+    )  # fmt: skip
+    ask.add_argument(
+        "--window", dest="windows", action="append", type=window_arg, default=[],
+        metavar="START/END", help="when can I run this? an acceptable start window "
+        "(ISO 8601, e.g. 2031-03-04T09:00Z/2031-03-04T17:00Z, or now/+8h); repeat for more",
+    )  # fmt: skip
+    ask.add_argument(
+        "--duration", type=duration_arg, metavar="MIN[:MAX]",
+        help="with --window: how long the task runs, e.g. 2h or 2h:4h",
     )  # fmt: skip
     ask.add_argument(
         "--accept-servicetype", dest="accept", action="append", type=uri_arg, default=[],
@@ -202,4 +226,61 @@ def query_from_args(args: argparse.Namespace) -> TaskQuery:
     """The :class:`TaskQuery` that ``ep ask`` arguments describe."""
     taskinfo = apply_sets(dict(args.taskinfo or {}), args.sets)
     resources = Resources(args.cores or IntRange(), args.memory or IntRange())
-    return TaskQuery(args.tasktype, taskinfo, resources)
+    schedule = None
+    if args.windows or args.duration:
+        if not (args.windows and args.duration):
+            raise UsageError("--window and --duration go together")
+        low, high = args.duration
+        schedule = Schedule(tuple(args.windows), low, high)
+    return TaskQuery(args.tasktype, taskinfo, resources, schedule=schedule)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a duration (use e.g. 90m, 2h, 1d)")
+    value = timedelta(seconds=float(match[1]) * _SECONDS[match[2]])
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def duration_arg(text: str) -> tuple[timedelta, timedelta | None]:
+    """``2h`` or ``2h:4h``: the task's minimum and maximum duration."""
+    low, sep, high = text.partition(":")
+    result = (_duration(low), _duration(high) if sep else None)
+    if result[1] is not None and result[1] < result[0]:
+        raise argparse.ArgumentTypeError(f"{text!r}: MAX is shorter than MIN")
+    return result
+
+
+def _instant(text: str, now: datetime) -> datetime:
+    if text == "now":
+        return now
+    if text.startswith("+"):
+        return now + _duration(text[1:])
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: not an ISO 8601 time, now or +DURATION"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone (Z for UTC)")
+    return value.astimezone(UTC)
+
+
+def window_arg(text: str) -> Window:
+    """``START/END``: an acceptable range of start times."""
+    start, sep, end = text.partition("/")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected START/END")
+    now = datetime.now(UTC)
+    window = Window(_instant(start, now), _instant(end, now))
+    if window.end < window.start:
+        raise argparse.ArgumentTypeError(f"{text!r}: END is before START")
+    return window

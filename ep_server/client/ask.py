@@ -24,8 +24,14 @@ from typing import TypeVar
 
 import grpc
 
+from ep_server.booking import Booking
 from ep_server.client.channels import ChannelPool, CredentialsError
-from ep_server.client.convert import answer_from_proto, request_from_query, service_info_from_proto
+from ep_server.client.convert import (
+    answer_from_proto,
+    booking_from_proto,
+    request_from_query,
+    service_info_from_proto,
+)
 from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
 from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
 from ep_server.client.sites import Site
@@ -116,6 +122,47 @@ class Client:
         decode = pb.GetServiceInfoResponse.FromString
         reply = await self._call(site, "GetServiceInfo", payload, decode, _deadline(deadline))
         return reply if isinstance(reply, Failure) else service_info_from_proto(reply)
+
+    # --- bookings (the site must know who you are: pass credentials) -------
+
+    async def accept_offer(
+        self, site: Site, offer_id: str, *, deadline: float | Deadline = 10.0
+    ) -> Booking | Failure:
+        """Book a time-slot offer. Safe to retry: accepting twice returns
+        the same booking."""
+        payload = pb.AcceptOfferRequest(offer_id=offer_id).SerializeToString()
+        decode = pb.AcceptOfferResponse.FromString
+        reply = await self._call(site, "AcceptOffer", payload, decode, _deadline(deadline))
+        return reply if isinstance(reply, Failure) else booking_from_proto(reply.booking)
+
+    async def reject_offer(
+        self, site: Site, offer_id: str, *, deadline: float | Deadline = 10.0
+    ) -> Failure | None:
+        """Release a time-slot offer."""
+        payload = pb.RejectOfferRequest(offer_id=offer_id).SerializeToString()
+        decode = pb.RejectOfferResponse.FromString
+        reply = await self._call(site, "RejectOffer", payload, decode, _deadline(deadline))
+        return reply if isinstance(reply, Failure) else None
+
+    async def bookings(
+        self, site: Site, *, deadline: float | Deadline = 10.0
+    ) -> list[Booking] | Failure:
+        """Your bookings at ``site``."""
+        payload = pb.ListBookingsRequest().SerializeToString()
+        decode = pb.ListBookingsResponse.FromString
+        reply = await self._call(site, "ListBookings", payload, decode, _deadline(deadline))
+        if isinstance(reply, Failure):
+            return reply
+        return [booking_from_proto(b) for b in reply.bookings]
+
+    async def cancel_booking(
+        self, site: Site, booking_id: str, *, deadline: float | Deadline = 10.0
+    ) -> Booking | Failure:
+        """Cancel one of your bookings."""
+        payload = pb.CancelBookingRequest(booking_id=booking_id).SerializeToString()
+        decode = pb.CancelBookingResponse.FromString
+        reply = await self._call(site, "CancelBooking", payload, decode, _deadline(deadline))
+        return reply if isinstance(reply, Failure) else booking_from_proto(reply.booking)
 
     async def _ask(self, site: Site, payload: bytes, deadline: Deadline) -> Result:
         start = time.monotonic()

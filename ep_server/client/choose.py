@@ -91,6 +91,13 @@ def most_memory(choice: Choice) -> tuple[int, int]:
     return _offered(resources.memory if resources else None)
 
 
+def earliest(choice: Choice) -> tuple[int, float]:
+    """Rank key: the earliest time slot first (offers without a slot, that
+    is offers of "now", before any)."""
+    slot = choice.offer.slot
+    return (0, 0.0) if slot is None else (1, slot.start.timestamp())
+
+
 def fastest(choice: Choice) -> float:
     """Rank key: the site that answered soonest first."""
     return choice.result.elapsed

@@ -18,13 +18,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ep_server.client.args import UsageError, build_parser, query_from_args
 from ep_server.client.ask import Client
 from ep_server.client.choose import Choice, candidates, rank
 from ep_server.client.convert import message_json
 from ep_server.client.progress import Progress
-from ep_server.client.render import info_lines, results_json, table
+from ep_server.client.render import booking_json, booking_line, info_lines, results_json, table
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import TLS, Site, SiteListError, load_sites
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return asyncio.run(_info(args))
+        if args.command in _BOOKING_COMMANDS:
+            return asyncio.run(_booking_command(args))
         return _ask(args, _sites(args), query_from_args(args))
     except UsageError as exc:
         print(f"ep: error: {exc}", file=sys.stderr)
@@ -127,6 +130,34 @@ def _report(results: list[Result], ranking: list[Choice]) -> str:
         best = ranking[0]
         summary += f"; best: {best.site.name} ({best.offer.servicetype})"
     return f"{table(results, ranking)}\n\n{summary}"
+
+
+_BOOKING_COMMANDS = ("accept", "reject", "cancel", "bookings")
+
+
+async def _booking_command(args: argparse.Namespace) -> int:
+    """ep accept / reject / cancel / bookings: one call to one EP."""
+    site = Site(args.address, args.address, _tls(args))
+    async with Client(metadata=_metadata(args)) as client:
+        if args.command == "accept":
+            reply: Any = await client.accept_offer(site, args.offer_id, deadline=args.deadline)
+        elif args.command == "reject":
+            reply = await client.reject_offer(site, args.offer_id, deadline=args.deadline)
+        elif args.command == "cancel":
+            reply = await client.cancel_booking(site, args.booking_id, deadline=args.deadline)
+        else:
+            reply = await client.bookings(site, deadline=args.deadline)
+    if isinstance(reply, Failure):
+        print(f"ep: {args.address}: {reply.describe()}", file=sys.stderr)
+        return EXIT_NONE
+    bookings = reply if isinstance(reply, list) else [] if reply is None else [reply]
+    if args.json:
+        print(json.dumps([booking_json(b) for b in bookings], indent=2))
+    elif args.command == "reject":
+        print(f"released offer {args.offer_id}")
+    else:
+        print("\n".join(booking_line(b) for b in bookings) or "no bookings")
+    return EXIT_YES
 
 
 async def _info(args: argparse.Namespace) -> int:

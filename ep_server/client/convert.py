@@ -5,11 +5,13 @@ The only client module that reads or builds protobuf messages.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from ep_server.booking import Booking, BookingState, Schedule, Slot
 from ep_server.client.results import (
     Answer,
     Offer,
@@ -24,6 +26,7 @@ from ep_server.pb import execution_planner_pb2 as pb
 
 __all__ = [
     "answer_from_proto",
+    "booking_from_proto",
     "message_json",
     "request_from_query",
     "service_info_from_proto",
@@ -42,7 +45,39 @@ def request_from_query(query: TaskQuery) -> pb.AskRequest:
     _set_range(request.resources.memory, query.resources.memory)
     if not request.resources.ListFields():
         request.ClearField("resources")
+    if query.schedule is not None:
+        _set_schedule(request.schedule, query.schedule)
     return request
+
+
+def _set_schedule(msg: pb.Schedule, schedule: Schedule) -> None:
+    for window in schedule.windows:
+        added = msg.windows.add()
+        added.start.FromDatetime(window.start)
+        added.end.FromDatetime(window.end)
+    msg.min_duration.FromTimedelta(schedule.min_duration)
+    if schedule.max_duration is not None:
+        msg.max_duration.FromTimedelta(schedule.max_duration)
+
+
+def _slot(msg: pb.TimeSlot) -> Slot:
+    return Slot(msg.start.ToDatetime(tzinfo=UTC), msg.end.ToDatetime(tzinfo=UTC))
+
+
+def booking_from_proto(msg: pb.Booking) -> Booking:
+    """A ``Booking`` message as a plain :class:`~ep_server.booking.Booking`."""
+    return Booking(
+        id=msg.id,
+        offer_id=msg.offer_id,
+        owner=msg.owner,
+        plugin=msg.plugin,
+        servicetype=msg.servicetype,
+        serviceinfo=struct_to_dict(msg.serviceinfo),
+        slot=_slot(msg.slot),
+        need=dict(msg.hold),
+        state=BookingState[pb.BookingState.Name(msg.state).removeprefix("BOOKING_STATE_")],
+        create_time=msg.create_time.ToDatetime(tzinfo=UTC),
+    )
 
 
 def _set_range(msg: pb.Range, rng: IntRange) -> None:
@@ -69,6 +104,10 @@ def _offer(msg: pb.Offer) -> Offer:
         resources=_resources(msg.resources) if msg.HasField("resources") else None,
         plugin=msg.plugin,
         message=msg.message,
+        id=msg.id,
+        expire_time=msg.expire_time.ToDatetime(tzinfo=UTC) if msg.HasField("expire_time") else None,
+        slot=_slot(msg.slot) if msg.HasField("slot") else None,
+        hold=dict(msg.hold),
     )
 
 
@@ -80,6 +119,7 @@ def _reason(msg: pb.Reason) -> Reason:
         cause=_CAUSE.get(msg.cause),
         retryable=msg.retryable,
         field=msg.field,
+        earliest_slot=_slot(msg.earliest_slot) if msg.HasField("earliest_slot") else None,
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ep_server.booking import Booking
 from ep_server.client.choose import Choice
 from ep_server.client.results import Failure, Offer, Reason, Result, ServiceInfo
 from ep_server.model import IntRange, Resources
@@ -56,10 +57,15 @@ def describe_resources(resources: Resources | None) -> str:
 
 def endpoint(offer: Offer) -> str:
     """The offer's ``serviceinfo.endpoint``, else its serviceinfo as JSON."""
-    value = offer.serviceinfo.get("endpoint")
+    return endpoint_of(offer.serviceinfo)
+
+
+def endpoint_of(serviceinfo: Mapping[str, Any]) -> str:
+    """``serviceinfo.endpoint``, else the serviceinfo as JSON."""
+    value = serviceinfo.get("endpoint")
     if isinstance(value, str):
         return value
-    return json.dumps(offer.serviceinfo, separators=(",", ":")) if offer.serviceinfo else "-"
+    return json.dumps(serviceinfo, separators=(",", ":")) if serviceinfo else "-"
 
 
 def _reasons(reasons: Iterable[Reason]) -> str:
@@ -68,7 +74,11 @@ def _reasons(reasons: Iterable[Reason]) -> str:
 
 def _offer_row(place: str, name: str, word: str, offer: Offer) -> tuple[str, ...]:
     resources = describe_resources(offer.resources)
-    return (place, name, word, offer.servicetype, endpoint(offer), resources, offer.message)
+    notes = [offer.message] if offer.message else []
+    if offer.slot is not None:
+        slot = f"slot {offer.slot.start:%Y-%m-%d %H:%M}-{offer.slot.end:%Y-%m-%d %H:%M}Z"
+        notes.insert(0, f"{slot}, offer {offer.id}" if offer.id else slot)
+    return (place, name, word, offer.servicetype, endpoint(offer), resources, "; ".join(notes))
 
 
 def _other_rows(result: Result, chosen: set[int]) -> list[tuple[str, ...]]:
@@ -109,13 +119,19 @@ def _resources_json(resources: Resources | None) -> dict[str, Any] | None:
 
 def offer_json(offer: Offer) -> dict[str, Any]:
     """An offer in the protocol's JSON field names."""
-    return {
+    result: dict[str, Any] = {
         "servicetype": offer.servicetype,
         "serviceinfo": dict(offer.serviceinfo),
         "resources": _resources_json(offer.resources),
         "plugin": offer.plugin,
         "message": offer.message,
     }
+    if offer.slot is not None:
+        result["slot"] = {"start": offer.slot.start.isoformat(), "end": offer.slot.end.isoformat()}
+        result["id"] = offer.id
+        result["expire_time"] = offer.expire_time.isoformat() if offer.expire_time else None
+        result["hold"] = dict(offer.hold)
+    return result
 
 
 def _reason_json(reason: Reason) -> dict[str, Any]:
@@ -182,3 +198,31 @@ def info_lines(address: str, info: ServiceInfo) -> str:
             f"  {plugin.name} [{plugin.state}] {plugin.distribution} {plugin.version}{error}"
         )
     return "\n".join(lines)
+
+
+def booking_line(booking: Booking) -> str:
+    """One booking on one line."""
+    slot = f"{booking.slot.start:%Y-%m-%d %H:%M}-{booking.slot.end:%Y-%m-%d %H:%M}Z"
+    hold = ", ".join(
+        f"{k} {format_bytes(v) if k == 'memory' else v}" for k, v in booking.need.items()
+    )
+    return (
+        f"{booking.id}  {booking.state.name}  {slot}  {booking.servicetype}  "
+        f"{endpoint_of(booking.serviceinfo)}  {hold}"
+    )
+
+
+def booking_json(booking: Booking) -> dict[str, Any]:
+    """A booking in the protocol's JSON field names."""
+    return {
+        "id": booking.id,
+        "offer_id": booking.offer_id,
+        "state": booking.state.name,
+        "owner": booking.owner,
+        "plugin": booking.plugin,
+        "servicetype": booking.servicetype,
+        "serviceinfo": dict(booking.serviceinfo),
+        "slot": {"start": booking.slot.start.isoformat(), "end": booking.slot.end.isoformat()},
+        "hold": dict(booking.need),
+        "create_time": booking.create_time.isoformat(),
+    }

@@ -11,10 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import grpc
 
+from ep_server.booking import Slot
 from ep_server.client.sites import Site
 from ep_server.model import Cause, HostInfo, Resources
 from ep_server.pb import execution_planner_pb2 as pb
@@ -45,6 +47,12 @@ class Offer:
     resources: Resources | None = None
     plugin: str = ""
     message: str = ""
+    #: For an Ask with a schedule: the offer's id (to accept it), when it
+    #: lapses, its time slot, and what it holds from the site's pools.
+    id: str = ""
+    expire_time: datetime | None = None
+    slot: Slot | None = None
+    hold: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class Reason:
     cause: Cause | None = None
     retryable: bool = False
     field: str = ""
+    #: On a NO for lack of capacity: the earliest slot that would fit.
+    earliest_slot: Slot | None = None
 
 
 @dataclass(frozen=True, slots=True)

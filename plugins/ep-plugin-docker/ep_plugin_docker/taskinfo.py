@@ -258,11 +258,18 @@ def _read_network(r: _Reader, taskinfo: Mapping[str, Any]) -> str:
     return f"{path}.mode" if mode and mode.lower() == "host" else ""
 
 
+#: More ports than any container publishes: refuse rather than check them all.
+MAX_PORTS = 1000
+
+
 def _read_ports(r: _Reader, value: Any, path: str) -> None:
     if value is None:
         return
     if not _is(value, list):
         r.wrong_type(path, value, "a list of ports")
+        return
+    if len(value) > MAX_PORTS:
+        r.fail(R.INVALID_PORT, path, f"{len(value)} ports; a task may publish at most {MAX_PORTS}")
         return
     for i, item in enumerate(value):
         _read_port(r, item, f"{path}[{i}]")
@@ -272,10 +279,11 @@ def _read_port(r: _Reader, item: Any, path: str) -> None:
     if not isinstance(item, Mapping):
         r.wrong_type(path, item, "an object such as {internal: {port: 8080}, protocol: TCP}")
         return
+    reported = len(r.reasons)  # not _wrong_fields(): that scan made many ports quadratic
     internal = _port_number(r, item.get("internal"), f"{path}.internal")
     external = _port_number(r, item.get("external"), f"{path}.external")
     protocol = r.typed(item, "protocol", path, str)
-    if internal is None and external is None and not _wrong_fields(r, path):
+    if internal is None and external is None and len(r.reasons) == reported:
         r.fail(R.INVALID_PORT, path, "no port given; set internal.port or external.port")
     r.ports.append(PortRequest(path, internal, external, protocol.lower() if protocol else None))
 
