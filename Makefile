@@ -60,6 +60,7 @@ proto: install
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.booking
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -1,0 +1,274 @@
+"""Booking ledger benchmark (issue 5): slot search and accepts, SQLite ledger.
+
+Run: ``.venv/bin/python -m bench.booking`` (``--help`` for the knobs).
+
+The site: one fixed pool set, 1024 cores and 4 TiB of memory. Existing
+bookings (1k, 10k, 100k): start uniform over the year after "now" (whole
+minutes), duration uniform 1-8 h (whole minutes), cores uniform 1-16, memory
+4 GiB per core. At 100k that is about 440 cores busy on average (43 %), so
+the same site simply has more of its year booked. The bookings are written
+straight into the ledger file (one transaction) and the ledger is then
+opened, which rebuilds its index; the rebuild time is reported, and the
+bookings are checked never to exceed the pools.
+
+Measured, each over the same random one-day windows (uniform over the year):
+
+  place small      an Ask for 8 cores + 32 GiB, one-day start window, 2-4 h,
+                   up to 3 offers; hold=False (the search alone)
+  place small held the same with hold=True in the file with synchronous=FULL
+                   (search + one fsync'd transaction); the offers are
+                   rejected afterwards, untimed
+  place large      512 cores + 2 TiB (half the site), hold=False: often does
+                   not fit at 100k, so the search walks the window
+  earliest large   the "earliest slot that would fit" for the large need
+                   from the window's start, over the whole horizon
+
+Accepts per second: offers held first (one per owner), then accepted one
+after another, in a file in a temporary directory, synchronous FULL and
+NORMAL. Every time is ``perf_counter`` around one ledger call, this process.
+
+Target (issue 5): place with 10k bookings under 5 ms median; growth
+1k -> 10k -> 100k no worse than n log n. Results are appended to
+bench/results-booking.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from ep_server.booking import Candidate, Placement, Schedule, Slot, Window
+from ep_server.ledger_sqlite import SQLiteLedger
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results-booking.md"
+GIB = 2**30
+POOLS = {"cores": 1024, "memory": 4096 * GIB}
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+YEAR = timedelta(days=365)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SMALL = {"cores": 8, "memory": 32 * GIB}
+LARGE = {"cores": 512, "memory": 2048 * GIB}
+TARGET_MS = 5.0
+T = TypeVar("T")
+
+
+@dataclass
+class Row:
+    bookings: int
+    open_ms: float
+    times: dict[str, list[float]]  # measurement -> milliseconds
+
+
+def _us(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(microseconds=1)
+
+
+def booking_rows(count: int, rng: random.Random) -> list[tuple[object, ...]]:
+    """``count`` bookings spread over the year (see the module docstring)."""
+    rows: list[tuple[object, ...]] = []
+    for i in range(count):
+        start = NOW + timedelta(minutes=rng.randrange(365 * 24 * 60))
+        end = start + timedelta(minutes=rng.randint(60, 8 * 60))
+        cores = rng.randint(1, 16)
+        need = f'{{"cores":{cores},"memory":{cores * 4 * GIB}}}'
+        ids = (f"b{i}", f"o{i}", f"owner{i % 500}", "bench", "svc", "{}")
+        rows.append((*ids, _us(start), _us(end), need, 1, _us(NOW)))
+    return rows
+
+
+def make_ledger(path: Path, count: int, synchronous: str) -> tuple[SQLiteLedger, float]:
+    """A ledger file holding ``count`` bookings; returns it and its open time (ms)."""
+    SQLiteLedger(path, POOLS).close()  # creates the schema
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO bookings VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL,'{}')",
+            booking_rows(count, random.Random(count)),
+        )
+    started = time.perf_counter()
+    ledger = SQLiteLedger(path, POOLS, synchronous=synchronous)
+    open_ms = (time.perf_counter() - started) * 1000
+    for pool, cap in POOLS.items():
+        peak = ledger.peak(pool, Slot(NOW, NOW + YEAR + timedelta(days=1)), NOW)
+        if peak > cap:
+            raise SystemExit(f"generated bookings overbook {pool}: {peak} > {cap}")
+    return ledger, open_ms
+
+
+def placement(need: dict[str, int], day_start: datetime, hold: bool, i: int) -> Placement:
+    window = Window(day_start, day_start + timedelta(days=1))
+    schedule = Schedule((window,), timedelta(hours=2), timedelta(hours=4))
+    candidate = Candidate("bench", "svc", {}, need)
+    return Placement(f"asker{i}", f"ask{i}", (candidate,), schedule, max_offers=3, hold=hold)
+
+
+def timed(call: Callable[..., T], *args: object) -> tuple[float, T]:
+    """Milliseconds one call took, and its result."""
+    started = time.perf_counter()
+    result = call(*args)
+    return (time.perf_counter() - started) * 1000, result
+
+
+def measure(ledger: SQLiteLedger, samples: int, seed: int) -> dict[str, list[float]]:
+    rng = random.Random(seed)
+    days = [NOW + timedelta(minutes=rng.randrange(364 * 24 * 60)) for _ in range(samples)]
+    times: dict[str, list[float]] = {
+        k: [] for k in ("place small", "place small held", "place large", "earliest large")
+    }
+    for i, day in enumerate(days):
+        ms, _ = timed(ledger.place, placement(SMALL, day, False, i), NOW)
+        times["place small"].append(ms)
+        ms, offers = timed(ledger.place, placement(SMALL, day, True, i), NOW)
+        times["place small held"].append(ms)
+        for offer in offers:
+            ledger.reject(offer.id, offer.owner, NOW)
+        ms, _ = timed(ledger.place, placement(LARGE, day, False, i), NOW)
+        times["place large"].append(ms)
+        ms, _ = timed(ledger.earliest, LARGE, timedelta(hours=2), day, NOW)
+        times["earliest large"].append(ms)
+    return times
+
+
+def accepts_per_second(directory: Path, synchronous: str, count: int) -> float:
+    ledger, _ = make_ledger(directory / f"accept-{synchronous}.db", 1000, synchronous)
+    offers = []
+    for i in range(count):
+        day = NOW + timedelta(days=i % 300)
+        offers += ledger.place(placement(SMALL, day, True, i), NOW)[:1]
+    started = time.perf_counter()
+    for offer in offers:
+        ledger.accept(offer.id, offer.owner, NOW)
+    elapsed = time.perf_counter() - started
+    ledger.close()
+    return len(offers) / elapsed
+
+
+def fsync_ms(directory: Path, count: int = 100) -> float:
+    """Median time of one small write + fsync here: what FULL pays per commit."""
+    samples = []
+    with open(directory / "fsync-probe", "wb") as probe:
+        for _ in range(count):
+            started = time.perf_counter()
+            probe.write(b"x" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def report(
+    rows: list[Row], accepts: dict[str, float], samples: int, tmp: str, fsync: float
+) -> list[str]:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {stamp}",
+        "",
+        f"Machine: {machine()}. Files in {tmp} (write+fsync there: {fsync:.2f} ms median). "
+        "Site: 1024 cores, 4 TiB. Bookings: start "
+        "uniform over one year, 1-8 h, 1-16 cores, 4 GiB/core. Asks: one-day start window "
+        f"uniform over the year, 2-4 h, up to 3 offers; {samples} samples per cell.",
+        "",
+        "| bookings | open (index rebuild) ms | measurement | median ms | p90 ms |",
+        "| ---: | ---: | --- | ---: | ---: |",
+    ]
+    for row in rows:
+        for name, values in row.times.items():
+            lines.append(
+                f"| {row.bookings} | {row.open_ms:.0f} | {name} | "
+                f"{statistics.median(values):.3f} | {pct(values, 0.9):.3f} |"
+            )
+    lines.append("")
+    lines += growth(rows)
+    lines.append("")
+    for sync, rate in accepts.items():
+        lines.append(f"- accepts per second, synchronous={sync}: **{rate:.0f}**")
+    return lines
+
+
+def growth(rows: list[Row]) -> list[str]:
+    by_n = {row.bookings: row for row in rows}
+    out = [
+        "- growth: one site, so 10x the bookings is 10x the holds per day; a search "
+        "costs a bisect per duration class plus a sweep of the holds near its window."
+    ]
+    for small, big in ((1000, 10_000), (10_000, 100_000)):
+        if small not in by_n or big not in by_n:
+            continue
+        nlogn = big * math.log(big) / (small * math.log(small))
+        for name in by_n[big].times:
+            ratio = statistics.median(by_n[big].times[name]) / statistics.median(
+                by_n[small].times[name]
+            )
+            verdict = "ok" if ratio <= nlogn else "WORSE than n log n"
+            out.append(
+                f"- {name}: {big}/{small} = **{ratio:.2f}x** (n log n: {nlogn:.1f}x, {verdict})"
+            )
+    if 10_000 in by_n:
+        median = statistics.median(by_n[10_000].times["place small held"])
+        met = "met" if median < TARGET_MS else "NOT MET"
+        out.append(f"- target: place (held, FULL) with 10k bookings {median:.2f} ms < 5 ms: {met}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="asks per size")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="existing bookings")
+    parser.add_argument("--no-write", action="store_true", help="do not append the results")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ep-bench-booking-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            ledger, open_ms = make_ledger(Path(tmp) / f"ledger-{n}.db", n, "FULL")
+            rows.append(Row(n, open_ms, measure(ledger, args.samples, seed=n)))
+            ledger.close()
+            print(f"{n} bookings: done", flush=True)
+        accepts = {
+            s: accepts_per_second(Path(tmp), s, c) for s, c in (("FULL", 300), ("NORMAL", 2000))
+        }
+        lines = report(rows, accepts, args.samples, tmp, fsync_ms(Path(tmp)))
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_write:
+        header = "" if RESULTS.exists() else "# `python -m bench.booking` results\n\n"
+        with RESULTS.open("a", encoding="utf-8") as out:
+            out.write(header + text + "\n\n")
+        print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
