@@ -349,3 +349,105 @@ async def test_200_concurrent_accepts_never_overbook(site, tmp_path):
         start = booking.slot.start.ToDatetime(tzinfo=UTC)
         peak = ledger.peak("cores", Slot(start, start + HOUR), T0)
         assert peak <= 8, f"overbooked at {start}: {peak} cores"
+
+
+def test_a_server_killed_during_a_flood_of_accepts_loses_no_acknowledged_booking(tmp_path):
+    """ep-server with a SQLite ledger file; offers held, then accepted from
+    8 threads; SIGKILL mid-flood; restarted on the same file: every booking
+    acknowledged before the kill is there, once, and nothing is overbooked."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from ep_server.booking import Slot
+    from ep_server.ledger_sqlite import SQLiteLedger
+
+    ledger_path = tmp_path / "ledger.sqlite3"
+    config = tmp_path / "ep.toml"
+    config.write_text(
+        f'[auth]\ntokens_file = "{tokens_file(tmp_path)}"\n'
+        f'[schedule]\nledger = "{ledger_path}"\nmax_outstanding_offers = 1000\nmax_offers = 1\n'
+        'pools = { cores = 8, memory = "16GiB" }\n'
+        '[[plugin.static.claims]]\ntasktype = "uri://docker-container"\n'
+        'servicetype = "uri://docker-uws"\nserviceinfo = { endpoint = "http://127.0.0.1:1/uws" }\n'
+        '[plugins]\nallow = ["static"]\n'
+    )
+
+    def start():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ep_server", "serve", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        return proc, channel, pb_grpc.ExecutionPlannerServiceStub(channel)
+
+    proc, channel, stub = start()
+    try:
+        now = datetime.now(UTC)
+        request = scheduled(cores=3, windows=((now + HOUR, now + 400 * HOUR),), hours=1)
+        offers = [
+            stub.Ask(request, metadata=who("alice"), timeout=10).offers[0].id for _ in range(300)
+        ]
+        acknowledged: dict[str, str] = {}
+        todo = list(offers)
+        lock = threading.Lock()
+
+        def flood():
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    offer_id = todo.pop()
+                try:
+                    reply = stub.AcceptOffer(
+                        pb.AcceptOfferRequest(offer_id=offer_id), metadata=who("alice"), timeout=10
+                    )
+                except grpc.RpcError:
+                    return  # the server is gone
+                with lock:
+                    acknowledged[offer_id] = reply.booking.id
+
+        threads = [threading.Thread(target=flood) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 60 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join(timeout=30)
+        proc.wait(timeout=30)
+        channel.close()
+        assert 60 <= len(acknowledged) < len(offers), "the kill must land mid-flood"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc, channel, stub = start()
+    try:
+        listed = stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"), timeout=10)
+        by_offer = {b.offer_id: b.id for b in listed.bookings}
+        lost = {o: b for o, b in acknowledged.items() if by_offer.get(o) != b}
+        assert not lost, f"acknowledged bookings lost after SIGKILL: {lost}"
+        assert len(by_offer) == len(listed.bookings), "an offer became two bookings"
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    ledger = SQLiteLedger(ledger_path, {"cores": 8, "memory": 16 * 2**30})
+    try:
+        for booking in listed.bookings:
+            start_time = booking.slot.start.ToDatetime(tzinfo=UTC)
+            slot = Slot(start_time, booking.slot.end.ToDatetime(tzinfo=UTC))
+            assert ledger.peak("cores", slot, datetime.now(UTC)) <= 8
+    finally:
+        ledger.close()
