@@ -162,6 +162,7 @@ def test_a_busy_port_is_an_error_not_a_shared_port(server):
     out = subprocess.run(
         [sys.executable, "-m", "ep_server", "serve", "--listen", f"127.0.0.1:{s.port}"],
         capture_output=True, text=True, timeout=60,
+        env={**os.environ, "EP_SCHEDULE__LEDGER": ":memory:"},
     )  # fmt: skip
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{s.port}" in out.stderr

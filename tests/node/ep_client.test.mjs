@@ -92,6 +92,9 @@ function startServer() {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !(k === "EP_CONFIG" || (k.startsWith("EP_") && k.includes("__")))),
   );
+  // ...except a throwaway booking ledger: a test must not write to the
+  // user's state directory, nor wait on a ledger another server holds.
+  env.EP_SCHEDULE__LEDGER = ":memory:";
   const proc = spawn(EP_SERVER, ["serve", "--listen", "127.0.0.1:0"], {
     env,
     stdio: ["ignore", "ignore", "pipe"],
