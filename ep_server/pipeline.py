@@ -85,13 +85,14 @@ class CallPipeline:
 
         async def handler(request: Any, context: Context) -> Any:
             started = time.perf_counter()
-            request_id = _request_id(context.invocation_metadata())
+            metadata = context.invocation_metadata() or ()
+            request_id = _request_id(metadata)
             token = REQUEST_ID.set(request_id)
             trailer = ((REQUEST_ID_KEY, request_id),)
             code = grpc.StatusCode.OK
             identity = ANONYMOUS
             try:
-                identity = self._identify(name, context)
+                identity = self._identify(name, context, metadata)
                 self._limit(name, identity, context)
                 with self.metrics.inflight() if self.metrics else nullcontext():
                     response = await method(request, context, identity)
@@ -115,13 +116,13 @@ class CallPipeline:
         handler.__name__ = name
         return handler
 
-    def _identify(self, name: str, context: Context) -> Identity:
+    def _identify(
+        self, name: str, context: Context, metadata: Iterable[tuple[str, str | bytes]]
+    ) -> Identity:
         peer = self.peer_subject(context) if self.peer_subject else None
         if self.authenticator is not None:
             try:
-                identity = self.authenticator.from_metadata(
-                    context.invocation_metadata() or (), peer
-                )
+                identity = self.authenticator.from_metadata(metadata, peer)
             except AuthError as exc:
                 raise Unauthenticated(exc.reason, str(exc)) from None
         else:
