@@ -39,6 +39,7 @@ from pydantic import (
 
 from ep_server.errors import ConfigError
 from ep_server.model import parse_bytes
+from ep_server.settings_types import ByteSize, NameList
 
 __all__ = [
     "AuthConfig",
@@ -60,25 +61,13 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-def _bytes(value: Any) -> Any:
-    return parse_bytes(value) if isinstance(value, int | str) else value
-
-
 def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
     """Relative paths in a config file are relative to that file's folder."""
     base = (info.context or {}).get("base")
     return value if value.is_absolute() or base is None else base / value
 
 
-Names = Annotated[list[str], BeforeValidator(_split_commas)]
 FilePath = Annotated[Path, AfterValidator(_relative_to_config)]
-Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
 
 
 class _Section(BaseModel):
@@ -97,11 +86,11 @@ class ServerSettings(_Section):
     #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_period: float = Field(10.0, ge=0)
     #: gRPC's receive limit; larger messages get RESOURCE_EXHAUSTED from gRPC.
-    max_receive_message_bytes: Bytes = 4 * MiB
+    max_receive_message_bytes: ByteSize = 4 * MiB
     #: gRPC's send limit.
-    max_send_message_bytes: Bytes = 4 * MiB
+    max_send_message_bytes: ByteSize = 4 * MiB
     #: Largest encoded taskinfo accepted; larger gets INVALID_ARGUMENT.
-    max_taskinfo_bytes: Bytes = 256 * KiB
+    max_taskinfo_bytes: ByteSize = 256 * KiB
     #: Deepest taskinfo nesting accepted (the top-level object is level 1).
     max_taskinfo_depth: int = Field(32, ge=1, le=32)
 
@@ -129,12 +118,12 @@ class PluginsSettings(_Section):
     """``[plugins]``: which plugins load, and how long each may think."""
 
     #: If set, only these plugins (entry-point names) load.
-    allow: Names | None = None
+    allow: NameList | None = None
     #: These plugins never load (they are not even imported).
-    block: Names = []
+    block: NameList = []
     #: Extra plugin modules to load by import path (``pkg.module``), beside
     #: the entry points: for trying a plugin before packaging it, and tests.
-    modules: Names = []
+    modules: NameList = []
     #: Seconds one plugin may take to evaluate one Ask.
     deadline: float = Field(2.0, gt=0, le=300)
     #: Worker threads for plugins whose ep_evaluate is a plain function.
@@ -145,7 +134,7 @@ class HostSettings(_Section):
     """``[host]``: override what is detected about the host."""
 
     cores: int | None = Field(None, ge=1)
-    memory: Bytes | None = None
+    memory: ByteSize | None = None
     architecture: str | None = None
     os: str | None = None
 
@@ -191,7 +180,9 @@ def _default_ledger() -> str:
 
 
 def _pool_amount(value: Any) -> Any:
-    return value if value == "host" else _bytes(value)
+    return (
+        value if value == "host" else parse_bytes(value) if isinstance(value, int | str) else value
+    )
 
 
 PoolAmount = Annotated[int | Literal["host"], BeforeValidator(_pool_amount)]
@@ -235,11 +226,11 @@ class AuthConfig(_Section):
     jwt_issuer: str | None = None
     jwks_file: FilePath | None = None
     jwt_audience: str | None = None
-    jwt_algorithms: Names = ["RS256", "ES256", "EdDSA"]
+    jwt_algorithms: NameList = ["RS256", "ES256", "EdDSA"]
     jwt_leeway: float = Field(30.0, ge=0)
     groups_claim: str = "groups"
     #: RPCs that may be called without credentials; the others need them.
-    anonymous: Names = list(RPC_NAMES)
+    anonymous: NameList = list(RPC_NAMES)
 
     @model_validator(mode="after")
     def _consistent(self) -> AuthConfig:

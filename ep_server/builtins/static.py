@@ -39,7 +39,7 @@ from ep_server.model import (
     Verdict,
     parse_bytes,
 )
-from ep_server.uri import uri_problem
+from ep_server.settings_types import URI
 
 
 def _bytes_or_host(value: Any) -> Any:
@@ -51,20 +51,12 @@ class StaticClaim(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tasktype: str
-    servicetype: str
+    tasktype: URI
+    servicetype: URI
     serviceinfo: dict[str, Any] = {}
     cores: int | Literal["host"] | None = None
     memory: Annotated[int | Literal["host"] | None, BeforeValidator(_bytes_or_host)] = None
     fallback: bool = False
-
-    @field_validator("tasktype", "servicetype")
-    @classmethod
-    def _uri(cls, value: str) -> str:
-        problem = uri_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("cores")
     @classmethod

@@ -13,27 +13,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ep_plugin_docker.platforms import InvalidPlatform, Platform, parse_platform
-from ep_server import parse_bytes
-from ep_server.uri import uri_problem
+from ep_server.settings_types import ByteSize, NameList, ServiceEntry, split_commas
 
 __all__ = ["KNOWN_PROTOCOLS", "DockerConfig", "PortRange", "Service"]
 
 #: Protocols a port may name; ``http`` and ``https`` run over ``tcp``.
 KNOWN_PROTOCOLS = ("tcp", "udp", "sctp", "http", "https")
 MAX_PORT = 65535
-
-
-def _split_commas(value: Any) -> Any:
-    """A comma-separated string, or a lone number (from the environment), as a list."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    return value
-
-
-def _bytes(value: Any) -> Any:
-    return parse_bytes(value) if isinstance(value, int | str) else value
 
 
 class PortRange(BaseModel):
@@ -67,21 +53,8 @@ def _port_range(value: Any) -> Any:
     return {"low": int(low), "high": int(high if dash else low)}
 
 
-class Service(BaseModel):
-    """One ``[[plugin.docker.services]]`` entry: a service type to offer."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    servicetype: str
-    serviceinfo: dict[str, Any] = {}
-
-    @field_validator("servicetype")
-    @classmethod
-    def _uri(cls, value: str) -> str:
-        problem = uri_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+#: One ``[[plugin.docker.services]]`` entry: a service type to offer.
+Service = ServiceEntry
 
 
 #: The IVOA note's example service, offered when none is configured.
@@ -102,16 +75,16 @@ class DockerConfig(BaseModel):
     #: Whether host networking (``network: "host"``) may be asked for.
     allow_host_network: bool = False
     #: Protocols a requested port may use.
-    allowed_protocols: Annotated[list[str], BeforeValidator(_split_commas)] = ["tcp", "udp"]
+    allowed_protocols: NameList = ["tcp", "udp"]
     #: External (published) ports a request may ask for.
     allowed_ports: Annotated[
-        list[Annotated[PortRange, BeforeValidator(_port_range)]], BeforeValidator(_split_commas)
+        list[Annotated[PortRange, BeforeValidator(_port_range)]], BeforeValidator(split_commas)
     ] = [PortRange(low=1024, high=MAX_PORT)]
     #: Per-task limits; the host's usable CPUs and physical memory if unset.
     max_cores: int | None = Field(None, ge=1)
-    max_memory: Annotated[int | None, BeforeValidator(_bytes), Field(ge=1)] = None
+    max_memory: Annotated[ByteSize | None, Field(ge=1)] = None
     #: Platforms this host runs (``linux/amd64``...); the host's own if unset.
-    platforms: Annotated[list[str] | None, BeforeValidator(_split_commas)] = None
+    platforms: NameList | None = None
     #: Container runtime socket to check on each Ask (a path, or unix://path);
     #: unchecked if unset.
     runtime_socket: str | None = None

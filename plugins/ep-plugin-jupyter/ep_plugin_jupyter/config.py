@@ -7,12 +7,11 @@ a message naming ``plugin.jupyter.<key>``. See the README for each key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ep_server import parse_bytes
-from ep_server.uri import uri_problem
+from ep_server.settings_types import ByteSize, NameList, ServiceEntry
 
 __all__ = ["DEFAULT_SERVICE", "TASKTYPES", "JupyterSettings", "ServiceSettings"]
 
@@ -23,36 +22,12 @@ TASKTYPES = (
 )
 
 
-def _split_commas(value: Any) -> Any:
-    """Let ``EP_PLUGIN__JUPYTER__KERNELS=python,R`` set a list."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+Names = NameList
+Bytes = Annotated[ByteSize, Field(ge=1)]
 
 
-def _bytes(value: Any) -> Any:
-    return parse_bytes(value) if isinstance(value, int | str) else value
-
-
-Names = Annotated[list[str], BeforeValidator(_split_commas)]
-Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=1)]
-
-
-class ServiceSettings(BaseModel):
-    """One ``[[plugin.jupyter.services]]`` entry: a service this site offers."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    servicetype: str
-    serviceinfo: dict[str, Any] = {}
-
-    @field_validator("servicetype")
-    @classmethod
-    def _uri(cls, value: str) -> str:
-        problem = uri_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+#: One ``[[plugin.jupyter.services]]`` entry: a service this site offers.
+ServiceSettings = ServiceEntry
 
 
 #: Offered when no services are configured, so the default server answers.
