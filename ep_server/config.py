@@ -245,7 +245,7 @@ class AuthConfig(_Section):
 class LimitsSettings(_Section):
     """``[limits]``: what one caller, and all callers, may ask of the server."""
 
-    #: RPCs handled at once; more get RESOURCE_EXHAUSTED from gRPC. 0 = no limit.
+    #: RPCs handled at once; more get RESOURCE_EXHAUSTED (TOO_MANY_REQUESTS). 0 = no limit.
     max_concurrent_rpcs: int = Field(1000, ge=0)
     #: Asks per second per identity (anonymous callers: per client address),
     #: as a token bucket of ``ask_burst``; more get RESOURCE_EXHAUSTED. 0 = off.

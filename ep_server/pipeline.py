@@ -79,6 +79,12 @@ class CallPipeline:
     limited: Collection[str] = ("Ask",)
     metrics: _Metrics | None = None
     access_log: bool = False
+    #: Most RPCs handled at once (0: no limit); more get RESOURCE_EXHAUSTED.
+    #: Counted here rather than by gRPC's ``maximum_concurrent_rpcs``: that
+    #: measured about 12 µs of server CPU per call, this a counter, and our
+    #: refusal carries ErrorInfo and RetryInfo.
+    max_concurrent: int = 0
+    _in_flight: int = 0
 
     def wrap(self, name: str, method: Method) -> Handler:
         """The gRPC handler for ``method``, called ``name``."""
@@ -91,7 +97,9 @@ class CallPipeline:
             trailer = ((REQUEST_ID_KEY, request_id),)
             code = grpc.StatusCode.OK
             identity = ANONYMOUS
+            self._in_flight += 1
             try:
+                self._admit(name)
                 identity = self._identify(name, context, metadata)
                 self._limit(name, identity, context)
                 with self.metrics.inflight() if self.metrics else nullcontext():
@@ -110,11 +118,20 @@ class CallPipeline:
                 message = f"internal error; the server log has request id {request_id}"
                 await context.abort(code, message, trailer)
             finally:
+                self._in_flight -= 1
                 self._record(name, code, time.perf_counter() - started, identity)
                 REQUEST_ID.reset(token)
 
         handler.__name__ = name
         return handler
+
+    def _admit(self, name: str) -> None:
+        if self.max_concurrent and self._in_flight > self.max_concurrent:
+            raise ResourceExhausted(
+                "TOO_MANY_REQUESTS",
+                f"the server is handling {self.max_concurrent} calls already; retry {name} later",
+                0.1,
+            )
 
     def _identify(
         self, name: str, context: Context, metadata: Iterable[tuple[str, str | bytes]]

@@ -81,11 +81,7 @@ async def start_server(
     :raises StartupError: when a TLS, auth or ledger file cannot be used.
     """
     cfg = settings.server
-    server = grpc.aio.server(
-        options=_options(settings),
-        maximum_concurrent_rpcs=settings.limits.max_concurrent_rpcs or None,
-        interceptors=_tracing(settings),
-    )
+    server = grpc.aio.server(options=_options(settings), interceptors=_tracing(settings))
     metrics = Metrics()
     metrics.plugins_loaded({r.name: r.state.name.lower() for r in registry.records})
     planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads, metrics)
@@ -186,6 +182,7 @@ def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
         limiter=RateLimiter(limits.ask_rate, limits.ask_burst) if limits.ask_rate else None,
         metrics=metrics,
         access_log=settings.logging.access_log,
+        max_concurrent=limits.max_concurrent_rpcs,
     )
 
 

@@ -283,7 +283,7 @@ async def test_the_ask_rate_limit_is_per_identity(tmp_path, start):
     assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
 
 
-async def test_max_concurrent_rpcs_is_enforced_by_grpc(start):
+async def test_max_concurrent_rpcs_is_enforced(start):
     _, stub = await start({"limits": {"max_concurrent_rpcs": 1}}, SlowAsync("uri://slow", 0.5))
     calls = [stub.Ask(ask("uri://slow"), timeout=10) for _ in range(3)]
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -291,6 +291,8 @@ async def test_max_concurrent_rpcs_is_enforced_by_grpc(start):
     assert "OK" in codes
     assert "RESOURCE_EXHAUSTED" in codes
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
+    refused = next(r for r in results if isinstance(r, grpc.aio.AioRpcError))
+    assert error_info(refused).reason == "TOO_MANY_REQUESTS"
 
 
 # --- observability ---------------------------------------------------------
