@@ -6,7 +6,6 @@
      +-- EPError                 an RPC fails; mapped to a google.rpc.Status
      |    +-- InvalidArgument    INVALID_ARGUMENT + BadRequest naming every bad field
      |    +-- Unauthenticated    UNAUTHENTICATED: no, or bad, credentials
-     |    +-- PermissionDenied   PERMISSION_DENIED: known caller, not allowed
      |    +-- ResourceExhausted  RESOURCE_EXHAUSTED + RetryInfo: over a rate limit
      |    +-- NotFound           NOT_FOUND: no such offer or booking (for this caller)
      |    +-- FailedPrecondition FAILED_PRECONDITION: e.g. the offer has expired
@@ -15,7 +14,9 @@
           +-- PluginConfigError  a plugin's section of the config is invalid
 
 A well-formed ``Ask`` never raises: "no" is an answer, and plugin failures
-become reasons in it. Only :mod:`ep_server.server` turns an :class:`EPError`
+become reasons in it. Another caller's offers and bookings are NOT_FOUND, not
+PERMISSION_DENIED, so that nobody learns what others hold; a site policy
+refusal is a NO with a POLICY reason. Only :mod:`ep_server.pipeline` turns an :class:`EPError`
 into a gRPC status.
 """
 
@@ -33,7 +34,6 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
-    "PermissionDenied",
     "PluginConfigError",
     "ResourceExhausted",
     "StartupError",
@@ -103,16 +103,6 @@ class Unauthenticated(EPError):
     """The RPC needs credentials, or those given are not valid."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class PermissionDenied(EPError):
-    """The caller is known but may not do this."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
