@@ -297,6 +297,11 @@ def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
         names = [r.name for r in registry.records if r.state is state]
         if names:
             parts.append(f"{state.name.lower()}: {', '.join(names)}")
+    parts.append(
+        f"bookings: ledger {settings.schedule.ledger}"
+        if settings.schedule.enabled
+        else "bookings: off"
+    )
     return "; ".join(parts)
 
 
