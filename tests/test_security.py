@@ -418,3 +418,24 @@ def test_the_ep_command_speaks_tls_and_sends_tokens(tmp_path, capsys, monkeypatc
         assert main(["info", address, "--cert", str(pair.cert)]) == 2  # --cert without --key
     finally:
         server.close()
+
+
+async def test_a_client_pinging_too_often_is_told_to_calm_down(start, capfd):
+    """The keepalive policy: pings from an idle client more often than
+    min_ping_interval get GOAWAY (ENHANCE_YOUR_CALM, "too_many_pings"), the
+    server carries on, and a well-behaved reconnect is served."""
+    server, stub = await start({"limits": {"min_ping_interval": 10}}, Recorder())
+    pinging = [
+        ("grpc.keepalive_time_ms", 100),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=pinging) as channel:
+        await pb_grpc.ExecutionPlannerServiceStub(channel).Ask(ask(), timeout=10)
+        deadline = time.monotonic() + 10
+        seen = ""
+        while "too_many_pings" not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            seen += capfd.readouterr().err
+    assert "too_many_pings" in seen, "the server did not enforce its ping policy"
+    assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
