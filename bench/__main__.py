@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from bench.machine import describe
 from ep_server.pb import execution_planner_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,8 +288,7 @@ def main() -> None:
         for server in all_servers + pair:
             server.stop()
     header = [
-        f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {describe()}; "
         f"medians of {args.rounds} interleaved {args.seconds:g}-second runs per cell; "
         "ratios are against (a) bare at the same concurrency.",
         "",

@@ -42,7 +42,6 @@ import asyncio
 import hashlib
 import math
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -57,6 +56,7 @@ from typing import TypeVar
 
 import grpc
 
+from bench.machine import describe
 from ep_server.booking import Candidate, Placement, Schedule, Slot, Window
 from ep_server.ledger_sqlite import SQLiteLedger
 from ep_server.pb import execution_planner_pb2 as pb
@@ -186,19 +186,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}"
-    )
+    return describe(f"SQLite {sqlite3.sqlite_version}")
 
 
 def report(

@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import datetime
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.machine import describe
 from ep_server.client import Client, FailureKind, Result, Site, TaskQuery
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,19 +352,7 @@ async def failure_run(endpoints: Endpoints, deadline: float) -> FailureRun:
 
 
 def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs{f' ({model})' if model else ''}, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"grpcio {version('grpcio')}"
-    )
+    return describe(f"grpcio {version('grpcio')}")
 
 
 async def run(args: argparse.Namespace, endpoints: Endpoints) -> tuple[list[str], bool, bool]:
