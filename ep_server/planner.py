@@ -142,7 +142,15 @@ class Planner:
     ) -> None:
         """Wait for the started plugins until the deadline; late ones are
         cancelled (coroutines) or abandoned (threads) and get a reason."""
-        done, late = await asyncio.wait(pending, timeout=limit)
+        try:
+            done, late = await asyncio.wait(pending, timeout=limit)
+        except asyncio.CancelledError:
+            # The call itself was cancelled (the client went away): stop the
+            # plugins' work too, and forget their start times.
+            for future in pending:
+                future.cancel()
+                self._started.pop(future, None)
+            raise
         for future in late:
             future.cancel()
             claimant = claimants[pending[future]]

@@ -169,3 +169,16 @@ async def test_concurrent_claimants_run_in_parallel(planner_of):
     answer = await planner.ask(TaskQuery(DOCKER))
     assert len(answer.offers) == 5
     assert time.monotonic() - started < 1.2  # 5 x 0.3 s one after another would be 1.5 s
+
+
+async def test_a_cancelled_ask_cancels_its_plugins_and_forgets_them(planner_of):
+    slow = SlowAsync(DOCKER, seconds=30)
+    planner = planner_of(deadline=10, slow=slow)
+    task = asyncio.ensure_future(planner.ask(TaskQuery(DOCKER)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert slow.cancelled
+    assert planner._started == {}  # nothing left behind per cancelled call
