@@ -451,3 +451,41 @@ def test_a_server_killed_during_a_flood_of_accepts_loses_no_acknowledged_booking
             assert ledger.peak("cores", slot, datetime.now(UTC)) <= 8
     finally:
         ledger.close()
+
+
+def test_the_ep_command_books_lists_and_cancels(tmp_path, capsys, monkeypatch):
+    import json
+
+    from ep_server.client.cli import main
+    from ep_server.testing import EPTestServer
+
+    settings = build_settings(
+        {
+            "auth": {"tokens_file": str(tokens_file(tmp_path))},
+            "schedule": {"pools": {"cores": 8, "memory": "16GiB"}},
+        }
+    )
+    registry = load_registry(settings, detect_host(), [FakeSource("booker", Booker())])
+    server = EPTestServer(settings, registry)
+    try:
+        monkeypatch.setenv("EP_TOKEN", TOKENS["alice"])
+        at = ["--endpoint", server.address, "--json"]
+        ask = ["ask", "--tasktype", DOCKER, "--window", "+1h/+9h", "--duration", "2h"]
+        assert main([*ask, *at]) == 0
+        offers = json.loads(capsys.readouterr().out)["results"][0]["answer"]["offers"]
+        assert all(o["id"] and o["slot"] for o in offers)
+        assert main(["accept", server.address, offers[0]["id"], "--json"]) == 0
+        [booked] = json.loads(capsys.readouterr().out)
+        assert booked["state"] == "BOOKED"
+        assert main(["bookings", server.address, "--json"]) == 0
+        assert [b["id"] for b in json.loads(capsys.readouterr().out)] == [booked["id"]]
+        assert main(["cancel", server.address, booked["id"], "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["state"] == "CANCELLED"
+        assert main(["accept", server.address, offers[1]["id"]]) == 1  # a released sibling
+        assert "NOT_FOUND" in capsys.readouterr().err
+        assert main([*ask[:-2], *at]) == 2  # --window without --duration
+        monkeypatch.delenv("EP_TOKEN")
+        assert main(["bookings", server.address]) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+    finally:
+        server.close()
