@@ -104,6 +104,14 @@ _HOUR_US = 3_600_000_000
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: A candidate whose plugin refuses this many slots in one place() gets none.
 _REFUSALS = 200
+#: After a refused slot the search moves on by at most this much, so a
+#: refusal of a short stretch (a maintenance hour) does not skip past starts
+#: just after it.
+_REFUSAL_STEP_US = 15 * 60 * 1_000_000
+_SAVE_CLOCK = (
+    "INSERT INTO meta (key, value) VALUES ('clock', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+)
 #: How often (ledger time) place() deletes offers expired long ago.
 _PURGE_EVERY_US = 10 * 60 * 1_000_000
 
@@ -563,10 +571,14 @@ class SQLiteLedger(Ledger):
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        """One write transaction; the caller changes the index only after it."""
+        """One write transaction; the caller changes the index only after it.
+        Each one also records the ledger's clock, so that a restart with a
+        clock set back (NTP at boot, a VM snapshot) cannot revive offers
+        that had expired and whose capacity went to others."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute(_SAVE_CLOCK, (self._clock,))
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -595,7 +607,11 @@ class SQLiteLedger(Ledger):
 
     def _load(self) -> None:
         """Rebuild the index from the file: BOOKED bookings and all offers
-        (expired ones leave at the first call, when the clock is known)."""
+        (expired ones leave at the first call, when the clock is known). The
+        clock resumes from the latest one recorded."""
+        saved = self._db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+        if saved is not None:
+            self._clock = max(self._clock, int(saved[0]))
         booked = self._db.execute(
             "SELECT id, start_us, end_us, need FROM bookings WHERE state = ?",
             (BookingState.BOOKED.value,),
@@ -688,7 +704,10 @@ class _Search:
             end = ledger._extend(need, start, self.shortest, self.longest, self.extra)
             if not self._refused(i, start, end):
                 return self._hold(need, start, end)
-            lo = ledger._next_end(start, start + self.shortest, set(need), self.extra)
+            step = min(self.shortest, _REFUSAL_STEP_US)
+            lo = min(
+                ledger._next_end(start, start + self.shortest, set(need), self.extra), start + step
+            )
         return None
 
     def _refused(self, i: int, start: int, end: int) -> bool:
@@ -734,6 +753,8 @@ def _migrate(db: sqlite3.Connection) -> None:
             raise RuntimeError(f"ledger schema {version} is newer than {SCHEMA_VERSION}")
         for statement in _SCHEMA if version == 0 else _SCHEMA[-1:]:
             db.execute(statement)
+        # Added after schema 1 shipped; harmless to repeat.
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

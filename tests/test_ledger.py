@@ -7,6 +7,7 @@ the ledger's own ``peak``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -280,8 +281,36 @@ def test_refused_slots_are_skipped(ledger: SQLiteLedger) -> None:
 
     offers = ledger.place(ask((0, 24), need={"cores": 1}, refuse=refuse), T0)
     assert starts(offers) == [at(3), at(5), at(7)]
-    # Refused at 0:00, then at the next hold end (1:00), then 3:00 is taken.
-    assert [s.start for s in seen] == [at(0), at(1), at(3), at(5), at(7)]
+    # After a refusal the search moves on by at most 15 minutes (or to the
+    # next hold end if sooner), so no acceptable start is skipped.
+    refused = [s.start for s in seen if s.start < at(3)]
+    assert refused[0] == at(0)
+    assert all(b - a <= 15 * M for a, b in itertools.pairwise(refused))
+
+
+def test_a_short_refusal_does_not_skip_the_start_just_after_it(ledger: SQLiteLedger) -> None:
+    # A maintenance hour [0:00, 1:00); a 4-hour task may start in [0:00, 2:00].
+    offers = ledger.place(
+        ask((0, 2), shortest=4, need={"cores": 1}, refuse=lambda c, s: s.start < at(1)), T0
+    )
+    assert starts(offers)[:1] == [at(1)]
+
+
+def test_a_clock_set_back_across_a_restart_revives_no_expired_offer(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    led = SQLiteLedger(path, {"cores": 1})
+    first = led.place(ask((1, 1), shortest=1, ask_id="a1"), T0)[0]
+    later = T0 + 10 * M  # first has expired: its core goes to a second offer
+    second = led.place(ask((1, 1), shortest=1, ask_id="a2"), later)[0]
+    led.accept(second.id, "alice", later)
+    led.close()
+    led = SQLiteLedger(path, {"cores": 1})  # restarted, with the clock set back
+    try:
+        with pytest.raises(OfferExpired):
+            led.accept(first.id, "alice", T0 + 1 * M)
+        assert led.peak("cores", ALL_TIME, T0 + 1 * M) <= 1
+    finally:
+        led.close()
 
 
 def test_refusing_everything_gives_nothing(ledger: SQLiteLedger) -> None:
