@@ -9,15 +9,18 @@ takes the answer, or the server, down with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
 import time
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from ep_server.booking import HeldOffer
-from ep_server.model import Cause, Offer, Reason, TaskQuery, Verdict
+from ep_server.model import Cause, Offer, Reason, Resources, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
 
 __all__ = ["Answer", "Planner"]
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 UNSUPPORTED_TASK_TYPE = "UNSUPPORTED_TASK_TYPE"
 PLUGIN_ERROR = "PLUGIN_ERROR"
 PLUGIN_TIMEOUT = "PLUGIN_TIMEOUT"
+PLUGIN_BUSY = "PLUGIN_BUSY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +54,11 @@ class Answer:
 class Planner:
     """Answers queries from a :class:`Registry` of loaded plugins.
 
-    :param deadline: seconds each plugin may take on one query.
-    :param threads: worker threads for plugins whose ``ep_evaluate`` is a
-        plain (blocking) function.
+    :param deadline: seconds the plugins may take on one query, policies and
+        evaluation together.
+    :param threads: worker threads for plugins whose hooks are plain
+        (blocking) functions; one plugin may hold at most half of them, so a
+        stuck plugin cannot starve the others.
     """
 
     def __init__(
@@ -66,8 +72,9 @@ class Planner:
         self.deadline = deadline
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="ep-plugin")
-        # When each pending plugin call started, for its latency metric.
-        self._started: dict[asyncio.Future[Any], float] = {}
+        self._per_plugin = max(1, threads // 2)
+        # Worker threads each plugin occupies, abandoned ones included.
+        self._busy: dict[str, int] = {}
         claimed = sorted(registry.index)
         self._claimed_hint = ", ".join(claimed[:10]) + (", ..." if len(claimed) > 10 else "")
 
@@ -76,116 +83,139 @@ class Planner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
-        """Answer ``query``; ``budget`` (seconds) may shorten the per-plugin
-        deadline, for example to fit the caller's own gRPC deadline."""
+        """Answer ``query``; ``budget`` (seconds) may shorten the deadline,
+        for example to fit the caller's own gRPC deadline. One deadline
+        covers the whole query: policies first, then the claimants, with
+        what is left."""
         limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+        deadline = asyncio.get_running_loop().time() + limit
         if self.registry.policies:
-            refusals = await self._policies(query, limit)
+            refusals = await self._policies(query, deadline)
             if refusals:
                 return Answer((), refusals)
         claimants = self.registry.claimants(query.tasktype)
         if not claimants:
             return Answer((), (("", self._unsupported(query.tasktype)),))
-        verdicts: list[Verdict | None] = []
-        pending: dict[asyncio.Future[Any], int] = {}
-        for claimant in claimants:
-            started = self._start(claimant, query)
-            if isinstance(started, Verdict):
-                verdicts.append(started)
-            else:
-                pending[started] = len(verdicts)
-                verdicts.append(None)
-        if pending:
-            await self._wait(claimants, pending, limit, verdicts)
-        pairs = list(zip(claimants, cast("list[Verdict]", verdicts), strict=True))
+        verdicts = []
+        for claimant, (value, problem, seconds) in zip(
+            claimants, await self._run(claimants, query, deadline), strict=True
+        ):
+            verdict = _checked(claimant.plugin, value) if problem is None else problem
+            self._observe(claimant.plugin, verdict, seconds)
+            verdicts.append(verdict)
+        pairs = list(zip(claimants, verdicts, strict=True))
         offers = [(c.plugin, o) for c, v in pairs for o in v.offers]
         reasons = [(c.plugin, r) for c, v in pairs for r in v.reasons]
         return Answer(offers, reasons)
 
-    def _start(self, claimant: Claimant, query: TaskQuery) -> Verdict | asyncio.Future[Any]:
-        """Start one plugin: a Verdict if it finished at once, else a future.
+    async def _run(
+        self, callers: Sequence[Claimant], query: TaskQuery, deadline: float
+    ) -> list[tuple[Any, Verdict | None, float]]:
+        """Call every plugin at once and wait until the deadline: (its
+        result, or the Verdict standing for its failure; seconds taken).
 
-        Coroutines run eagerly until their first real suspension: a plugin
-        that decides without awaiting anything (the common case) costs no
-        task and no timer. Plain functions go to the worker threads.
+        Each ``async`` hook runs as a task of its own, so its own timeouts,
+        task groups and cancellations stay its own; plain functions run in
+        the worker threads with the call's context (the request id reaches
+        their log lines). Late tasks are cancelled; late threads abandoned.
         """
+        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        if not claimant.is_async:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, claimant.evaluate, query)
-            self._started[future] = started
-            return future
-        try:
-            coro = claimant.evaluate(query)
-            first = coro.send(None)
-        except StopIteration as done:
-            verdict = _checked(claimant.plugin, done.value)
-        except Exception as exc:
-            verdict = _failed(claimant, exc)
-        else:
-            task = asyncio.ensure_future(_Resumed(coro, first))
-            self._started[task] = started
-            return task
-        self._observe(claimant.plugin, verdict, started)
-        return verdict
-
-    def _observe(self, plugin: str, verdict: Verdict, started: float) -> None:
-        if self.metrics is not None:
-            self.metrics.plugin(plugin, _outcome(verdict), time.perf_counter() - started)
-
-    async def _wait(
-        self,
-        claimants: Sequence[Claimant],
-        pending: dict[asyncio.Future[Any], int],
-        limit: float,
-        verdicts: list[Verdict | None],
-    ) -> None:
-        """Wait for the started plugins until the deadline; late ones are
-        cancelled (coroutines) or abandoned (threads) and get a reason."""
-        try:
-            done, late = await asyncio.wait(pending, timeout=limit)
-        except asyncio.CancelledError:
-            # The call itself was cancelled (the client went away): stop the
-            # plugins' work too, and forget their start times.
-            for future in pending:
-                future.cancel()
-                self._started.pop(future, None)
-            raise
-        for future in late:
-            future.cancel()
-            claimant = claimants[pending[future]]
-            log.warning("plugin %s ran past its %.3gs deadline", claimant.plugin, limit)
-            message = f"plugin did not answer within {limit:.3g}s"
-            verdicts[pending[future]] = _internal(PLUGIN_TIMEOUT, message, True)
-        for future in done:
-            claimant = claimants[pending[future]]
-            exc = future.exception()
-            if exc is None:
-                verdicts[pending[future]] = _checked(claimant.plugin, future.result())
-            else:
-                verdicts[pending[future]] = _failed(claimant, exc)
-        for future, i in pending.items():
-            verdict = verdicts[i]
-            assert verdict is not None
-            self._observe(claimants[i].plugin, verdict, self._started.pop(future))
-
-    async def _policies(self, query: TaskQuery, limit: float) -> list[tuple[str, Reason]]:
-        """Every policy's refusals (none: the query may proceed). A policy
-        that fails or runs late refuses: policy fails closed."""
-        refusals: list[tuple[str, Reason]] = []
-        for policy in self.registry.policies:
+        futures: list[asyncio.Future[Any] | None] = []
+        results: list[tuple[Any, Verdict | None, float]] = [(None, None, 0.0)] * len(callers)
+        finished: dict[int, float] = {}
+        for i, caller in enumerate(callers):
             try:
-                result = policy.evaluate(query)
-                if policy.is_async:
-                    result = await asyncio.wait_for(result, limit)
-                reasons = _policy_reasons(result)
-            except TimeoutError:
-                message = f"policy did not decide within {limit:.3g}s"
-                reasons = [Reason(PLUGIN_TIMEOUT, message, Cause.INTERNAL, True)]
+                future = self._launch(caller, query, loop)
             except Exception as exc:
-                log.error("policy of plugin %s raised", policy.plugin, exc_info=exc)
-                message = f"policy failed: {type(exc).__name__}: {exc}"
-                reasons = [Reason(PLUGIN_ERROR, message, Cause.INTERNAL, True)]
+                results[i] = (None, self._problem(caller, exc), 0.0)
+                futures.append(None)
+                continue
+            future.add_done_callback(functools.partial(_mark, finished, i))
+            futures.append(future)
+        live = [f for f in futures if f is not None]
+        if live:
+            try:
+                await asyncio.wait(live, timeout=max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:  # the call itself was cancelled
+                for future in live:
+                    future.cancel()
+                raise
+        for i, maybe in enumerate(futures):
+            if maybe is not None:
+                seconds = finished.get(i, time.perf_counter()) - started
+                results[i] = self._settle(callers[i], maybe, seconds)
+        return results
+
+    def _launch(
+        self, caller: Claimant, query: TaskQuery, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any]:
+        if caller.is_async:
+            task: asyncio.Future[Any] = asyncio.ensure_future(caller.evaluate(query))
+            return task
+        busy = self._busy.get(caller.plugin, 0)
+        if busy >= self._per_plugin:
+            raise _Busy(f"{busy} earlier calls of this plugin still hold worker threads")
+        self._busy[caller.plugin] = busy + 1
+        context = contextvars.copy_context()
+        return loop.run_in_executor(self._executor, self._in_thread, loop, caller, context, query)
+
+    def _in_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        caller: Claimant,
+        context: contextvars.Context,
+        query: TaskQuery,
+    ) -> Any:
+        """Run a plain hook in a worker thread; its thread counts as busy
+        until the hook returns, even after the Ask stopped waiting for it."""
+        try:
+            return context.run(caller.evaluate, query)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._release, caller.plugin)
+
+    def _release(self, plugin: str) -> None:
+        self._busy[plugin] -= 1
+
+    def _settle(
+        self, caller: Claimant, future: asyncio.Future[Any], seconds: float
+    ) -> tuple[Any, Verdict | None, float]:
+        if not future.done():
+            future.cancel()
+            log.warning("plugin %s ran past the deadline", caller.plugin)
+            message = f"plugin did not answer within the deadline ({self.deadline:.3g}s)"
+            return None, _internal(PLUGIN_TIMEOUT, message, True), seconds
+        if future.cancelled():
+            error: BaseException = asyncio.CancelledError("the plugin cancelled itself")
+        elif future.exception() is None:
+            return future.result(), None, seconds
+        else:
+            error = cast("BaseException", future.exception())
+        return None, self._problem(caller, error), seconds
+
+    def _problem(self, caller: Claimant, exc: BaseException) -> Verdict:
+        if isinstance(exc, _Busy):
+            log.warning("plugin %s is busy: %s", caller.plugin, exc)
+            return _internal(PLUGIN_BUSY, f"plugin busy: {exc}", True)
+        return _failed(caller, exc)
+
+    def _observe(self, plugin: str, verdict: Verdict, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.plugin(plugin, _outcome(verdict), seconds)
+
+    async def _policies(self, query: TaskQuery, deadline: float) -> list[tuple[str, Reason]]:
+        """Every policy's refusals (none: the query may proceed), all run at
+        once. A policy that fails or runs late refuses: policy fails closed."""
+        policies = self.registry.policies
+        refusals: list[tuple[str, Reason]] = []
+        for policy, (value, problem, _) in zip(
+            policies, await self._run(policies, query, deadline), strict=True
+        ):
+            try:
+                reasons = list(problem.reasons) if problem else _policy_reasons(value)
+            except TypeError as exc:
+                reasons = list(_failed(policy, exc).reasons)
             refusals.extend((policy.plugin, r) for r in reasons)
         return refusals
 
@@ -197,6 +227,14 @@ class Planner:
             Cause.REQUEST,
             field="tasktype",
         )
+
+
+def _mark(finished: dict[int, float], i: int, _: object) -> None:
+    finished.setdefault(i, time.perf_counter())
+
+
+class _Busy(Exception):
+    """A plugin already holds its share of the worker threads."""
 
 
 def _policy_reasons(result: object) -> list[Reason]:
@@ -212,40 +250,13 @@ def _outcome(verdict: Verdict) -> str:
     if verdict.offers:
         return "yes"
     code = verdict.reasons[0].code if verdict.reasons else ""
-    return {PLUGIN_ERROR: "error", PLUGIN_TIMEOUT: "timeout"}.get(code, "no")
+    return {PLUGIN_ERROR: "error", PLUGIN_BUSY: "error", PLUGIN_TIMEOUT: "timeout"}.get(code, "no")
 
 
 class PluginMetrics(Protocol):
     """What the planner reports per plugin evaluation (see ep_server.metrics)."""
 
     def plugin(self, plugin: str, outcome: str, seconds: float) -> None: ...
-
-
-class _Resumed:
-    """Awaitable that carries on a coroutine already stepped once by hand,
-    passing through what it yields, so an asyncio Task can drive the rest."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        value = self._first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # cancellation and errors go to the plugin
-                try:
-                    value = self._coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    value = self._coro.send(sent)
-                except StopIteration as done:
-                    return done.value
 
 
 def _failed(claimant: Claimant, exc: BaseException) -> Verdict:
@@ -287,7 +298,7 @@ def _checked(plugin: str, verdict: object) -> Verdict:
     elif not verdict.offers and not verdict.reasons:
         problem = "ep_evaluate declined without giving a reason"
     elif not _well_formed(verdict):
-        problem = "ep_evaluate returned offers or reasons of the wrong type"
+        problem = "ep_evaluate returned offers or reasons with fields of the wrong type"
     else:
         return _capped(plugin, verdict)  # a subclass of Verdict, well formed
     log.error("plugin %s: %s", plugin, problem)
@@ -296,6 +307,35 @@ def _checked(plugin: str, verdict: object) -> Verdict:
 
 def _well_formed(verdict: Verdict) -> bool:
     return bool(verdict.offers or verdict.reasons) and (
-        all(isinstance(o, Offer) for o in verdict.offers)
-        and all(isinstance(r, Reason) for r in verdict.reasons)
+        all(_offer_ok(o) for o in verdict.offers) and all(_reason_ok(r) for r in verdict.reasons)
+    )
+
+
+def _offer_ok(offer: object) -> bool:
+    """An Offer whose fields have the types the protocol needs (a plugin's
+    float where an int belongs must not fail the whole answer later)."""
+    return (
+        isinstance(offer, Offer)
+        and isinstance(offer.servicetype, str)
+        and isinstance(offer.serviceinfo, Mapping)
+        and isinstance(offer.message, str)
+        and (offer.resources is None or _resources_ok(offer.resources))
+    )
+
+
+def _resources_ok(resources: object) -> bool:
+    if not isinstance(resources, Resources):
+        return False
+    ends = (resources.cores.min, resources.cores.max, resources.memory.min, resources.memory.max)
+    return all(v is None or (type(v) is int and 0 <= v < 2**63) for v in ends)
+
+
+def _reason_ok(reason: object) -> bool:
+    return (
+        isinstance(reason, Reason)
+        and isinstance(reason.code, str)
+        and isinstance(reason.message, str)
+        and isinstance(reason.field, str)
+        and isinstance(reason.cause, Cause)
+        and isinstance(reason.retryable, bool)
     )

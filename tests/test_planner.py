@@ -8,7 +8,7 @@ import time
 import pytest
 from ep_fakes import BlockingSync, Declining, Offering, Raising, Returning, SlowAsync
 
-from ep_server import Cause, Claim, Reason, TaskQuery, Verdict, hookimpl
+from ep_server import Cause, Claim, IntRange, Offer, Reason, Resources, TaskQuery, Verdict, hookimpl
 from ep_server.planner import Planner
 
 DOCKER = "uri://docker-container"
@@ -171,7 +171,7 @@ async def test_concurrent_claimants_run_in_parallel(planner_of):
     assert time.monotonic() - started < 1.2  # 5 x 0.3 s one after another would be 1.5 s
 
 
-async def test_a_cancelled_ask_cancels_its_plugins_and_forgets_them(planner_of):
+async def test_a_cancelled_ask_cancels_its_plugins(planner_of):
     slow = SlowAsync(DOCKER, seconds=30)
     planner = planner_of(deadline=10, slow=slow)
     task = asyncio.ensure_future(planner.ask(TaskQuery(DOCKER)))
@@ -181,4 +181,111 @@ async def test_a_cancelled_ask_cancels_its_plugins_and_forgets_them(planner_of):
         await task
     await asyncio.sleep(0.05)
     assert slow.cancelled
-    assert planner._started == {}  # nothing left behind per cancelled call
+
+
+class Misbehaving:
+    """Async plugins that use asyncio in ways that must stay their own."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    @hookimpl
+    def ep_claims(self):
+        return [Claim(DOCKER)]
+
+    @hookimpl
+    async def ep_evaluate(self):
+        if self.how == "own-timeout":  # its own 50 ms timeout fires
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(10)
+        if self.how == "cancels-itself":
+            raise asyncio.CancelledError
+        if self.how == "task-group":
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_fail_soon())
+                await asyncio.sleep(10)
+        return Verdict.no(Reason("NOPE", "never"))
+
+
+async def _fail_soon() -> None:
+    await asyncio.sleep(0.01)
+    raise ConnectionError("backend down")
+
+
+@pytest.mark.parametrize("how", ["own-timeout", "cancels-itself", "task-group"])
+async def test_a_plugins_own_asyncio_trouble_stays_its_own(planner_of, how):
+    planner = planner_of(deadline=5, odd=Misbehaving(how), good=Offering("uri://ok", DOCKER))
+    started = time.monotonic()
+    answer = await asyncio.wait_for(planner.ask(TaskQuery(DOCKER)), 3)
+    assert time.monotonic() - started < 2
+    assert [p for p, _ in answer.offers] == ["good"]
+    assert [(p, r.code) for p, r in answer.reasons] == [("odd", "PLUGIN_ERROR")]
+
+
+async def test_one_deadline_covers_policies_and_plugins(planner_of):
+    class SlowPolicy:
+        @hookimpl
+        async def ep_policy(self):
+            await asyncio.sleep(0.3)
+
+    planner = planner_of(
+        deadline=0.5, p1=SlowPolicy(), p2=SlowPolicy(), stuck=SlowAsync(DOCKER, 30)
+    )
+    started = time.monotonic()
+    answer = await planner.ask(TaskQuery(DOCKER))
+    assert time.monotonic() - started < 0.9  # policies at once, then what is left
+    assert [r.code for _, r in answer.reasons] == ["PLUGIN_TIMEOUT"]
+
+
+async def test_a_stuck_blocking_plugin_cannot_take_every_thread(registry_of):
+    stuck, fast = BlockingSync(DOCKER), Declining("uri://other")
+    planner = Planner(registry_of(stuck=stuck, fast=fast), deadline=0.1, threads=4)
+    try:
+        for _ in range(4):  # more calls than it may hold threads
+            answer = await planner.ask(TaskQuery(DOCKER))
+        assert [r.code for _, r in answer.reasons] == ["PLUGIN_BUSY"]
+        other = await planner.ask(TaskQuery("uri://other"))
+        assert [r.code for _, r in other.reasons] == ["NOPE"]  # still served
+    finally:
+        stuck.release.set()
+        planner.close()
+
+
+async def test_blocking_plugins_run_in_the_calls_context(registry_of):
+    """So the request id reaches the log lines of plain (threaded) plugins."""
+    from ep_server.logs import REQUEST_ID
+
+    seen: list[str] = []
+
+    class Threaded:
+        @hookimpl
+        def ep_claims(self):
+            return [Claim(DOCKER)]
+
+        @hookimpl
+        def ep_evaluate(self):
+            seen.append(REQUEST_ID.get())
+            return Verdict.no(Reason("NOPE", "never"))
+
+    planner = Planner(registry_of(t=Threaded()), deadline=2)
+    token = REQUEST_ID.set("req-42")
+    try:
+        await planner.ask(TaskQuery(DOCKER))
+    finally:
+        REQUEST_ID.reset(token)
+        planner.close()
+    assert seen == ["req-42"]
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        Offer("uri://s", {}, Resources(IntRange(1, 2.5))),  # type: ignore[arg-type]
+        Offer("uri://s", {}, Resources(IntRange(-1))),
+        Offer("uri://s", {}, message=RuntimeError("x")),  # type: ignore[arg-type]
+    ],
+    ids=["float-max", "negative", "message-not-str"],
+)
+async def test_offers_with_bad_fields_are_plugin_errors(planner_of, offer):
+    answer = await planner_of(odd=Returning(DOCKER, Verdict.yes(offer))).ask(TaskQuery(DOCKER))
+    assert [(p, r.code) for p, r in answer.reasons] == [("odd", "PLUGIN_ERROR")]
