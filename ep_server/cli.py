@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers > 1:
             from ep_server.workers import run_workers
 
+            if settings.metrics.listen:
+                raise StartupError(
+                    "--workers > 1 cannot share one metrics port: unset [metrics] listen, "
+                    "or serve from one process"
+                )
             if settings.schedule.enabled:
                 # One ledger file, one writer: the SQLite ledger keeps its
                 # index in memory and takes a lock, so N workers cannot share

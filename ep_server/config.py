@@ -265,6 +265,11 @@ class MetricsSettings(_Section):
     #: HOST:PORT for ``/metrics``; unset = no metrics endpoint.
     listen: str | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return None if value is None else ServerSettings._host_port(value)
+
 
 class LoggingSettings(_Section):
     """``[logging]``."""

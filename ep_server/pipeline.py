@@ -11,6 +11,7 @@ the caller's :class:`~ep_server.model.Identity` as a plain argument.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -106,6 +107,9 @@ class CallPipeline:
                     response = await method(request, context, identity)
                 context.set_trailing_metadata(trailer)
                 return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
+                raise
             except EPError as exc:
                 code = exc.code
                 status = rpc_status.to_status(status_proto(exc))

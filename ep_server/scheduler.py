@@ -16,7 +16,10 @@ cancellations (``ep_booked``, ``ep_cancelled``) after they are committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
+import inspect
 import logging
 import uuid
 from collections import OrderedDict
@@ -29,7 +32,9 @@ from ep_server.booking import (
     Booking,
     BookingError,
     BookingNotFound,
+    BookingState,
     Candidate,
+    HeldOffer,
     Ledger,
     OfferExpired,
     OfferNotFound,
@@ -72,6 +77,18 @@ def _from_now(schedule: Schedule, now: datetime) -> Schedule | None:
     those under way start now. None when nothing is left."""
     windows = tuple(Window(max(w.start, now), w.end) for w in schedule.windows if w.end >= now)
     return dataclasses.replace(schedule, windows=windows) if windows else None
+
+
+def _checked_need(need: Any) -> dict[str, int]:
+    """An ep_resources answer: pool name -> a non-negative int."""
+    if not isinstance(need, Mapping):
+        raise TypeError(f"ep_resources returned {type(need).__name__}, not a mapping")
+    result = {}
+    for pool, amount in need.items():
+        if not isinstance(pool, str) or type(amount) is not int or not 0 <= amount < 2**63:
+            raise ValueError(f"ep_resources: {pool!r}: {amount!r} is not a non-negative int")
+        result[pool] = amount
+    return result
 
 
 def resolve_pools(settings: ScheduleSettings, host: HostInfo) -> dict[str, int]:
@@ -129,7 +146,9 @@ class Scheduler:
             reason = Reason(NO_SLOT, why, Cause.REQUEST, field="schedule.windows")
             return Answer((), [("", reason), *answer.reasons])
         query = dataclasses.replace(query, schedule=schedule)
-        candidates = tuple(self._candidate(query, plugin, offer) for plugin, offer in answer.offers)
+        candidates = tuple(
+            [await self._candidate(query, plugin, offer) for plugin, offer in answer.offers]
+        )
         placement = Placement(
             owner=owner_of(query.identity),
             ask_id=uuid.uuid4().hex,
@@ -144,7 +163,7 @@ class Scheduler:
             refuse=self._refuser(query),
         )
         try:
-            held = await self._run(self.ledger.place, placement, self.clock())
+            held = await self._place(placement)
         except TooManyOffers as exc:
             reason = Reason(TOO_MANY_OFFERS, str(exc), Cause.POLICY, retryable=True)
             return Answer((), [("", reason), *answer.reasons])
@@ -152,18 +171,45 @@ class Scheduler:
             return Answer(answer.offers, answer.reasons, held)
         return Answer((), [("", await self._no_slot(query, candidates)), *answer.reasons])
 
-    def _candidate(self, query: TaskQuery, plugin: str, offer: Any) -> Candidate:
-        need = self._need(query, plugin)
+    async def _place(self, placement: Placement) -> list[HeldOffer]:
+        """``ledger.place`` on the ledger thread. If the Ask is cancelled
+        meanwhile (the caller gave up), whatever it held is released when the
+        ledger is done, instead of blocking the site until it expires."""
+        job = asyncio.get_running_loop().run_in_executor(
+            self._thread, self.ledger.place, placement, self.clock()
+        )
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(functools.partial(self._release_orphans, placement.owner))
+            raise
+
+    def _release_orphans(self, owner: str, job: asyncio.Future[list[HeldOffer]]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            return
+        for offer in job.result():
+            if offer.id and not self._closed:
+                self._thread.submit(self._quietly_reject, offer.id, owner)
+
+    def _quietly_reject(self, offer_id: str, owner: str) -> None:
+        with contextlib.suppress(BookingError):
+            self.ledger.reject(offer_id, owner, self.clock())
+
+    async def _candidate(self, query: TaskQuery, plugin: str, offer: Any) -> Candidate:
+        need = await self._need(query, plugin)
         return Candidate(plugin, offer.servicetype, offer.serviceinfo, need)
 
-    def _need(self, query: TaskQuery, plugin: str) -> Mapping[str, int]:
+    async def _need(self, query: TaskQuery, plugin: str) -> Mapping[str, int]:
+        """What the plugin says the task holds, checked; the request's
+        minimum when it says nothing or something unusable."""
         try:
             need = self.registry.call("ep_resources", plugin, query=query)
+            if inspect.isawaitable(need):
+                need = await asyncio.wait_for(need, self.deadline)
+            if need is not None:
+                return _checked_need(need)
         except Exception:
-            log.exception("ep_resources of plugin %s raised; using the request's minimum", plugin)
-            need = None
-        if need is not None:
-            return {str(k): int(v) for k, v in need.items()}
+            log.exception("ep_resources of plugin %s failed; using the request's minimum", plugin)
         cores, memory = query.resources.cores.min, query.resources.memory.min
         return {"cores": max(1, cores or 1), "memory": memory or 0}
 
@@ -221,10 +267,19 @@ class Scheduler:
     async def bookings(self, identity: Identity) -> list[Booking]:
         return list(await self._run(self.ledger.bookings, owner_of(identity), self.clock()))
 
-    async def cancel(self, booking_id: str, identity: Identity) -> Booking:
-        booking = await self._ledger_call(self.ledger.cancel, booking_id, identity)
-        self._notify("ep_cancelled", booking)
-        return booking
+    async def cancel(self, booking_id: str, identity: Identity) -> tuple[Booking, bool]:
+        """Cancel a booking: it, and whether this call changed anything
+        (cancelling twice, or a finished booking, does not; plugins and
+        metrics hear only of real cancellations)."""
+        booking, changed = await self._ledger_call(self._cancel_once, booking_id, identity)
+        if changed:
+            self._notify("ep_cancelled", booking)
+        return booking, changed
+
+    def _cancel_once(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
+        before = self.ledger.get(booking_id, owner, now)
+        after = self.ledger.cancel(booking_id, owner, now)
+        return after, before.state is BookingState.BOOKED and after.state is BookingState.CANCELLED
 
     async def _ledger_call(
         self, fn: Callable[[str, str, datetime], T], key: str, who: Identity

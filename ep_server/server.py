@@ -91,16 +91,16 @@ async def start_server(
     pipeline = _pipeline(settings, metrics)
     server.add_generic_rpc_handlers((_service_handler(servicer, pipeline),))
     health_servicer = await _add_health_and_reflection(server)
+    running = Running(server, 0, health_servicer, planner, metrics, scheduler)
     try:
-        port = _bind(server, settings)
+        running.port = _bind(server, settings)
+        await server.start()
+        if settings.metrics.listen:
+            host, _, metrics_port = settings.metrics.listen.rpartition(":")
+            running.metrics_port = await metrics.serve(host.strip("[]"), int(metrics_port))
     except BaseException:
-        planner.close()
+        await running.shutdown(0)  # the ledger's lock and the threads go too
         raise
-    await server.start()
-    running = Running(server, port, health_servicer, planner, metrics, scheduler)
-    if settings.metrics.listen:
-        host, _, metrics_port = settings.metrics.listen.rpartition(":")
-        running.metrics_port = await metrics.serve(host.strip("[]"), int(metrics_port))
     return running
 
 

@@ -147,8 +147,8 @@ class ExecutionPlannerServicer:
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
     ) -> pb.CancelBookingResponse:
         """Cancel one of the caller's bookings."""
-        booking = await self._bookings().cancel(_id(request, "booking_id"), identity)
-        if self.metrics is not None:
+        booking, changed = await self._bookings().cancel(_id(request, "booking_id"), identity)
+        if changed and self.metrics is not None:
             self.metrics.bookings("cancelled")
         return pb.CancelBookingResponse(booking=booking_to_proto(booking))
 

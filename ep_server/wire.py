@@ -356,7 +356,16 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
     response = pb.AskResponse()
     offers, reasons = response.offers, response.reasons
     for held in answer.held:
-        _held_offer(offers.add(), held)
+        try:
+            _held_offer(offers.add(), held)
+        except (TypeError, ValueError, AttributeError) as exc:
+            del offers[-1]
+            reasons.add(
+                code="PLUGIN_ERROR",
+                plugin=held.candidate.plugin,
+                cause=pb.REASON_CAUSE_INTERNAL,
+                message=f"offer of {held.candidate.servicetype!r} is unusable: {exc}",
+            )
     for plugin, offer in () if answer.held else answer.offers:
         # add() builds in place; append() would copy each offer once more.
         msg = offers.add(servicetype=offer.servicetype, plugin=plugin, message=offer.message)

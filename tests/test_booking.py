@@ -489,3 +489,59 @@ def test_the_ep_command_books_lists_and_cancels(tmp_path, capsys, monkeypatch):
         assert "UNAUTHENTICATED" in capsys.readouterr().err
     finally:
         server.close()
+
+
+async def test_cancelling_twice_tells_the_plugin_once(site):
+    stub, _, plugin, _ = await site()
+    answer = await ask_as(stub, "alice")
+    booking = (await accept(stub, answer.offers[0].id, "alice")).booking
+    for _ in range(3):
+        request = pb.CancelBookingRequest(booking_id=booking.id)
+        await stub.CancelBooking(request, metadata=who("alice"))
+    await asyncio.sleep(0.05)
+    assert plugin.cancelled == [booking.id]
+
+
+async def test_an_unusable_hold_from_a_plugin_falls_back_to_the_request(site):
+    stub, _, _, _ = await site()
+    request = scheduled()
+    request.taskinfo.fields["cores"].number_value = -3  # Booker would hold -3 cores
+    answer = await stub.Ask(request, metadata=who("alice"), timeout=10)
+    assert answer.responseword == pb.YES
+    assert dict(answer.offers[0].hold) == {"cores": 1}
+
+
+async def test_holds_of_an_ask_its_caller_gave_up_on_are_released(site):
+    import time as clock_time
+
+    class SlowSlots(Booker):
+        @hookimpl
+        def ep_slot(self, slot):
+            clock_time.sleep(0.4)  # a slow (badly written) slot check
+            return None
+
+    stub, _, _, _ = await site({"max_offers": 1, "max_outstanding_offers": 1}, plugin=SlowSlots())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Ask(scheduled(), metadata=who("alice"), timeout=0.1)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(1.0)  # the ledger finishes, then releases what it held
+    answer = await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
+    assert answer.responseword == pb.YES, answer.reasons  # not TOO_MANY_OFFERS
+
+
+async def test_a_failed_start_releases_the_ledger(tmp_path):
+    import socket
+
+    from ep_server.testing import build_settings as settings_of
+
+    ledger = str(tmp_path / "ledger.sqlite3")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        settings = settings_of({"schedule": {"ledger": ledger}}, listen=taken)
+        with pytest.raises(OSError, match="cannot listen"):
+            await start_server(settings, load_registry(settings, detect_host(), []))
+    settings = settings_of({"schedule": {"ledger": ledger}})
+    server = await start_server(settings, load_registry(settings, detect_host(), []))
+    await server.shutdown(0)
