@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -58,35 +59,51 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     ready_read, ready_write = os.pipe()
     env = {**os.environ, "EP_SERVER__REUSE_PORT": "true", READY_FD: str(ready_write)}
     command = [sys.executable, "-m", "ep_server", "serve", *argv, "--listen", address]
-    children = [subprocess.Popen(command, env=env, pass_fds=(ready_write,)) for _ in range(workers)]
-    os.close(ready_write)
-    if not _all_ready(ready_read, workers):
-        log.error("not every worker started; stopping")
-        for child in children:
-            child.terminate()
+    group = _Group()
+    # Signals are forwarded from before the first worker starts, so that a
+    # SIGTERM during start-up stops the workers too instead of orphaning them.
+    previous = {sig: signal.signal(sig, group.forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(workers):
+            group.children.append(subprocess.Popen(command, env=env, pass_fds=(ready_write,)))
+        os.close(ready_write)
+        if not _all_ready(ready_read, workers, group):
+            log.error("not every worker started; stopping")
+            group.failed = True
+            group.forward(signal.SIGTERM, None)
+        else:
+            log.info(
+                "ep-server listening on %s with %d workers (pids %s)",
+                address,
+                workers,
+                ", ".join(str(c.pid) for c in group.children),
+            )
+        reserved.close()  # every worker has bound the port, or is stopping
+        return group.supervise()
+    finally:
         reserved.close()
-        return 1
-    log.info(
-        "ep-server listening on %s with %d workers (pids %s)",
-        address,
-        workers,
-        ", ".join(str(c.pid) for c in children),
-    )
-    return _supervise(children, reserved)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _all_ready(fd: int, workers: int, timeout: float = 60.0) -> bool:
-    """Wait until each worker has written its byte to the readiness pipe; EOF
-    first means a worker died before it listened."""
-    got = b""
+def _all_ready(fd: int, workers: int, group: _Group, timeout: float = 60.0) -> bool:
+    """Wait until each worker has written its byte to the readiness pipe.
+    EOF first means a worker died before it listened; a signal or the
+    timeout ends the wait too."""
+    got = 0
     deadline = time.monotonic() + timeout
     with os.fdopen(fd, "rb", buffering=0) as pipe:
-        while len(got) < workers and time.monotonic() < deadline:
-            chunk = pipe.read(workers - len(got))
-            if not chunk:
-                break
-            got += chunk
-    return len(got) == workers
+        while got < workers and not group.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, _, _ = select.select([pipe], [], [], min(left, 0.5))
+            if readable:
+                chunk = pipe.read(workers - got)
+                if not chunk:
+                    return False
+                got += len(chunk)
+    return got == workers
 
 
 def notify_ready() -> None:
@@ -97,30 +114,29 @@ def notify_ready() -> None:
         os.close(int(fd))
 
 
-def _supervise(children: list[subprocess.Popen[bytes]], reserved: socket.socket) -> int:
-    stopping = False
+class _Group:
+    """The workers, and whether they are being stopped."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.stopping = False
+        self.failed = False
+
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        for child in self.children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        reserved.close()  # every worker has bound the port by now
-        while any(child.poll() is None for child in children):
-            died = [c for c in children if c.poll() not in (None, 0)]
-            if died and not stopping:
+    def supervise(self) -> int:
+        """Wait for every worker; one dying on its own stops the rest."""
+        while any(child.poll() is None for child in self.children):
+            died = [c for c in self.children if c.poll() not in (None, 0)]
+            if died and not self.stopping:
                 log.error(
                     "worker %d exited with %s; stopping the others", died[0].pid, died[0].returncode
                 )
-                forward(signal.SIGTERM, None)
+                self.forward(signal.SIGTERM, None)
             time.sleep(0.2)
-    finally:
-        reserved.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    codes = [child.returncode for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+        clean = all(c.returncode == 0 for c in self.children)
+        return 0 if clean and not self.failed else 1

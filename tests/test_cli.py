@@ -222,3 +222,27 @@ def test_workers_must_be_positive():
     )  # fmt: skip
     assert out.returncode == 2
     assert "--workers must be at least 1" in out.stderr
+
+
+def test_a_signal_during_worker_start_up_leaves_no_orphans():
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(TESTS),
+        "EP_SCHEDULE__ENABLED": "false",
+        "EP_PLUGINS__MODULES": "slow=slow_start_plugin",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ep_server", "serve", "--workers", "2", "--listen", "127.0.0.1:0"],
+        env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        workers = children_of(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)  # while the workers still configure
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"orphaned workers {alive}"
