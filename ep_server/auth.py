@@ -356,6 +356,9 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(f"the token's {name} claim is not a number")
+    # A huge int (exp = 10**400) cannot become a float: refuse it too.
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise _invalid(f"the token's {name} claim is out of range")
     if not math.isfinite(value):
         raise _invalid(f"the token's {name} claim is not a finite number")
     return float(value)

@@ -252,7 +252,7 @@ def test_issued_in_the_future(auth: Authenticator) -> None:
     refused(auth, mint(iat=NOW + 3600), "TOKEN_NOT_YET_VALID")
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, "2099-01-01", True, [1]])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "2099-01-01", True, [1], 10**400])
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
 def test_time_claims_must_be_finite_numbers(auth: Authenticator, claim: str, bad: Any) -> None:
     # exp=NaN would pass every comparison, exp=Infinity would never expire.
