@@ -22,6 +22,10 @@ from ep_server.uri import uri_problem
 __all__ = ["UsageError", "build_parser", "query_from_args"]
 
 DEFAULT_DEADLINE = 10.0
+#: The longest --deadline: grpc misbehaves past ~1e10 seconds, and a day is
+#: more than anyone waits for an answer.
+MAX_DEADLINE = 86_400.0
+_INT64_MAX = 2**63 - 1
 
 
 class UsageError(Exception):
@@ -36,6 +40,9 @@ def parse_range(text: str, amount: Callable[[str], int]) -> IntRange:
         high = amount(high_text) if high_text else None
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    for end in (low, high):
+        if end is not None and end > _INT64_MAX:  # the protocol's int64
+            raise argparse.ArgumentTypeError(f"{text!r}: {end} is out of range")
     if low is None and high is None:
         raise argparse.ArgumentTypeError(f"{text!r}: expected MIN[:MAX]")
     if low is not None and high is not None and low > high:
@@ -133,6 +140,8 @@ def seconds_arg(text: str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    if value > MAX_DEADLINE:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_DEADLINE:g} seconds")
     return value
 
 
@@ -243,7 +252,10 @@ def _duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r}: not a duration (use e.g. 90m, 2h, 1d)")
-    value = timedelta(seconds=float(match[1]) * _SECONDS[match[2]])
+    seconds = float(match[1]) * _SECONDS[match[2]]
+    if seconds > 3660 * 86400:  # ten years: beyond any schedule horizon
+        raise argparse.ArgumentTypeError(f"{text!r}: at most ten years")
+    value = timedelta(seconds=seconds)
     if value <= timedelta(0):
         raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
     return value
@@ -262,7 +274,7 @@ def _instant(text: str, now: datetime) -> datetime:
     if text == "now":
         return now
     if text.startswith("+"):
-        return now + _duration(text[1:])
+        return now + _duration(text[1:])  # at most ten years: cannot overflow
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

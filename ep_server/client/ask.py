@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -49,6 +49,18 @@ _SERVICE = "/ivoa.ep.v1.ExecutionPlannerService/"
 # Past the deadline, how long gRPC gets to report DEADLINE_EXCEEDED itself
 # before the client gives up on the call on its own.
 _GUARD = 0.25
+
+
+def _converted(reply: Any, convert: Callable[[Any], R]) -> R | Failure:
+    """Convert a decoded reply; one the client cannot read (a value from a
+    newer protocol, an out-of-range time) is that site's failure, never an
+    exception that loses the other sites' answers."""
+    if isinstance(reply, Failure):
+        return reply
+    try:
+        return convert(reply)
+    except Exception as exc:
+        return Failure(FailureKind.CLIENT_ERROR, f"unreadable reply: {type(exc).__name__}: {exc}")
 
 
 def _deadline(value: float | Deadline) -> Deadline:
@@ -121,7 +133,7 @@ class Client:
         payload = pb.GetServiceInfoRequest().SerializeToString()
         decode = pb.GetServiceInfoResponse.FromString
         reply = await self._call(site, "GetServiceInfo", payload, decode, _deadline(deadline))
-        return reply if isinstance(reply, Failure) else service_info_from_proto(reply)
+        return _converted(reply, service_info_from_proto)
 
     # --- bookings (the site must know who you are: pass credentials) -------
 
@@ -133,7 +145,7 @@ class Client:
         payload = pb.AcceptOfferRequest(offer_id=offer_id).SerializeToString()
         decode = pb.AcceptOfferResponse.FromString
         reply = await self._call(site, "AcceptOffer", payload, decode, _deadline(deadline))
-        return reply if isinstance(reply, Failure) else booking_from_proto(reply.booking)
+        return _converted(reply, lambda r: booking_from_proto(r.booking))
 
     async def reject_offer(
         self, site: Site, offer_id: str, *, deadline: float | Deadline = 10.0
@@ -151,9 +163,7 @@ class Client:
         payload = pb.ListBookingsRequest().SerializeToString()
         decode = pb.ListBookingsResponse.FromString
         reply = await self._call(site, "ListBookings", payload, decode, _deadline(deadline))
-        if isinstance(reply, Failure):
-            return reply
-        return [booking_from_proto(b) for b in reply.bookings]
+        return _converted(reply, lambda r: [booking_from_proto(b) for b in r.bookings])
 
     async def cancel_booking(
         self, site: Site, booking_id: str, *, deadline: float | Deadline = 10.0
@@ -162,12 +172,12 @@ class Client:
         payload = pb.CancelBookingRequest(booking_id=booking_id).SerializeToString()
         decode = pb.CancelBookingResponse.FromString
         reply = await self._call(site, "CancelBooking", payload, decode, _deadline(deadline))
-        return reply if isinstance(reply, Failure) else booking_from_proto(reply.booking)
+        return _converted(reply, lambda r: booking_from_proto(r.booking))
 
     async def _ask(self, site: Site, payload: bytes, deadline: Deadline) -> Result:
         start = time.monotonic()
         reply = await self._call(site, "Ask", payload, pb.AskResponse.FromString, deadline)
-        outcome = reply if isinstance(reply, Failure) else answer_from_proto(reply)
+        outcome = _converted(reply, answer_from_proto)
         return Result(site, outcome, time.monotonic() - start)
 
     async def _call(

@@ -80,13 +80,17 @@ def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     """The bearer token from --token-file or $EP_TOKEN, as call metadata."""
     if args.token_file is not None:
         try:
-            token = args.token_file.read_text().strip()
+            token = args.token_file.read_text(encoding="ascii").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"--token-file: {args.token_file} is not an ASCII token") from None
         except OSError as exc:
             raise UsageError(
                 f"--token-file: cannot read {args.token_file}: {exc.strerror}"
             ) from None
     else:
         token = os.environ.get("EP_TOKEN", "").strip()
+    if token and not (token.isascii() and token.isprintable() and " " not in token):
+        raise UsageError("the bearer token must be printable ASCII without spaces")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 

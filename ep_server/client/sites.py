@@ -82,6 +82,8 @@ def load_sites(path: str | Path) -> list[Site]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SiteListError(f"cannot read site list {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SiteListError(f"{path}: not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SiteListError(f"{path}: not valid TOML: {exc}") from exc
     return parse_sites(data, source=str(path), base=path.parent)
