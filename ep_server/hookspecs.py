@@ -86,10 +86,13 @@ def ep_evaluate(query: TaskQuery, config: Any, host: HostInfo) -> Verdict | Awai
     reasons.
 
     The implementation may be a coroutine function (``async def``): it then
-    runs on the server's event loop and is cancelled at the deadline. Keep it
-    free of blocking calls. A plain function runs in a worker thread, so it
-    may block (read a socket, run a command); at the deadline the EP stops
-    waiting for it. Pure, quick checks are fastest as ``async def``.
+    runs on the server's event loop, in a task of its own (its timeouts and
+    task groups are its own business), and is cancelled at the deadline.
+    Keep it free of blocking calls. A plain function runs in a worker thread,
+    so it may block (read a socket, run a command); at the deadline the EP
+    stops waiting for it, and one plugin may hold at most half the worker
+    threads (beyond that its calls get ``PLUGIN_BUSY`` at once). Pure, quick
+    checks are fastest as ``async def``.
 
     A plugin that raises, returns something other than a :class:`Verdict`,
     or runs past the per-plugin deadline does not fail the ``Ask``: it adds a
@@ -117,9 +120,11 @@ def ep_policy(
     from an allow-list. If any policy refuses, the answer is NO with the
     refusals' reasons and no plugin evaluates the task.
 
-    It runs inline, on the event loop: keep it quick and never block (it may
-    be ``async def``). A policy that raises or runs past the deadline refuses
-    (fail closed) with a ``PLUGIN_ERROR`` or ``PLUGIN_TIMEOUT`` reason.
+    Policies run at once, before any evaluation and under the same deadline
+    as it, as :func:`ep_evaluate` does: ``async def`` in a task of its own,
+    a plain function in a worker thread. A policy that raises or runs past
+    the deadline refuses (fail closed) with a ``PLUGIN_ERROR`` or
+    ``PLUGIN_TIMEOUT`` reason.
 
     :param query: the request, with the caller's identity.
     :param config: what this plugin's :func:`ep_configure` returned.
