@@ -26,6 +26,10 @@ from ep_server.wire import (
 
 __all__ = ["ExecutionPlannerServicer", "service_info"]
 
+#: ListBookings pages: the default and the largest.
+_PAGE_SIZE = 100
+_MAX_PAGE_SIZE = 1000
+
 # Leave this much of the caller's own deadline for sending the answer back.
 _REPLY_MARGIN = 0.05
 
@@ -137,11 +141,31 @@ class ExecutionPlannerServicer:
     async def ListBookings(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
     ) -> pb.ListBookingsResponse:
-        """The caller's own bookings."""
+        """The caller's own bookings, a page at a time. The page token is the
+        id of the last booking on the previous page (bookings are never
+        deleted, so it stays valid)."""
         if isinstance(request, Undecodable):
             raise InvalidArgument("ListBookingsRequest", [FieldViolation("", request.error)])
         bookings = await self._bookings().bookings(identity)
-        return pb.ListBookingsResponse(bookings=[booking_to_proto(b) for b in bookings])
+        start = 0
+        if request.page_token:
+            ids = [b.id for b in bookings]
+            if request.page_token not in ids:
+                raise InvalidArgument(
+                    "ListBookingsRequest", [FieldViolation("page_token", "is not from this list")]
+                )
+            start = ids.index(request.page_token) + 1
+        if request.page_size < 0:
+            raise InvalidArgument(
+                "ListBookingsRequest", [FieldViolation("page_size", "must not be negative")]
+            )
+        size = min(request.page_size or _PAGE_SIZE, _MAX_PAGE_SIZE)
+        page = bookings[start : start + size]
+        more = start + size < len(bookings)
+        return pb.ListBookingsResponse(
+            bookings=[booking_to_proto(b) for b in page],
+            next_page_token=page[-1].id if more and page else "",
+        )
 
     async def CancelBooking(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity

@@ -545,3 +545,30 @@ async def test_a_failed_start_releases_the_ledger(tmp_path):
     settings = settings_of({"schedule": {"ledger": ledger}})
     server = await start_server(settings, load_registry(settings, detect_host(), []))
     await server.shutdown(0)
+
+
+async def test_list_bookings_pages(site):
+    stub, _, _, _ = await site({"max_offers": 1, "max_outstanding_offers": 100})
+    window = ((T0, T0 + 100 * HOUR),)
+    for _ in range(5):
+        answer = await ask_as(stub, "alice", cores=8, windows=window, hours=1)
+        await accept(stub, answer.offers[0].id, "alice")
+    seen, token = [], ""
+    for _ in range(10):
+        request = pb.ListBookingsRequest(page_size=2, page_token=token)
+        page = await stub.ListBookings(request, metadata=who("alice"))
+        assert len(page.bookings) <= 2
+        seen += [b.id for b in page.bookings]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 5
+    starts = [
+        b.slot.start.ToDatetime()
+        for b in (await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"))).bookings
+    ]
+    assert starts == sorted(starts)
+    bad = pb.ListBookingsRequest(page_token="not-a-token")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListBookings(bad, metadata=who("alice"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -159,11 +159,23 @@ class Client:
     async def bookings(
         self, site: Site, *, deadline: float | Deadline = 10.0
     ) -> list[Booking] | Failure:
-        """Your bookings at ``site``."""
-        payload = pb.ListBookingsRequest().SerializeToString()
-        decode = pb.ListBookingsResponse.FromString
-        reply = await self._call(site, "ListBookings", payload, decode, _deadline(deadline))
-        return _converted(reply, lambda r: [booking_from_proto(b) for b in r.bookings])
+        """Your bookings at ``site``: every page, under one deadline."""
+        limit, token = _deadline(deadline), ""
+        bookings: list[Booking] = []
+        for _ in range(10_000):  # pages of 1000: far more than anyone books
+            payload = pb.ListBookingsRequest(page_size=1000, page_token=token).SerializeToString()
+            decode = pb.ListBookingsResponse.FromString
+            reply = await self._call(site, "ListBookings", payload, decode, limit)
+            if isinstance(reply, Failure):
+                return reply
+            page = _converted(reply, lambda r: [booking_from_proto(b) for b in r.bookings])
+            if isinstance(page, Failure):
+                return page
+            bookings += page
+            token = reply.next_page_token
+            if not token:
+                break
+        return bookings
 
     async def cancel_booking(
         self, site: Site, booking_id: str, *, deadline: float | Deadline = 10.0

@@ -305,14 +305,20 @@ class GetBookingResponse(_message.Message):
     def __init__(self, booking: _Optional[_Union[Booking, _Mapping]] = ...) -> None: ...
 
 class ListBookingsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListBookingsResponse(_message.Message):
-    __slots__ = ("bookings",)
+    __slots__ = ("bookings", "next_page_token")
     BOOKINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     bookings: _containers.RepeatedCompositeFieldContainer[Booking]
-    def __init__(self, bookings: _Optional[_Iterable[_Union[Booking, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, bookings: _Optional[_Iterable[_Union[Booking, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelBookingRequest(_message.Message):
     __slots__ = ("booking_id",)
