@@ -33,7 +33,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from bench.machine import describe
+from bench.report import describe
 from ep_server.pb import execution_planner_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -56,7 +56,7 @@ from typing import TypeVar
 
 import grpc
 
-from bench.machine import describe
+from bench.report import describe, publish
 from ep_server.booking import Candidate, Placement, Schedule, Slot, Window
 from ep_server.ledger_sqlite import SQLiteLedger
 from ep_server.pb import execution_planner_pb2 as pb
@@ -326,12 +326,7 @@ def main() -> None:
         }
         lines = report(rows, accepts, args.samples, tmp, fsync_ms(Path(tmp)))
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write:
-        header = "" if RESULTS.exists() else "# `python -m bench.booking` results\n\n"
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(header + text + "\n\n")
-        print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+    publish(text, RESULTS, "`python -m bench.booking` results", write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.machine import describe
+from bench.report import describe, publish
 from ep_server.client import Client, FailureKind, Result, Site, TaskQuery
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -450,12 +450,7 @@ def main() -> None:
     if rc != 0:
         sys.exit(f"bench.fanout: bench.multiport exited {rc} after SIGTERM")
     report_text = "\n".join(lines)
-    print("\n" + report_text)
-    if not args.no_write:
-        header = "" if RESULTS.exists() else "# `python -m bench.fanout` results\n\n"
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(header + report_text + "\n\n")
-        print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+    publish(report_text, RESULTS, "`python -m bench.fanout` results", write=not args.no_write)
     if not checks_ok:
         sys.exit(1)
     if args.strict and not targets_met:

@@ -408,7 +408,8 @@ def _held_offer(msg: pb.Offer, held: HeldOffer) -> None:
     need = candidate.need
     _set_resources(
         msg.resources,
-        Resources(IntRange(need.get("cores"), need.get("cores")), _exact(need.get("memory"))),
+        # A pool the offer holds nothing of is left out, as in ``hold``.
+        Resources(_exact(need.get("cores") or None), _exact(need.get("memory") or None)),
     )
     if held.expire_time is not None:
         msg.expire_time.FromDatetime(held.expire_time)

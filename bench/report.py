@@ -1,4 +1,5 @@
-"""One line describing the machine a benchmark ran on, for its results."""
+"""What every benchmark does with its results: say what machine they came
+from, print them, and append them to its results file."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def describe(*extra: str) -> str:
         *extra,
     ]
     return ", ".join(parts)
+
+
+def publish(text: str, results: Path, title: str, write: bool) -> None:
+    """Print ``text`` and, if ``write``, append it to ``results`` (which
+    gets ``title`` as its heading when new)."""
+    print("\n" + text)
+    if not write:
+        return
+    header = "" if results.exists() else f"# {title}\n\n"
+    with results.open("a", encoding="utf-8") as out:
+        out.write(header + text + "\n\n")
+    print(f"\nappended to {results.name} in {results.parent}")
