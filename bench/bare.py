@@ -34,8 +34,8 @@ def fixed_answer(offers: int) -> pb.AskResponse:
     return answer
 
 
-async def main(listen: str, offers: int) -> None:
-    answer = fixed_answer(offers)
+async def start(listen: str, answer: pb.AskResponse) -> tuple[grpc.aio.Server, int]:
+    """A started bare grpc.aio server answering ``answer`` to every Ask, and its port."""
 
     async def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
         return answer
@@ -51,6 +51,11 @@ async def main(listen: str, offers: int) -> None:
     )
     port = server.add_insecure_port(listen)
     await server.start()
+    return server, port
+
+
+async def main(listen: str, offers: int) -> None:
+    server, port = await start(listen, fixed_answer(offers))
     print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     await server.wait_for_termination()
 

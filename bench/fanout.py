@@ -55,8 +55,11 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+import grpc
+
 from bench.report import describe, publish
 from ep_server.client import Client, FailureKind, Result, Site, TaskQuery
+from ep_server.pb import execution_planner_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results-fanout.md"
@@ -86,6 +89,7 @@ class Endpoints:
     """bench/multiport.py running N EP ports (and a port that never answers)."""
 
     ports: int
+    bare: bool = False  # bench/bare.py's fixed answer on every port, no EP
     proc: subprocess.Popen[str] | None = None
     addresses: list[str] = field(default_factory=list)
     hang: str = ""
@@ -98,7 +102,10 @@ class Endpoints:
         }
         env.pop("EP_CONFIG", None)  # the packaged default config
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.multiport", "--ports", str(self.ports), "--hang"],
+            [
+                sys.executable, "-m", "bench.multiport", "--ports", str(self.ports),
+                "--bare" if self.bare else "--hang",
+            ],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         line = _readline(self.proc, START_TIMEOUT)
@@ -107,7 +114,7 @@ class Endpoints:
             self.stop()
             raise BenchError(f"bench.multiport did not start: {line!r}")
         self.addresses = [w for w in words[1:] if not w.startswith("hang=")]
-        self.hang = next(w.removeprefix("hang=") for w in words if w.startswith("hang="))
+        self.hang = next((w.removeprefix("hang=") for w in words if w.startswith("hang=")), "")
         if len(self.addresses) != self.ports:
             raise BenchError(f"asked for {self.ports} ports, got {len(self.addresses)}")
 
@@ -266,6 +273,68 @@ def report(
     return lines, note, met
 
 
+# --- The floor: bare gRPC on both sides ---------------------------------------------
+
+ASK_METHOD = "/ivoa.ep.v1.ExecutionPlannerService/Ask"
+FLOOR_CASES = ("one", "fan-out", "sequential")
+
+
+async def floor_sample(how: str, addresses: list[str], endpoints: Endpoints) -> Sample:
+    """The same measurement with no EP and no client library: bare grpc.aio
+    channels (one per endpoint, made inside the timing) asking bench/bare.py
+    servers for their fixed answer. What gRPC alone costs on this machine."""
+    request = pb.AskRequest(tasktype=SEED.tasktype).SerializeToString()
+    server0, cpu0, t0 = endpoints.cpu_seconds(), time.process_time(), time.perf_counter()
+    channels = [grpc.aio.insecure_channel(a) for a in addresses]
+    calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+        c.unary_unary(ASK_METHOD) for c in channels
+    ]
+    if how == "sequential":
+        replies = [await call(request, timeout=CALL_DEADLINE) for call in calls]
+    else:
+        replies = await asyncio.gather(*(call(request, timeout=CALL_DEADLINE) for call in calls))
+    t1, cpu1, server1 = time.perf_counter(), time.process_time(), endpoints.cpu_seconds()
+    await asyncio.gather(*(c.close() for c in channels))
+    if any(pb.AskResponse.FromString(r).responseword != pb.YES for r in replies):
+        raise BenchError(f"floor {how}: a bare server did not answer YES")
+    return Sample(t1 - t0, cpu1 - cpu0, server1 - server0)
+
+
+async def measure_floor(endpoints: Endpoints, repeats: int) -> dict[str, list[Sample]]:
+    samples: dict[str, list[Sample]] = {name: [] for name in FLOOR_CASES}
+    addresses = endpoints.addresses
+    for how in FLOOR_CASES:  # warm-up
+        await floor_sample(how, addresses if how != "one" else addresses[-1:], endpoints)
+    for turn in range(repeats):
+        for how in FLOOR_CASES:
+            chosen = [addresses[turn % len(addresses)]] if how == "one" else addresses
+            samples[how].append(await floor_sample(how, chosen, endpoints))
+        done = ", ".join(f"{n} {1000 * s[-1].wall:.1f}" for n, s in samples.items())
+        print(f"  floor, round {turn + 1}: {done} (ms)", flush=True)
+    return samples
+
+
+def report_floor(samples: dict[str, list[Sample]], n: int) -> tuple[list[str], str]:
+    lines = [
+        f"| 0 | floor: {name} (bare gRPC) | {1000 * med(runs, 'wall'):.1f} "
+        f"| {1000 * min(s.wall for s in runs):.1f} to {1000 * max(s.wall for s in runs):.1f} "
+        f"| {1000 * med(runs, 'client_cpu'):.1f} | {1000 * med(runs, 'server_cpu'):.0f} "
+        f"| {len(runs)} |"
+        for name, runs in samples.items()
+    ]
+    one, fan = med(samples["one"], "wall"), med(samples["fan-out"], "wall")
+    seq = med(samples["sequential"], "wall")
+    note = (
+        f"- floor (bare grpc.aio servers, bare channels, no EP, no client library; "
+        f"latency 0): fan-out/one = {1000 * fan:.1f}/{1000 * one:.1f} ms = "
+        f"**{fan / one:.2f}x**; sequential/fan-out = **{seq / fan:.1f}x**. The targets "
+        f"({FANOUT_TARGET:g}x, {SEQUENTIAL_TARGET:g}x) are out of reach of gRPC itself here "
+        "when this floor misses them: N answers cost N times the per-call CPU of client "
+        "and server, on 2 cores."
+    )
+    return lines, note
+
+
 # --- With an endpoint that never answers and one that refuses ---------------------
 
 
@@ -355,7 +424,9 @@ def machine() -> str:
     return describe(f"grpcio {version('grpcio')}")
 
 
-async def run(args: argparse.Namespace, endpoints: Endpoints) -> tuple[list[str], bool, bool]:
+async def run(
+    args: argparse.Namespace, endpoints: Endpoints, floor: Endpoints | None
+) -> tuple[list[str], bool, bool]:
     """All the measurements; returns the report, targets met, checks passed."""
     n = args.endpoints
     rows, notes, targets_met = [], [], True
@@ -366,6 +437,12 @@ async def run(args: argparse.Namespace, endpoints: Endpoints) -> tuple[list[str]
         rows += case_rows
         notes.append(note)
         targets_met = targets_met and met
+
+    if floor is not None:
+        print("measuring the floor: bare gRPC servers and channels...", flush=True)
+        floor_rows, floor_note = report_floor(await measure_floor(floor, args.repeats), n)
+        rows += floor_rows
+        notes.append(floor_note)
 
     print(f"failure measurement: {n} EP endpoints + 1 never answers + 1 refuses...", flush=True)
     failures = []
@@ -431,6 +508,7 @@ def main() -> None:
     parser.add_argument("--failure-repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="do not append to the results")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare-gRPC floor")
     args = parser.parse_args()
     if not 2 <= args.endpoints <= 1000 or args.repeats < 1 or args.failure_repeats < 1:
         parser.error("--endpoints must be 2-1000; --repeats, --failure-repeats at least 1")
@@ -438,15 +516,22 @@ def main() -> None:
         parser.error("--latency-ms values must be 0-1000; --failure-deadline 0.2-60 s")
 
     endpoints = Endpoints(args.endpoints)
+    floor = None if args.no_floor else Endpoints(args.endpoints, bare=True)
     try:
         endpoints.start()
         print(f"{args.endpoints} EP endpoints in pid {endpoints.proc.pid}", flush=True)  # type: ignore[union-attr]
-        lines, targets_met, checks_ok = asyncio.run(run(args, endpoints))
+        if floor is not None:
+            floor.start()
+        lines, targets_met, checks_ok = asyncio.run(run(args, endpoints, floor))
     except BenchError as exc:
         endpoints.stop()
+        if floor is not None:
+            floor.stop()
         sys.exit(f"bench.fanout: {exc}")
     finally:
         rc = endpoints.stop()
+        if floor is not None:
+            floor.stop()
     if rc != 0:
         sys.exit(f"bench.fanout: bench.multiport exited {rc} after SIGTERM")
     report_text = "\n".join(lines)

@@ -8,6 +8,9 @@ installed plugins through :func:`load_registry`) and starts it N times with
 :func:`ep_server.server.start_server`, each on ``127.0.0.1:0``: N servers
 sharing one plugin registry, one event loop and one process.
 
+With ``--bare`` it serves bench/bare.py's fixed answer on the N ports
+instead (no EP at all): the floor gRPC itself sets for a fan-out.
+
 With ``--hang`` it also opens a port that accepts TCP connections and never
 answers (no HTTP/2 preface, no response), for the failure measurement.
 
@@ -27,6 +30,7 @@ import logging
 import signal
 import sys
 
+from bench import bare
 from ep_server.config import load_settings
 from ep_server.host import detect_host
 from ep_server.plugins import load_registry
@@ -70,8 +74,14 @@ class Silent:
         await asyncio.sleep(0)  # the handlers see EOF and return
 
 
-async def run(ports: int, config: str | None, hang: bool) -> None:
-    settings = load_settings(config, overrides={"server.listen": LISTEN})
+async def run(ports: int, config: str | None, hang: bool, bare: bool = False) -> None:
+    if bare:
+        await run_bare(ports)
+        return
+    # Each server would open (and lock) the same ledger file: give each its own,
+    # in memory. The fan-out asks carry no schedule, so nothing is booked.
+    overrides = {"server.listen": LISTEN, "schedule.ledger": ":memory:"}
+    settings = load_settings(config, overrides=overrides)
     registry = load_registry(settings, detect_host(settings.host))
     running: list[Running] = []
     silent = Silent()
@@ -92,16 +102,33 @@ async def run(ports: int, config: str | None, hang: bool) -> None:
         await asyncio.gather(*(r.shutdown(0) for r in running), return_exceptions=True)
 
 
+async def run_bare(ports: int) -> None:
+    """N bench/bare.py servers (a fixed YES, nothing else): the floor that
+    gRPC itself sets, for comparison with the EP."""
+    answer = bare.fixed_answer(1)
+    servers = [await bare.start(LISTEN, answer) for _ in range(ports)]
+    print(" ".join(["ready", *(f"127.0.0.1:{port}" for _, port in servers)]), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(s.stop(0) for s, _ in servers), return_exceptions=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ports", type=int, default=100, help="EP endpoints to serve (1-1000)")
     parser.add_argument("--config", metavar="FILE", help="as ep-server serve --config")
     parser.add_argument("--hang", action="store_true", help="also a port that never answers")
+    parser.add_argument("--bare", action="store_true", help="bare gRPC servers, not the EP")
     args = parser.parse_args()
     if not 1 <= args.ports <= 1000:
         parser.error("--ports must be from 1 to 1000")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(run(args.ports, args.config, args.hang))
+    asyncio.run(run(args.ports, args.config, args.hang, args.bare))
 
 
 if __name__ == "__main__":
