@@ -134,17 +134,10 @@ class Planner:
                 continue
             if future.done():  # an eagerly started hook that did not wait
                 finished[i] = time.perf_counter()
-            else:
-                future.add_done_callback(functools.partial(_mark, finished, i))
             futures.append(future)
-        live = [f for f in futures if f is not None and not f.done()]
-        if live:
-            try:
-                await asyncio.wait(live, timeout=max(0.0, deadline - loop.time()))
-            except asyncio.CancelledError:  # the call itself was cancelled
-                for future in live:
-                    future.cancel()
-                raise
+        pending = {i: f for i, f in enumerate(futures) if f is not None and not f.done()}
+        if pending:
+            await _all_or_deadline(pending, finished, deadline, loop)
         for i, maybe in enumerate(futures):
             if maybe is not None:
                 seconds = finished.get(i, time.perf_counter()) - started
@@ -249,8 +242,45 @@ else:
         return loop.create_task(coro)
 
 
-def _mark(finished: dict[int, float], i: int, _: object) -> None:
-    finished.setdefault(i, time.perf_counter())
+async def _all_or_deadline(
+    pending: dict[int, asyncio.Future[Any]],
+    finished: dict[int, float],
+    deadline: float,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Wait until every future in ``pending`` is done or the loop's clock
+    reaches ``deadline``, noting in ``finished`` when each one ended.
+
+    What ``asyncio.wait`` does, with one callback per future that also takes
+    the time (this runs once per Ask). If the wait itself is cancelled (the
+    caller left), the futures are cancelled too.
+    """
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(pending)
+
+    def done(i: int, _: object) -> None:
+        nonlocal left
+        finished[i] = time.perf_counter()
+        left -= 1
+        if not left and not waiter.done():
+            waiter.set_result(None)
+
+    for i, future in pending.items():
+        future.add_done_callback(functools.partial(done, i))
+    timer = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        for future in pending.values():
+            future.cancel()
+        raise
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Busy(Exception):
