@@ -251,6 +251,14 @@ class LimitsSettings(_Section):
     #: as a token bucket of ``ask_burst``; more get RESOURCE_EXHAUSTED. 0 = off.
     ask_rate: float = Field(0.0, ge=0)
     ask_burst: int = Field(20, ge=1)
+    #: Failed authentications per second per client address, as a token
+    #: bucket of ``auth_failure_burst``. Past it, calls from that address that
+    #: carry credentials get RESOURCE_EXHAUSTED (AUTH_FAILURES) without being
+    #: checked, until the bucket refills: token guessing is slowed to this
+    #: rate. Behind a proxy (a mesh sidecar) all callers share its address.
+    #: 0 = off.
+    auth_failure_rate: float = Field(5.0, ge=0)
+    auth_failure_burst: int = Field(50, ge=1)
     #: HTTP/2 keepalive: ping an idle client every ``keepalive_time`` seconds
     #: and drop it after ``keepalive_timeout`` without an answer; clients may
     #: ping at most every ``min_ping_interval`` seconds.

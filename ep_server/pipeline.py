@@ -1,7 +1,8 @@
 """What every RPC goes through around its handler, in one place:
 
-request id -> identity (bearer token, JWT or client certificate) -> rate
-limit -> the handler -> errors mapped to ``google.rpc.Status`` -> metrics and
+request id -> identity (bearer token, JWT or client certificate; an address
+that keeps failing to authenticate is refused for a while) -> rate limit ->
+the handler -> errors mapped to ``google.rpc.Status`` -> metrics and
 the access log.
 
 It is applied when the method handlers are built (not as a gRPC
@@ -78,6 +79,9 @@ class CallPipeline:
     #: Per-identity limit on the RPCs named in ``limited``.
     limiter: RateLimiter | None = None
     limited: Collection[str] = ("Ask",)
+    #: Failed authentications per client address; past its burst, calls from
+    #: that address with credentials are refused unchecked (slows guessing).
+    auth_failures: RateLimiter | None = None
     metrics: _Metrics | None = None
     access_log: bool = False
     #: Most RPCs handled at once (0: no limit); more get RESOURCE_EXHAUSTED.
@@ -142,9 +146,14 @@ class CallPipeline:
     ) -> Identity:
         peer = self.peer_subject(context) if self.peer_subject else None
         if self.authenticator is not None:
+            failures = self.auth_failures
+            if failures is not None and len(failures):  # someone failed lately
+                self._locked_out(failures, context, metadata)
             try:
                 identity = self.authenticator.from_metadata(metadata, peer)
             except AuthError as exc:
+                if failures is not None:
+                    failures.take(_peer_host(context.peer()))
                 raise Unauthenticated(exc.reason, str(exc)) from None
         else:
             identity = Identity(peer, "mtls") if peer else ANONYMOUS
@@ -154,6 +163,21 @@ class CallPipeline:
                 f"{name} needs credentials: a bearer token, a JWT or a client certificate",
             )
         return identity
+
+    @staticmethod
+    def _locked_out(
+        failures: RateLimiter, context: Context, metadata: Iterable[tuple[str, str | bytes]]
+    ) -> None:
+        """Refuse, unchecked, a call with credentials from an address that
+        has used up its failed authentications; anonymous calls pass."""
+        host = _peer_host(context.peer())
+        wait = failures.wait(host)
+        if wait > 0 and any(key.lower() == "authorization" for key, _ in metadata):
+            raise ResourceExhausted(
+                "AUTH_FAILURES",
+                f"too many failed authentications from {host}; retry in {wait:.2f}s",
+                wait,
+            )
 
     def _limit(self, name: str, identity: Identity, context: Context) -> None:
         if self.limiter is None or name not in self.limited:

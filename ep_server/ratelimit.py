@@ -5,6 +5,9 @@ bucket of ``burst`` tokens refilled at ``rate`` per second; a call takes one.
 At most ``max_keys`` buckets are kept: the least recently used is forgotten
 first, which at worst hands a long-idle caller a full bucket again. So many
 distinct callers cannot grow the server's memory without bound.
+
+The server keeps two: one on ``Ask`` per identity, and one on failed
+authentications per client address (see :mod:`ep_server.pipeline`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ class RateLimiter:
         if len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+    def wait(self, key: str) -> float:
+        """The seconds until ``key`` could take a token (0.0: it could now),
+        taking none. A key whose bucket has refilled is forgotten, so the
+        limiter empties again once its callers stop."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens, last = bucket
+        tokens = min(self.burst, tokens + (self.clock() - last) * self.rate)
+        if tokens >= self.burst:
+            del self._buckets[key]
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def __len__(self) -> int:
         return len(self._buckets)

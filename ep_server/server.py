@@ -180,6 +180,11 @@ def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
         peer_subject=_peer_subject if settings.tls.client_ca else None,
         anonymous=frozenset(auth.anonymous),
         limiter=RateLimiter(limits.ask_rate, limits.ask_burst) if limits.ask_rate else None,
+        auth_failures=(
+            RateLimiter(limits.auth_failure_rate, limits.auth_failure_burst)
+            if limits.auth_failure_rate
+            else None
+        ),
         metrics=metrics,
         access_log=settings.logging.access_log,
         max_concurrent=limits.max_concurrent_rpcs,

@@ -57,3 +57,20 @@ def test_memory_is_bounded():
 def test_nonsense_is_refused():
     with pytest.raises(ValueError, match="rate must be positive"):
         RateLimiter(rate=0, burst=1)
+
+
+def test_wait_takes_nothing_and_forgets_a_refilled_bucket():
+    clock = Clock()
+    limiter = RateLimiter(rate=1.0, burst=2, clock=clock)
+    assert limiter.wait("a") == 0.0
+    assert len(limiter) == 0  # unknown: nothing kept
+    limiter.take("a")
+    limiter.take("a")
+    for _ in range(10):  # looking does not take
+        assert limiter.wait("a") == pytest.approx(1.0)
+    clock.now += 1.0
+    assert limiter.wait("a") == 0.0
+    assert len(limiter) == 1  # one token back, not yet full: still kept
+    clock.now += 1.0
+    assert limiter.wait("a") == 0.0
+    assert len(limiter) == 0  # full again: forgotten

@@ -283,6 +283,45 @@ async def test_the_ask_rate_limit_is_per_identity(tmp_path, start):
     assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
 
 
+async def test_an_address_that_keeps_failing_to_authenticate_is_refused_unchecked(tmp_path, start):
+    config = {
+        "auth": {"tokens_file": str(tokens_file(tmp_path))},
+        "limits": {"auth_failure_rate": 0.2, "auth_failure_burst": 3},
+    }
+    _, stub = await start(config, Recorder())
+    for _ in range(3):  # the burst of failures: each one UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ask(ask(), metadata=bearer("guess-0123456789abcdef-guess"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Then no guess is checked: not a wrong one, nor (from this address) a right one.
+    for token in ("guess-0123456789abcdef-guess", TOKEN):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ask(ask(), metadata=bearer(token), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(info.value).reason == "AUTH_FAILURES"
+        status = rpc_status.from_call(info.value)
+        retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        assert retry, "the refusal says when to retry"
+    # Calls without credentials are not held up.
+    assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
+
+
+async def test_failed_authentication_limit_off_and_successes_never_count(tmp_path, start):
+    config = {
+        "auth": {"tokens_file": str(tokens_file(tmp_path))},
+        "limits": {"auth_failure_rate": 0, "auth_failure_burst": 1},
+    }
+    _, stub = await start(config, Recorder())
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ask(ask(), metadata=bearer("guess-0123456789abcdef-guess"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    config["limits"] = {"auth_failure_rate": 0.2, "auth_failure_burst": 1}
+    _, stub = await start(config, Recorder())
+    for _ in range(5):  # good credentials take nothing from the failure bucket
+        assert (await stub.Ask(ask(), metadata=bearer(TOKEN), timeout=10)).responseword == pb.YES
+
+
 async def test_max_concurrent_rpcs_is_enforced(start):
     _, stub = await start({"limits": {"max_concurrent_rpcs": 1}}, SlowAsync("uri://slow", 0.5))
     calls = [stub.Ask(ask("uri://slow"), timeout=10) for _ in range(3)]
