@@ -157,9 +157,11 @@ def ep_slot(query: TaskQuery, slot: Slot, config: Any) -> Reason | None:
     """Refuse a time slot the scheduler found for this plugin's offer.
 
     For example, a maintenance window, or a service that only runs at night.
-    Called inside the ledger's transaction, from its worker thread: it must
-    be a plain, quick, thread-safe function (not ``async``) that does no
-    I/O. A plugin that raises refuses the slot.
+    Called while the ledger's transaction waits, from a worker thread: it
+    must be a plain, quick, thread-safe function (not ``async``) that does no
+    I/O. A plugin that raises refuses the slot. One Ask gives a plugin's
+    ``ep_slot`` calls ``[plugins] deadline`` seconds in all; past that, the
+    rest of its slots for that Ask are refused.
 
     :param query: the request.
     :param slot: the candidate slot, ``[slot.start, slot.end)`` in UTC.

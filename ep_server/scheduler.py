@@ -16,11 +16,13 @@ cancellations (``ep_booked``, ``ep_cancelled``) after they are committed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import inspect
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -58,6 +60,9 @@ T = TypeVar("T")
 NO_SLOT = "NO_SLOT"
 TOO_MANY_OFFERS = "TOO_MANY_OFFERS"
 SCHEDULING_UNSUPPORTED = "SCHEDULING_UNSUPPORTED"
+
+#: Threads for ep_slot calls (see Scheduler._refuser).
+_SLOT_THREADS = 4
 
 
 def utcnow() -> datetime:
@@ -117,6 +122,10 @@ class Scheduler:
         self.clock = clock
         self.deadline = deadline
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger")
+        # ep_slot calls run here, so that the ledger thread waits for one
+        # only as long as the Ask's slot budget; a stuck call keeps its
+        # thread, never the ledger's.
+        self._slots = ThreadPoolExecutor(_SLOT_THREADS, thread_name_prefix="ep-slot")
         self._notifications: set[asyncio.Task[None]] = set()
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._closed = False
@@ -131,6 +140,7 @@ class Scheduler:
             await asyncio.wait(self._notifications, timeout=self.deadline)
         await self._run(self.ledger.close)
         self._thread.shutdown(wait=True)
+        self._slots.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -214,18 +224,47 @@ class Scheduler:
         return {"cores": max(1, cores or 1), "memory": memory or 0}
 
     def _refuser(self, query: TaskQuery) -> Callable[[Candidate, Slot], bool] | None:
+        """The slot check for one Ask's placement, run on the ledger thread.
+
+        Each ``ep_slot`` call runs in a thread of its own pool, and the
+        placement gives every plugin's calls together at most the plugins'
+        deadline: a plugin that raises refuses that slot; one that runs past
+        its budget refuses all its remaining slots. So a stuck or slow
+        ``ep_slot`` costs one Ask its slots from that plugin, and never holds
+        the ledger (every booking RPC) for longer than the deadline.
+        """
         hooks = self.registry.scheduling.get("ep_slot", {})
         if not hooks:
             return None
+        spent: dict[str, float] = {}  # seconds each plugin's ep_slot took so far
+        call = self.registry.call
 
         def refuse(candidate: Candidate, slot: Slot) -> bool:
-            if candidate.plugin not in hooks:
+            plugin = candidate.plugin
+            if plugin not in hooks:
                 return False
+            left = self.deadline - spent.get(plugin, 0.0)
+            if left <= 0:
+                return True  # out of budget: already logged
+            started = time.perf_counter()
+            job = self._slots.submit(call, "ep_slot", plugin, query=query, slot=slot)
             try:
-                reason = self.registry.call("ep_slot", candidate.plugin, query=query, slot=slot)
-            except Exception:
-                log.exception("ep_slot of plugin %s raised; the slot is refused", candidate.plugin)
+                reason = job.result(timeout=left)
+            except concurrent.futures.TimeoutError:
+                job.cancel()  # if it never started (every slot thread stuck): drop it
+                log.warning(
+                    "ep_slot of plugin %s took over %.3gs in one Ask; its remaining slots "
+                    "are refused",
+                    plugin,
+                    self.deadline,
+                )
+                spent[plugin] = self.deadline
                 return True
+            except Exception:
+                log.exception("ep_slot of plugin %s raised; the slot is refused", plugin)
+                return True
+            finally:
+                spent[plugin] = spent.get(plugin, 0.0) + time.perf_counter() - started
             return reason is not None
 
         return refuse

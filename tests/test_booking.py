@@ -99,10 +99,11 @@ def accept(stub, offer_id, user="alice", **kwargs):
 async def site(tmp_path):
     running = []
 
-    async def start(schedule=None, plugin=None, ledger=":memory:"):
+    async def start(schedule=None, plugin=None, ledger=":memory:", deadline=None):
         clock = Clock()
         plugin = plugin or Booker()
         config = {
+            **({"plugins": {"deadline": deadline}} if deadline else {}),
             "auth": {"tokens_file": str(tokens_file(tmp_path))},
             "schedule": {
                 "ledger": ledger,
@@ -572,3 +573,32 @@ async def test_list_bookings_pages(site):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.ListBookings(bad, metadata=who("alice"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_stuck_ep_slot_costs_its_own_slots_never_the_ledger(site):
+    import threading
+
+    release = threading.Event()
+
+    class StuckSlots(Booker):
+        @hookimpl
+        def ep_slot(self, slot):
+            release.wait(30)  # stuck (until the test ends)
+            return None
+
+    stub, _, _, _ = await site({}, plugin=StuckSlots(), deadline=0.3)
+    try:
+        started = asyncio.get_running_loop().time()
+        answer = await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
+        took = asyncio.get_running_loop().time() - started
+        assert answer.responseword == pb.NO
+        assert [r.code for r in answer.reasons] == ["NO_SLOT"]
+        assert took < 3, f"the Ask took {took:.1f}s"
+        # The ledger is free: the next booking RPCs answer at once, over and over,
+        # although every slot thread is stuck by now.
+        for _ in range(6):
+            await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
+        listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"), timeout=2)
+        assert list(listed.bookings) == []
+    finally:
+        release.set()
