@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ep_server.booking import Schedule, Window
+from ep_server.client.convert import check_taskinfo
 from ep_server.client.sites import parse_address
 from ep_server.model import IntRange, Resources, TaskQuery, parse_bytes
 from ep_server.uri import uri_problem
@@ -66,9 +68,34 @@ def memory_arg(text: str) -> IntRange:
     return parse_range(text, parse_bytes)
 
 
+class _NotJSON(ValueError):
+    """NaN, Infinity, or a number too large for a double: Python's json
+    reads them, JSON and the protocol have no such numbers."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"{text} is out of range for a JSON number")
+    return value
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: NaN, Infinity and overflowing numbers raise _NotJSON,
+    absurd nesting a ValueError, never a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _json_object(text: str, source: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = _loads(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -80,10 +107,14 @@ def taskinfo_arg(text: str) -> dict[str, Any]:
     """``--taskinfo JSON`` or ``--taskinfo @file.json``."""
     if not text.startswith("@"):
         return _json_object(text, "--taskinfo")
+    if not text[1:]:
+        raise argparse.ArgumentTypeError("--taskinfo @FILE: the file name is missing")
     try:
         content = Path(text[1:]).read_text(encoding="utf-8")
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{text[1:]} is not UTF-8 text") from None
     return _json_object(content, text[1:])
 
 
@@ -95,7 +126,11 @@ def set_arg(text: str) -> tuple[list[str], Any]:
     if not sep or not all(part.strip() for part in path):
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE (KEY may be a.b.c)")
     try:
-        return path, json.loads(raw)
+        return path, _loads(raw)
+    except _NotJSON as exc:
+        if raw.strip() in ("NaN", "Infinity", "-Infinity"):
+            return path, raw  # not JSON: a plain string, like any other word
+        raise argparse.ArgumentTypeError(f"--set {key}: {exc}") from None
     except ValueError:
         return path, raw
 
@@ -241,6 +276,10 @@ def query_from_args(args: argparse.Namespace) -> TaskQuery:
             raise UsageError("--window and --duration go together")
         low, high = args.duration
         schedule = Schedule(tuple(args.windows), low, high)
+    try:
+        check_taskinfo(taskinfo)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return TaskQuery(args.tasktype, taskinfo, resources, schedule=schedule)
 
 

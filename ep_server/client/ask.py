@@ -108,7 +108,9 @@ class Client:
         running (wrap in ``contextlib.aclosing`` to do so at once).
 
         :raises ValueError, TypeError: only when ``query`` cannot be encoded
-            (taskinfo that is not JSON-like), before any site is asked.
+            (taskinfo that is not JSON-like, nested too deeply, with NaN) or
+            ``deadline`` is not a usable number of seconds, before any site
+            is asked.
         """
         payload, until = _payload(query), _deadline(deadline)
         tasks = [asyncio.create_task(self._ask(site, payload, until)) for site in sites]

@@ -46,11 +46,23 @@ def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
     )
 
 
+#: gRPC waits this long (1 s by default, growing) before reconnecting to an
+#: address that refused it, and a call made meanwhile fails at once. Kept
+#: below the client's retry waits (see RetryPolicy), so that each retry finds
+#: the channel connecting again rather than failing on the last refusal: a
+#: server that comes up late is reached while the deadline lasts.
+RECONNECT_OPTIONS: ChannelOptions = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
 class ChannelPool:
-    """Channels keyed by (address, TLS settings); ``options`` apply to all."""
+    """Channels keyed by (address, TLS settings); ``options`` apply to all
+    (after :data:`RECONNECT_OPTIONS`, which they may override)."""
 
     def __init__(self, options: ChannelOptions = ()) -> None:
-        self._options = list(options)
+        self._options = [*RECONNECT_OPTIONS, *options]
         self._channels: dict[tuple[str, TLS | None], grpc.aio.Channel] = {}
 
     def __len__(self) -> int:

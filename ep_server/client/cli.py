@@ -25,7 +25,14 @@ from ep_server.client.ask import Client
 from ep_server.client.choose import Choice, candidates, rank
 from ep_server.client.convert import message_json
 from ep_server.client.progress import Progress
-from ep_server.client.render import booking_json, booking_line, info_lines, results_json, table
+from ep_server.client.render import (
+    booking_json,
+    booking_line,
+    info_lines,
+    printable,
+    results_json,
+    table,
+)
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import TLS, Site, SiteListError, load_sites
@@ -53,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``ep ask ... | head``): say nothing more, and
+        # keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_NONE
 
 
 def _sites(args: argparse.Namespace) -> list[Site]:
@@ -133,7 +145,7 @@ def _report(results: list[Result], ranking: list[Choice]) -> str:
     if ranking:
         best = ranking[0]
         summary += f"; best: {best.site.name} ({best.offer.servicetype})"
-    return f"{table(results, ranking)}\n\n{summary}"
+    return f"{table(results, ranking)}\n\n{printable(summary)}"
 
 
 _BOOKING_COMMANDS = ("accept", "reject", "cancel", "bookings")
@@ -152,7 +164,7 @@ async def _booking_command(args: argparse.Namespace) -> int:
         else:
             reply = await client.bookings(site, deadline=args.deadline)
     if isinstance(reply, Failure):
-        print(f"ep: {args.address}: {reply.describe()}", file=sys.stderr)
+        print(printable(f"ep: {args.address}: {reply.describe()}"), file=sys.stderr)
         return EXIT_NONE
     bookings = reply if isinstance(reply, list) else [] if reply is None else [reply]
     if args.json:
@@ -169,7 +181,7 @@ async def _info(args: argparse.Namespace) -> int:
     async with Client(metadata=_metadata(args)) as client:
         info = await client.service_info(site, deadline=args.deadline)
     if isinstance(info, Failure):
-        print(f"ep: {args.address}: {info.describe()}", file=sys.stderr)
+        print(printable(f"ep: {args.address}: {info.describe()}"), file=sys.stderr)
         return EXIT_NONE
     if args.json:
         print(json.dumps(message_json(info.raw) if info.raw else {}, indent=2))

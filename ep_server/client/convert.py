@@ -5,6 +5,8 @@ The only client module that reads or builds protobuf messages.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -27,6 +29,7 @@ from ep_server.pb import execution_planner_pb2 as pb
 __all__ = [
     "answer_from_proto",
     "booking_from_proto",
+    "check_taskinfo",
     "message_json",
     "request_from_query",
     "service_info_from_proto",
@@ -36,10 +39,58 @@ __all__ = [
 _CAUSE = {c.value: c for c in Cause}
 
 
+#: No EP accepts a taskinfo nested deeper (``server.max_taskinfo_depth`` is
+#: at most 32), and far deeper ones overflow protobuf's recursion on encoding.
+MAX_TASKINFO_DEPTH = 32
+#: Struct numbers are doubles: integers beyond this would arrive changed.
+_EXACT_INT = 2**53
+
+
+def check_taskinfo(taskinfo: Any) -> None:
+    """Refuse, before anything is sent, a taskinfo no EP would take as it is:
+    nested deeper than :data:`MAX_TASKINFO_DEPTH`, NaN or infinite numbers
+    (not JSON), integers a double cannot hold exactly (they would arrive
+    changed), keys that are not strings, values that are not JSON-like.
+
+    :raises ValueError: naming the first offending place, as ``taskinfo.a[2]``.
+    """
+    stack: list[tuple[Any, str, int]] = [(taskinfo, "taskinfo", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, Mapping):
+            if depth > MAX_TASKINFO_DEPTH:
+                raise ValueError(f"{path} is nested deeper than {MAX_TASKINFO_DEPTH} levels")
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{path}: key {key!r} is not a string")
+                stack.append((item, f"{path}.{key}", depth + 1))
+        elif isinstance(value, list | tuple):
+            if depth > MAX_TASKINFO_DEPTH:
+                raise ValueError(f"{path} is nested deeper than {MAX_TASKINFO_DEPTH} levels")
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        elif isinstance(value, int):
+            if abs(value) > _EXACT_INT:
+                raise ValueError(
+                    f"{path}: {value} is too large to send exactly (JSON numbers in protobuf "
+                    "are doubles); send it as a string"
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{path}: {value} is not a JSON number")
+        else:
+            raise ValueError(f"{path}: a {type(value).__name__} is not JSON")
+
+
 def request_from_query(query: TaskQuery) -> pb.AskRequest:
-    """Build the ``AskRequest`` for ``query``; unbounded ranges are left out."""
+    """Build the ``AskRequest`` for ``query``; unbounded ranges are left out.
+
+    :raises ValueError: when the taskinfo cannot be sent (:func:`check_taskinfo`).
+    """
     request = pb.AskRequest(tasktype=query.tasktype)
     if query.taskinfo:
+        check_taskinfo(query.taskinfo)
         request.taskinfo.update(dict(query.taskinfo))
     _set_range(request.resources.cores, query.resources.cores)
     _set_range(request.resources.memory, query.resources.memory)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Sequence
 from typing import TextIO
 
+from ep_server.client.render import printable
 from ep_server.client.results import Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import Site
@@ -47,9 +49,14 @@ class Progress:
         self.draw()
 
     def draw(self) -> None:
-        """Redraw the line (when enabled)."""
+        """Redraw the line (when enabled), cut to the terminal's width so
+        that it never wraps (a wrapped line could not be redrawn in place)."""
         if self.enabled:
-            self.stream.write("\r\x1b[K" + self.line())
+            width = shutil.get_terminal_size().columns - 1
+            line = printable(self.line())
+            if len(line) > width:
+                line = line[: max(0, width - 3)] + "..."
+            self.stream.write("\r\x1b[K" + line)
             self.stream.flush()
 
     def clear(self) -> None:

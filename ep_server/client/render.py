@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "format_bytes",
     "info_lines",
     "offer_json",
+    "printable",
     "result_json",
     "results_json",
     "table",
@@ -87,6 +89,8 @@ def _other_rows(result: Result, chosen: set[int]) -> list[tuple[str, ...]]:
         return [("", name, "FAILED", "-", "-", "-", outcome.describe())]
     if not outcome.yes:
         return [("", name, outcome.word, "-", "-", "-", _reasons(outcome.reasons))]
+    if not outcome.offers:  # a YES with nothing in it: shown, never dropped
+        return [("", name, "YES (no offers)", "-", "-", "-", _reasons(outcome.reasons))]
     others = [o for o in outcome.offers if id(o) not in chosen]
     return [_offer_row("", name, "YES (not accepted)", o) for o in others]
 
@@ -101,9 +105,37 @@ def table(results: Sequence[Result], ranking: Sequence[Choice] = ()) -> str:
     return _layout([_HEADERS, *rows])
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (newlines,
+    tabs, escape sequences from a remote site) shown as escapes, so no site
+    can break the table or rewrite the screen."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _width(text: str) -> int:
+    """Terminal columns: wide (CJK) characters take two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
 def _layout(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    cells = [[printable(c) for c in row] for row in rows]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = (
+        "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True))
+        for row in cells
+    )
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -197,7 +229,7 @@ def info_lines(address: str, info: ServiceInfo) -> str:
         lines.append(
             f"  {plugin.name} [{plugin.state}] {plugin.distribution} {plugin.version}{error}"
         )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def booking_line(booking: Booking) -> str:
@@ -206,7 +238,7 @@ def booking_line(booking: Booking) -> str:
     hold = ", ".join(
         f"{k} {format_bytes(v) if k == 'memory' else v}" for k, v in booking.need.items()
     )
-    return (
+    return printable(
         f"{booking.id}  {booking.state.name}  {slot}  {booking.servicetype}  "
         f"{endpoint_of(booking.serviceinfo)}  {hold}"
     )

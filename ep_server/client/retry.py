@@ -8,6 +8,7 @@ started that the overall deadline could not wait for.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -17,10 +18,14 @@ import grpc
 
 from ep_server.client.results import Failure, FailureKind
 
-__all__ = ["Deadline", "RetryPolicy", "failure_from_error", "is_retryable"]
+__all__ = ["MAX_DEADLINE", "Deadline", "RetryPolicy", "failure_from_error", "is_retryable"]
+
+#: The longest deadline taken (about three years); gRPC fails calls at once
+#: with deadlines from about 1e10 seconds on.
+MAX_DEADLINE = 1e8
 
 # Words in an UNAVAILABLE status that mean the TLS handshake failed.
-_TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate")
+_TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate", "hostname verification")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,17 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
-        """The deadline ``seconds`` from now."""
+        """The deadline ``seconds`` from now.
+
+        :raises ValueError: for NaN, infinity or more than
+            :data:`MAX_DEADLINE` seconds, which gRPC would take as already
+            passed (every call would fail at once).
+        """
+        if not math.isfinite(seconds) or seconds > MAX_DEADLINE:
+            raise ValueError(
+                f"a deadline must be a finite number of seconds up to {MAX_DEADLINE:g}, "
+                f"not {seconds!r}"
+            )
         return cls(time.monotonic() + seconds)
 
     def remaining(self) -> float:
@@ -49,7 +64,10 @@ class RetryPolicy:
     """
 
     max_attempts: int = 4
-    initial_backoff: float = 0.1
+    # Above gRPC's own reconnect wait (channels.RECONNECT_OPTIONS: 0.1 s,
+    # x1.6, +-20%) at every step, even with jitter, so a retry never meets
+    # a channel still waiting out its last refusal.
+    initial_backoff: float = 0.15
     max_backoff: float = 2.0
     multiplier: float = 2.0
     jitter: float = 0.2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -160,6 +161,42 @@ async def test_unavailable_retries_stop_at_the_deadline(fake_ep: FakeEP) -> None
     assert result.failure is not None
     assert result.failure.kind is FailureKind.UNREACHABLE
     assert 2 <= result.failure.attempts < 20
+
+
+async def test_a_server_that_comes_up_late_is_reached_by_the_default_retries(
+    refused_address: str,
+) -> None:
+    """gRPC waits before reconnecting to an address that refused it, and
+    fails calls at once meanwhile: the retries must outlast that wait, or
+    every retry meets the old refusal (seen: 4 attempts wasted in 0.7 s)."""
+
+    async def yes(request: pb.AskRequest, context: Any) -> pb.AskResponse:
+        return pb.AskResponse(responseword=pb.YES, offers=[pb.Offer(servicetype=UWS)])
+
+    async def serve_later() -> grpc.aio.Server:
+        await asyncio.sleep(0.3)
+        server = grpc.aio.server()
+        ask = grpc.unary_unary_rpc_method_handler(
+            yes,
+            request_deserializer=pb.AskRequest.FromString,
+            response_serializer=pb.AskResponse.SerializeToString,
+        )
+        service = "ivoa.ep.v1.ExecutionPlannerService"
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, {"Ask": ask}),)
+        )
+        server.add_insecure_port(refused_address)
+        await server.start()
+        return server
+
+    later = asyncio.create_task(serve_later())
+    try:
+        async with Client() as client:
+            result = await client.ask(Site("late", refused_address), QUERY, deadline=5)
+        assert result.answer is not None, result.failure
+        assert result.answer.yes
+    finally:
+        await (await later).stop(0)
 
 
 async def test_metadata_is_sent(fake_ep: FakeEP) -> None:

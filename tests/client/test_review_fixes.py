@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import grpc
 import pytest
 
-from ep_server.client import Answer, Client, Failure, FailureKind, Site, TaskQuery
+from ep_server.client import TLS, Answer, Client, Failure, FailureKind, Site, TaskQuery
+from ep_server.client.args import build_parser, query_from_args
 from ep_server.client.cli import main
+from ep_server.client.convert import MAX_TASKINFO_DEPTH, request_from_query
+from ep_server.client.render import table
+from ep_server.client.results import Reason, Result
 from ep_server.pb import execution_planner_pb2 as pb
 
 SERVICE = "ivoa.ep.v1.ExecutionPlannerService"
+QUERY = TaskQuery("uri://docker-container", {"image": "docker.io/example:1.0"})
 
 
 @pytest.fixture
@@ -73,3 +83,137 @@ def test_unreadable_files_and_tokens_are_usage_errors(tmp_path, capsys, monkeypa
     monkeypatch.setenv("EP_TOKEN", "caf\u00e9 token")
     assert main([*base, "--endpoint", "127.0.0.1:1"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- second review (2026-11-25): what a remote site or a user's input can do ---
+
+
+def _result(name, answer):
+    return Result(Site(name, "127.0.0.1:1"), answer)
+
+
+def test_a_yes_without_offers_keeps_its_row():
+    rows = table([_result("empty", Answer("YES")), _result("no", Answer("NO"))]).splitlines()
+    assert len(rows) == 3  # the header, and one row per site
+    assert "YES (no offers)" in rows[1]
+
+
+def test_text_from_a_site_cannot_break_the_table_or_drive_the_terminal():
+    evil = "line1\nline2\ttab \x1b[31mRED\x1b[0m \r overwritten"
+    answer = Answer("NO", reasons=(Reason("X", evil),))
+    text = table([_result("site", answer)])
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "\t" not in text
+    assert len(text.splitlines()) == 2
+    assert "line1\\x0aline2\\x09tab \\x1b[31mRED" in text
+
+
+def test_wide_characters_keep_the_columns_aligned():
+    text = table([_result("東京", Answer("NO")), _result("ab", Answer("NO"))])
+    _header, tokyo, ab = text.splitlines()
+    # "NO" starts in the same terminal column on both rows (東京 is 4 columns wide)
+    assert tokyo.index("NO") + 2 == ab.index("NO")
+
+
+@pytest.mark.parametrize(
+    ("taskinfo", "problem"),
+    [
+        ({"a": float("nan")}, "taskinfo.a: nan is not a JSON number"),
+        ({"a": [1, float("inf")]}, "taskinfo.a[1]: inf"),
+        ({"a": 2**60}, "too large to send exactly"),
+        ({"a": {1: 2}}, "key 1 is not a string"),
+        ({"a": object()}, "is not JSON"),
+    ],
+)
+def test_a_taskinfo_no_site_would_take_is_refused_before_sending(taskinfo, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        request_from_query(TaskQuery("uri://x", taskinfo))
+
+
+def test_nesting_is_checked_against_the_protocols_limit():
+    def nested(levels):
+        value: dict = {}
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return value
+
+    request_from_query(TaskQuery("uri://x", nested(MAX_TASKINFO_DEPTH)))
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        request_from_query(TaskQuery("uri://x", nested(MAX_TASKINFO_DEPTH + 1)))
+    with pytest.raises(ValueError, match="nested deeper"):  # never a RecursionError
+        request_from_query(TaskQuery("uri://x", nested(5000)))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "a=1e400"],
+        ["--taskinfo", '{"a": NaN}'],
+        ["--taskinfo", '{"a": Infinity}'],
+        ["--set", "a=12345678901234567890"],
+        ["--taskinfo", "@"],
+        ["--taskinfo", "@DEEP"],
+        ["--taskinfo", "@VERYDEEP"],
+        ["--taskinfo", "@LATIN1"],
+    ],
+    ids=["overflow", "nan", "infinity", "bigint", "no-file-name", "deep", "very-deep", "latin1"],
+)
+def test_unsendable_taskinfo_is_a_usage_error(args, tmp_path, capsys):
+    files = {
+        "@DEEP": '{"a": ' + "[" * 700 + "]" * 700 + "}",
+        "@VERYDEEP": '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
+        "@LATIN1": '{"a": "caf\u00e9"}',
+    }
+    if args[-1] in files:
+        path = tmp_path / "taskinfo.json"
+        encoding = "latin-1" if args[-1] == "@LATIN1" else "utf-8"
+        path.write_text(files[args[-1]], encoding=encoding)
+        args = [args[0], f"@{path}"]
+    argv = ["ask", "--tasktype", "uri://x", "--endpoint", "127.0.0.1:1", "--deadline", "1", *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error" in err
+
+
+def test_nan_given_with_set_is_a_plain_string():
+    args = build_parser().parse_args(
+        ["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--set", "a=NaN"]
+    )
+    assert query_from_args(args).taskinfo == {"a": "NaN"}
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 1e10, 1e12])
+async def test_a_deadline_grpc_cannot_keep_is_refused(seconds, start_ep):
+    site = await start_ep()
+    async with Client() as client:
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            await client.ask(site, TaskQuery("uri://docker-container", {}), deadline=seconds)
+        long = await client.ask(site, TaskQuery("uri://docker-container", {}), deadline=1e8)
+    assert long.answer is not None, long.failure
+
+
+async def test_a_server_name_the_certificate_does_not_have_is_a_tls_failure(tls_fake_ep, certs):
+    tls = TLS(ca=certs.cert, cert=certs.cert, key=certs.key, server_name="wrong.example")
+    async with Client() as client:
+        result = await client.ask(Site("tls", tls_fake_ep.address, tls), QUERY, deadline=5)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.TLS, result.failure
+    assert result.failure.attempts == 1  # not retried: it would fail the same way
+
+
+def test_a_closed_pipe_ends_quietly(thread_ep):
+    address = thread_ep(cores=8)
+    ep = Path(sys.executable).with_name("ep")
+    command = (
+        f"{ep} ask --tasktype uri://docker-container --json "
+        + " ".join(f"--endpoint {address}" for _ in range(300))
+        + " | head -c 1"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "{"
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr
