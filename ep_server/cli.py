@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
+import threading
+import time
+from typing import NoReturn
 
 from ep_server.config import load_settings
 from ep_server.errors import StartupError
@@ -30,6 +35,36 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from N processes sharing the port (SO_REUSEPORT); default 1",
     )
     return parser
+
+
+def run() -> NoReturn:
+    """The ``ep-server`` console script: :func:`main`, then exit, even when a
+    stuck plugin still holds a worker thread (Python would otherwise wait for
+    it at exit, and a stopped server would never end)."""
+    code = main()
+    grace = time.monotonic() + _EXIT_GRACE
+    for thread in _lingering():
+        thread.join(max(0.0, grace - time.monotonic()))  # idle pool threads end now
+    stuck = _lingering()
+    if stuck:
+        names = ", ".join(t.name for t in stuck[:5])
+        logging.getLogger(__name__).warning(
+            "%d plugin thread(s) still running (%s); exiting without them", len(stuck), names
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+# How long, after serving, threads may take to finish before exiting anyway.
+_EXIT_GRACE = 1.0
+
+
+def _lingering() -> list[threading.Thread]:
+    main_thread = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
 
 
 def main(argv: list[str] | None = None) -> int:

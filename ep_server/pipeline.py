@@ -13,14 +13,16 @@ the caller's :class:`~ep_server.model.Identity` as a plain argument.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -90,6 +92,10 @@ class CallPipeline:
     #: refusal carries ErrorInfo and RetryInfo.
     max_concurrent: int = 0
     _in_flight: int = 0
+    #: (address, credentials) that failed lately: repeats are not counted again.
+    _failed_credentials: OrderedDict[tuple[str, int], None] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     def wrap(self, name: str, method: Method) -> Handler:
         """The gRPC handler for ``method``, called ``name``."""
@@ -153,7 +159,7 @@ class CallPipeline:
                 identity = self.authenticator.from_metadata(metadata, peer)
             except AuthError as exc:
                 if failures is not None:
-                    failures.take(_peer_host(context.peer()))
+                    self._failed(failures, context, metadata)
                 raise Unauthenticated(exc.reason, str(exc)) from None
         else:
             identity = Identity(peer, "mtls") if peer else ANONYMOUS
@@ -163,6 +169,29 @@ class CallPipeline:
                 f"{name} needs credentials: a bearer token, a JWT or a client certificate",
             )
         return identity
+
+    def _failed(
+        self,
+        failures: RateLimiter,
+        context: Context,
+        metadata: Iterable[tuple[str, str | bytes]],
+    ) -> None:
+        """Count a failed authentication against the caller's address, once
+        per distinct credential: a client that keeps sending the same wrong
+        token (one token sent to many sites, some of which do not know it)
+        learns nothing new by repeating it and must not lock out its
+        neighbours; every new guess counts."""
+        host = _peer_host(context.peer())
+        sent = tuple(value for key, value in metadata if key.lower() == "authorization")
+        seen = self._failed_credentials
+        key = (host, hash(sent))  # hash(): per-process salted, kept small
+        if key in seen:
+            seen.move_to_end(key)
+            return
+        seen[key] = None
+        if len(seen) > _FAILED_CREDENTIALS_KEPT:
+            seen.popitem(last=False)
+        failures.take(host)
 
     @staticmethod
     def _locked_out(
@@ -215,6 +244,9 @@ class CallPipeline:
             )
 
 
+#: Distinct failed credentials remembered (about 100 bytes each).
+_FAILED_CREDENTIALS_KEPT = 10_000
+
 # Made-up request ids: a random per-process prefix and a counter. Unique
 # across processes and restarts, and far cheaper per call than uuid4().
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -229,9 +261,21 @@ def _request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 def _peer_host(peer: str) -> str:
-    """``ipv4:127.0.0.1:5555`` -> ``ipv4:127.0.0.1``: one bucket per client
-    host, not per connection."""
-    return peer.rpartition(":")[0] or peer
+    """Whom a limit counts, from gRPC's peer string: the client's host, not
+    its connection (``ipv4:127.0.0.1:5555`` -> ``ipv4:127.0.0.1``); for IPv6
+    its /64 network (``ipv6:[2001:db8::1]:5555`` -> ``ipv6:2001:db8::/64``),
+    since one host or site typically holds a whole /64 and could otherwise
+    take a fresh address, and a fresh bucket, for every call."""
+    host = peer.rpartition(":")[0] or peer
+    if host.startswith("ipv6:["):
+        try:
+            address = ipaddress.IPv6Address(host[6:].rstrip("]").partition("%")[0])
+        except ValueError:
+            return host
+        if address.ipv4_mapped is not None:
+            return f"ipv4:{address.ipv4_mapped}"
+        return f"ipv6:{ipaddress.IPv6Network((address, 64), strict=False)}"
+    return host
 
 
 def status_proto(exc: EPError) -> status_pb2.Status:

@@ -232,6 +232,8 @@ if sys.version_info >= (3, 12):
         (Python 3.12 eager start): a plugin that answers without waiting
         costs no trip through the event loop, and one that waits still has
         its own task, so its timeouts and cancellations stay its own."""
+        if loop.get_task_factory() is not None:  # someone's own tasks: theirs to make
+            return loop.create_task(coro)
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
 else:

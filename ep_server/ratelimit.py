@@ -55,8 +55,8 @@ class RateLimiter:
 
     def wait(self, key: str) -> float:
         """The seconds until ``key`` could take a token (0.0: it could now),
-        taking none. A key whose bucket has refilled is forgotten, so the
-        limiter empties again once its callers stop."""
+        taking none. A key found with its bucket full again is forgotten
+        (others stay until pushed out by newer keys, see ``max_keys``)."""
         bucket = self._buckets.get(key)
         if bucket is None:
             return 0.0

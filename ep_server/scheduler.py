@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -61,8 +62,9 @@ NO_SLOT = "NO_SLOT"
 TOO_MANY_OFFERS = "TOO_MANY_OFFERS"
 SCHEDULING_UNSUPPORTED = "SCHEDULING_UNSUPPORTED"
 
-#: Threads for ep_slot calls (see Scheduler._refuser).
-_SLOT_THREADS = 4
+#: Seconds a plugin's slots are refused after its ep_slot ran past the
+#: deadline (counted from when that call returned).
+_SLOT_COOLDOWN = 30.0
 
 
 def utcnow() -> datetime:
@@ -123,9 +125,15 @@ class Scheduler:
         self.deadline = deadline
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger")
         # ep_slot calls run here, so that the ledger thread waits for one
-        # only as long as the Ask's slot budget; a stuck call keeps its
-        # thread, never the ledger's.
-        self._slots = ThreadPoolExecutor(_SLOT_THREADS, thread_name_prefix="ep-slot")
+        # only as long as the placement's budget; a stuck call keeps its
+        # thread, never the ledger's. A plugin running late is refused new
+        # calls (see _refuser), so each holds at most one thread: one per
+        # plugin with ep_slot, and one more, are always enough.
+        slot_plugins = len(registry.scheduling.get("ep_slot", {}))
+        self._slots = ThreadPoolExecutor(slot_plugins + 1, thread_name_prefix="ep-slot")
+        self._slot_lock = threading.Lock()
+        self._slot_running_late: dict[str, int] = {}  # ep_slot calls past the deadline
+        self._slot_cool: dict[str, float] = {}  # refuse a plugin's slots until then
         self._notifications: set[asyncio.Task[None]] = set()
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._closed = False
@@ -226,48 +234,74 @@ class Scheduler:
     def _refuser(self, query: TaskQuery) -> Callable[[Candidate, Slot], bool] | None:
         """The slot check for one Ask's placement, run on the ledger thread.
 
-        Each ``ep_slot`` call runs in a thread of its own pool, and the
-        placement gives every plugin's calls together at most the plugins'
-        deadline: a plugin that raises refuses that slot; one that runs past
-        its budget refuses all its remaining slots. So a stuck or slow
-        ``ep_slot`` costs one Ask its slots from that plugin, and never holds
-        the ledger (every booking RPC) for longer than the deadline.
+        Each ``ep_slot`` call runs in a slot thread while the ledger thread
+        waits, and one placement gives all its ``ep_slot`` calls together
+        at most the plugins' deadline; past it, the remaining slots of
+        plugins with ``ep_slot`` are refused. A call that runs past the
+        deadline trips that plugin: its slots are refused at once, without
+        a call, until the call returns and :data:`_SLOT_COOLDOWN` seconds
+        have passed. So a slow or stuck ``ep_slot`` holds the ledger (every
+        booking RPC) for at most one deadline per cool-down, holds at most
+        one slot thread, and never keeps another plugin's ``ep_slot`` from
+        a thread. A plugin that raises refuses that slot.
         """
         hooks = self.registry.scheduling.get("ep_slot", {})
         if not hooks:
             return None
-        spent: dict[str, float] = {}  # seconds each plugin's ep_slot took so far
-        call = self.registry.call
+        ends: list[float] = []  # when this placement's budget runs out (set on first use)
 
         def refuse(candidate: Candidate, slot: Slot) -> bool:
             plugin = candidate.plugin
             if plugin not in hooks:
                 return False
-            left = self.deadline - spent.get(plugin, 0.0)
+            now = time.monotonic()
+            if self._slot_tripped(plugin, now):
+                return True
+            if not ends:
+                ends.append(now + self.deadline)
+            left = ends[0] - now
             if left <= 0:
-                return True  # out of budget: already logged
-            started = time.perf_counter()
-            job = self._slots.submit(call, "ep_slot", plugin, query=query, slot=slot)
+                return True
+            job = self._slots.submit(self.registry.call, "ep_slot", plugin, query=query, slot=slot)
             try:
                 reason = job.result(timeout=left)
             except concurrent.futures.TimeoutError:
-                job.cancel()  # if it never started (every slot thread stuck): drop it
-                log.warning(
-                    "ep_slot of plugin %s took over %.3gs in one Ask; its remaining slots "
-                    "are refused",
-                    plugin,
-                    self.deadline,
-                )
-                spent[plugin] = self.deadline
+                self._trip(plugin, job)
                 return True
             except Exception:
                 log.exception("ep_slot of plugin %s raised; the slot is refused", plugin)
                 return True
-            finally:
-                spent[plugin] = spent.get(plugin, 0.0) + time.perf_counter() - started
             return reason is not None
 
         return refuse
+
+    def _slot_tripped(self, plugin: str, now: float) -> bool:
+        with self._slot_lock:
+            return self._slot_running_late.get(plugin, 0) > 0 or now < self._slot_cool.get(
+                plugin, 0.0
+            )
+
+    def _trip(self, plugin: str, job: concurrent.futures.Future[Any]) -> None:
+        """``plugin``'s ep_slot ran past the deadline: refuse its slots until
+        that call returns, and for the cool-down after."""
+        log.warning(
+            "ep_slot of plugin %s ran past the deadline (%.3gs); its slots are refused "
+            "until it returns and for %gs after",
+            plugin,
+            self.deadline,
+            _SLOT_COOLDOWN,
+        )
+        with self._slot_lock:
+            self._slot_cool[plugin] = time.monotonic() + _SLOT_COOLDOWN
+            if job.cancel():  # it never started: nothing is running late
+                return
+            self._slot_running_late[plugin] = self._slot_running_late.get(plugin, 0) + 1
+        job.add_done_callback(functools.partial(self._returned, plugin))
+
+    def _returned(self, plugin: str, _: object) -> None:
+        with self._slot_lock:
+            self._slot_running_late[plugin] -= 1
+            self._slot_cool[plugin] = time.monotonic() + _SLOT_COOLDOWN
 
     async def _no_slot(self, query: TaskQuery, candidates: tuple[Candidate, ...]) -> Reason:
         assert query.schedule is not None

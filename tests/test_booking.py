@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -99,11 +100,10 @@ def accept(stub, offer_id, user="alice", **kwargs):
 async def site(tmp_path):
     running = []
 
-    async def start(schedule=None, plugin=None, ledger=":memory:", deadline=None):
+    async def start(schedule=None, plugin=None, ledger=":memory:"):
         clock = Clock()
         plugin = plugin or Booker()
         config = {
-            **({"plugins": {"deadline": deadline}} if deadline else {}),
             "auth": {"tokens_file": str(tokens_file(tmp_path))},
             "schedule": {
                 "ledger": ledger,
@@ -575,30 +575,101 @@ async def test_list_bookings_pages(site):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_a_stuck_ep_slot_costs_its_own_slots_never_the_ledger(site):
-    import threading
+class SlotPlugin:
+    """Offers its own service type for DOCKER; its ep_slot is quick, or stuck
+    until ``release`` is set."""
 
+    def __init__(self, name, release=None):
+        self.name, self.release = name, release
+
+    @hookimpl
+    def ep_claims(self):
+        return [Claim(DOCKER, (f"uri://{self.name}",))]
+
+    @hookimpl
+    async def ep_evaluate(self, query: TaskQuery):
+        return Verdict.yes(Offer(f"uri://{self.name}", {"endpoint": "http://127.0.0.1:1/x"}))
+
+    @hookimpl
+    def ep_slot(self, slot):
+        if self.release is not None:
+            self.release.wait(30)
+        return None
+
+
+@pytest.fixture
+async def slot_site(tmp_path):
+    """An EP (plugin deadline 0.3 s) with the given SlotPlugins; stuck ones
+    are released when the test ends."""
     release = threading.Event()
+    running = []
 
-    class StuckSlots(Booker):
-        @hookimpl
-        def ep_slot(self, slot):
-            release.wait(30)  # stuck (until the test ends)
-            return None
+    async def start(*plugins):
+        config = {
+            "plugins": {"deadline": 0.3},
+            "auth": {"tokens_file": str(tokens_file(tmp_path))},
+            "schedule": {
+                "ledger": ":memory:",
+                "pools": {"cores": 64, "memory": "16GiB"},
+                "max_outstanding_offers": 1000,
+            },
+        }
+        settings = build_settings(config)
+        sources = [FakeSource(p.name, p) for p in plugins]
+        registry = load_registry(settings, detect_host(), sources)
+        server = await start_server(settings, registry, Clock())
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        running.append((server, channel))
+        return pb_grpc.ExecutionPlannerServiceStub(channel)
 
-    stub, _, _, _ = await site({}, plugin=StuckSlots(), deadline=0.3)
     try:
-        started = asyncio.get_running_loop().time()
-        answer = await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
-        took = asyncio.get_running_loop().time() - started
-        assert answer.responseword == pb.NO
-        assert [r.code for r in answer.reasons] == ["NO_SLOT"]
-        assert took < 3, f"the Ask took {took:.1f}s"
-        # The ledger is free: the next booking RPCs answer at once, over and over,
-        # although every slot thread is stuck by now.
-        for _ in range(6):
-            await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
-        listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"), timeout=2)
-        assert list(listed.bookings) == []
+        yield start, release
     finally:
         release.set()
+        for server, channel in running:
+            await channel.close()
+            await server.shutdown(0)
+
+
+async def timed_ask(stub):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await stub.Ask(scheduled(cores=1), metadata=who("alice"), timeout=10)
+    return answer, loop.time() - started
+
+
+async def test_a_stuck_ep_slot_is_tripped_and_never_starves_the_others(slot_site):
+    start, release = slot_site
+    stub = await start(SlotPlugin("astuck", release), SlotPlugin("healthy"))
+    answer, took = await timed_ask(stub)
+    assert took < 2, f"the first Ask took {took:.2f}s"  # one budget (0.3 s) for the placement
+    for _ in range(8):  # the stuck plugin is refused at once from now on, holding one thread
+        answer, took = await timed_ask(stub)
+        assert {o.plugin for o in answer.offers} == {"healthy"}, answer.reasons
+        assert took < 0.25, f"an Ask took {took:.2f}s"
+
+
+async def test_several_stuck_ep_slots_share_one_budget(slot_site):
+    start, release = slot_site
+    stub = await start(*(SlotPlugin(f"s{i}", release) for i in range(3)))
+    answer, took = await timed_ask(stub)
+    assert took < 0.75, f"one Ask held the ledger {took:.2f}s, not one deadline (0.3 s)"
+    assert [r.code for r in answer.reasons] == ["NO_SLOT"]
+
+
+async def test_a_stuck_ep_slot_does_not_back_up_the_bookings(slot_site):
+    start, release = slot_site
+    stub = await start(SlotPlugin("stuck", release))
+    asks = [
+        asyncio.ensure_future(stub.Ask(scheduled(cores=1), metadata=who("alice"), timeout=5))
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"), timeout=5)
+    waited = loop.time() - started
+    assert list(listed.bookings) == []
+    assert waited < 1.0, f"ListBookings waited {waited:.2f}s behind the Asks"
+    for answer in await asyncio.gather(*asks):
+        assert [r.code for r in answer.reasons] == ["NO_SLOT"]

@@ -145,6 +145,23 @@ def test_buf_curl_works_through_reflection(server):
         assert answer["offers"][0]["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
 
 
+def test_a_stuck_plugin_thread_does_not_keep_a_stopped_server_alive(server):
+    env = {
+        "EP_PLUGINS__ALLOW": "static,stuck",
+        "EP_PLUGINS__MODULES": "stuck=fake_stuck_plugin",
+        "EP_PLUGINS__DEADLINE": "0.3",
+    }
+    s = server(env=env)
+    answer = ask(s.port, "uri://stuck", {"seconds": 60})
+    assert [r.code for r in answer.reasons] == ["PLUGIN_TIMEOUT"]
+    stopped = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish(timeout=20)
+    assert code == 0
+    assert time.monotonic() - stopped < 10, "exit waited for the stuck plugin"
+    assert "plugin thread(s) still running" in log
+
+
 def test_a_bad_config_stops_startup_with_a_message(tmp_path):
     path = tmp_path / "ep.toml"
     path.write_text('[server]\nlisten = "nowhere"\n')

@@ -289,12 +289,12 @@ async def test_an_address_that_keeps_failing_to_authenticate_is_refused_unchecke
         "limits": {"auth_failure_rate": 0.2, "auth_failure_burst": 3},
     }
     _, stub = await start(config, Recorder())
-    for _ in range(3):  # the burst of failures: each one UNAUTHENTICATED
+    for i in range(3):  # the burst of failures: each one UNAUTHENTICATED
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Ask(ask(), metadata=bearer("guess-0123456789abcdef-guess"), timeout=10)
+            await stub.Ask(ask(), metadata=bearer(f"guess-{i}-0123456789abcdef"), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     # Then no guess is checked: not a wrong one, nor (from this address) a right one.
-    for token in ("guess-0123456789abcdef-guess", TOKEN):
+    for token in ("guess-3-0123456789abcdef", TOKEN):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Ask(ask(), metadata=bearer(token), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -304,6 +304,40 @@ async def test_an_address_that_keeps_failing_to_authenticate_is_refused_unchecke
         assert retry, "the refusal says when to retry"
     # Calls without credentials are not held up.
     assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
+
+
+async def test_repeating_one_wrong_token_counts_once(tmp_path, start):
+    """One token sent to many sites (the ep client's way), some of which do
+    not know it: repeating it teaches nothing and must not lock out others
+    behind the same address."""
+    config = {
+        "auth": {"tokens_file": str(tokens_file(tmp_path))},
+        "limits": {"auth_failure_rate": 0.01, "auth_failure_burst": 2},
+    }
+    _, stub = await start(config, Recorder())
+    for _ in range(10):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ask(ask(), metadata=bearer("not-this-site-0123456789abcdef"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await stub.Ask(ask(), metadata=bearer(TOKEN), timeout=10)).responseword == pb.YES
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("ipv4:192.0.2.7:5555", "ipv4:192.0.2.7"),
+        ("ipv6:[2001:db8:1:2::7]:5555", "ipv6:2001:db8:1:2::/64"),
+        ("ipv6:[2001:db8:1:2:ffff:ffff:ffff:ffff]:1", "ipv6:2001:db8:1:2::/64"),
+        ("ipv6:[::ffff:192.0.2.7]:80", "ipv4:192.0.2.7"),
+        ("ipv6:[fe80::1%eth0]:80", "ipv6:fe80::/64"),
+    ],
+)
+def test_limits_count_ipv4_hosts_and_ipv6_networks(peer, key):
+    """An IPv6 host holds a whole /64: a fresh address per guess must not
+    mean a fresh bucket."""
+    from ep_server.pipeline import _peer_host
+
+    assert _peer_host(peer) == key
 
 
 async def test_failed_authentication_limit_off_and_successes_never_count(tmp_path, start):
