@@ -180,6 +180,10 @@ def seconds_arg(text: str) -> float:
     return value
 
 
+#: ``--rank`` choices (see ep_server.client.choose).
+RANKINGS = ("most-cores", "most-memory", "earliest", "fastest")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ep`` parser, with its ``ask`` and ``info`` commands."""
     parser = argparse.ArgumentParser(
@@ -219,8 +223,9 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("--cores", type=cores_arg, metavar="MIN[:MAX]", help="cores needed, e.g. 4:16")
     ask.add_argument("--memory", type=memory_arg, metavar="MIN[:MAX]", help="e.g. 8GiB:16GiB")
     ask.add_argument(
-        "--sites", type=Path, metavar="FILE", help="TOML site list (--endpoint adds to it)"
-    )
+        "--sites", type=Path, action="append", default=[], metavar="FILE",
+        help="TOML site list; repeat for more (--endpoint adds to them)",
+    )  # fmt: skip
     ask.add_argument(
         "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
         metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more",
@@ -237,6 +242,11 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument(
         "--accept-servicetype", dest="accept", action="append", type=uri_arg, default=[],
         metavar="URI", help="acceptable service type, most preferred first (default: any)",
+    )  # fmt: skip
+    ask.add_argument(
+        "--rank", choices=RANKINGS, default=None,
+        help="order acceptable offers of equal preference by this (default: "
+        "earliest with --window, else most-cores)",
     )  # fmt: skip
     _add_common(ask)
 

@@ -22,7 +22,16 @@ from typing import Any
 
 from ep_server.client.args import UsageError, build_parser, query_from_args
 from ep_server.client.ask import Client
-from ep_server.client.choose import Choice, candidates, rank
+from ep_server.client.choose import (
+    Choice,
+    RankKey,
+    candidates,
+    earliest,
+    fastest,
+    most_cores,
+    most_memory,
+    rank,
+)
 from ep_server.client.convert import message_json
 from ep_server.client.progress import Progress
 from ep_server.client.render import (
@@ -68,15 +77,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sites(args: argparse.Namespace) -> list[Site]:
-    """The sites to ask: the site list's, then each ``--endpoint``."""
-    if args.sites is None and not args.endpoints:
+    """The sites to ask: each site list's, then each ``--endpoint``; a site
+    named twice (the same address and TLS settings) is asked once."""
+    if not args.sites and not args.endpoints:
         raise UsageError("give --sites FILE or at least one --endpoint HOST:PORT")
-    try:
-        sites = load_sites(args.sites) if args.sites is not None else []
-    except SiteListError as exc:
-        raise UsageError(str(exc)) from None
+    sites: list[Site] = []
+    for path in args.sites:
+        try:
+            sites += load_sites(path)
+        except SiteListError as exc:
+            raise UsageError(str(exc)) from None
     tls = _tls(args)
-    return sites + [Site(address, address, tls) for address in args.endpoints]
+    sites += [Site(address, address, tls) for address in args.endpoints]
+    unique: dict[tuple[str, TLS | None], Site] = {}
+    for site in sites:
+        first = unique.setdefault((site.address, site.tls), site)
+        if first is not site:
+            print(
+                printable(f"ep: {site.name} is {first.name} again ({site.address}): asked once"),
+                file=sys.stderr,
+            )
+    return list(unique.values())
 
 
 def _tls(args: argparse.Namespace) -> TLS | None:
@@ -106,32 +127,54 @@ def _metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
+_RANK_KEYS: dict[str, RankKey] = {
+    "most-cores": most_cores,
+    "most-memory": most_memory,
+    "earliest": earliest,
+    "fastest": fastest,
+}
+
+
 def _ask(args: argparse.Namespace, sites: list[Site], query: TaskQuery) -> int:
-    results = asyncio.run(_gather(sites, query, args.deadline, _metadata(args)))
+    metadata = _metadata(args)
+    results: list[Result] = []
+    interrupted = False
+    try:
+        asyncio.run(_gather(sites, query, args.deadline, metadata, results))
+    except KeyboardInterrupt:  # show what came back before Ctrl-C
+        interrupted = True
     order = {id(site): i for i, site in enumerate(sites)}
     results.sort(key=lambda r: order[id(r.site)])
-    ranking = rank(candidates(results, args.accept))
+    name = args.rank or ("earliest" if query.schedule is not None else "most-cores")
+    ranking = rank(candidates(results, args.accept), _RANK_KEYS[name])
     print(results_json(results, ranking) if args.json else _report(results, ranking))
+    if interrupted:
+        missing = len(sites) - len(results)
+        print(f"ep: interrupted; {missing} site(s) not heard from", file=sys.stderr)
+        return 130
     return EXIT_YES if ranking else EXIT_NONE
 
 
 async def _gather(
-    sites: list[Site], query: TaskQuery, seconds: float, metadata: tuple[tuple[str, str], ...] = ()
-) -> list[Result]:
-    """Ask every site, showing progress on stderr when it is a terminal."""
+    sites: list[Site],
+    query: TaskQuery,
+    seconds: float,
+    metadata: tuple[tuple[str, str], ...],
+    results: list[Result],
+) -> None:
+    """Ask every site into ``results`` (kept if interrupted), showing
+    progress on stderr when it is a terminal."""
     deadline = Deadline.after(seconds)
     progress = Progress(sys.stderr, sites, deadline, enabled=len(sites) > 1 and _tty())
     ticker = asyncio.create_task(progress.tick())
     try:
         async with Client(metadata=metadata) as client:
-            results = []
             async for result in client.ask_many(sites, query, deadline=deadline):
                 results.append(result)
                 progress.done(result)
     finally:
         ticker.cancel()
         progress.clear()
-    return results
 
 
 def _tty() -> bool:

@@ -175,6 +175,14 @@ def _reason_json(reason: Reason) -> dict[str, Any]:
         "cause": cause,
         "retryable": reason.retryable,
         "field": reason.field,
+        "earliest_slot": (
+            {
+                "start": reason.earliest_slot.start.isoformat(),
+                "end": reason.earliest_slot.end.isoformat(),
+            }
+            if reason.earliest_slot
+            else None
+        ),
     }
 
 

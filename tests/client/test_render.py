@@ -104,6 +104,7 @@ def test_json_document() -> None:
         "cause": "CAPACITY",
         "retryable": False,
         "field": "resources.cores",
+        "earliest_slot": None,
     }
     assert doc["results"][3]["failure"] == {
         "kind": "DEADLINE_EXCEEDED",

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
+from ep_server.booking import Slot
 from ep_server.client import TLS, Answer, Client, Failure, FailureKind, Site, TaskQuery
 from ep_server.client.args import build_parser, query_from_args
 from ep_server.client.cli import main
 from ep_server.client.convert import MAX_TASKINFO_DEPTH, request_from_query
-from ep_server.client.render import table
+from ep_server.client.render import results_json, table
 from ep_server.client.results import Reason, Result
 from ep_server.pb import execution_planner_pb2 as pb
 
@@ -217,3 +220,59 @@ def test_a_closed_pipe_ends_quietly(thread_ep):
     assert done.stdout == "{"
     assert "Traceback" not in done.stderr
     assert "BrokenPipeError" not in done.stderr
+
+
+def test_ctrl_c_still_shows_the_answers_already_in(thread_ep, unaccepting_address, capsys):
+    """An interrupted ep ask prints what came back and exits 130."""
+    import os
+    import signal
+    import threading
+
+    address = thread_ep(cores=8)
+    # A real SIGINT (not _thread.interrupt_main, which does not wake the loop)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = main(
+            [
+                "ask", "--tasktype", "uri://docker-container", "--json", "--deadline", "30",
+                "--endpoint", address, "--endpoint", unaccepting_address,
+            ]
+        )  # fmt: skip
+    finally:
+        timer.cancel()
+    out, err = capsys.readouterr()
+    assert code == 130
+    doc = json.loads(out)
+    assert [r["site"] for r in doc["results"]] == [address]
+    assert "1 site(s) not heard from" in err
+
+
+def test_sites_named_twice_are_asked_once_and_site_lists_add_up(thread_ep, tmp_path, capsys):
+    address = thread_ep(cores=8)
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text(f'[[site]]\nname = "one"\naddress = "{address}"\n')
+    second.write_text(f'[[site]]\nname = "two"\naddress = "{address}"\n')
+    argv = ["ask", "--tasktype", "uri://docker-container", "--json"]
+    argv += ["--sites", str(first), "--sites", str(second), "--endpoint", address]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [r["site"] for r in json.loads(out)["results"]] == ["one"]
+    assert "two is one again" in err
+
+
+def test_rank_option_and_the_earliest_slot_in_json():
+    parser = build_parser()
+    args = parser.parse_args(["ask", "--tasktype", "uri://x", "--endpoint", "h:1"])
+    assert args.rank is None  # chosen from the query: earliest with --window
+    args = parser.parse_args(
+        ["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--rank", "most-memory"]
+    )
+    assert args.rank == "most-memory"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--rank", "x"])
+    start = datetime(2031, 3, 5, 9, tzinfo=UTC)
+    reason = Reason("NO_SLOT", "later", earliest_slot=Slot(start, start + timedelta(hours=2)))
+    doc = json.loads(results_json([_result("s", Answer("NO", reasons=(reason,)))]))
+    slot = doc["results"][0]["answer"]["reasons"][0]["earliest_slot"]
+    assert slot == {"start": "2031-03-05T09:00:00+00:00", "end": "2031-03-05T11:00:00+00:00"}
