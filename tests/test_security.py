@@ -264,6 +264,15 @@ async def test_a_policy_plugin_refuses_by_group(tmp_path, start):
 # --- limits ----------------------------------------------------------------
 
 
+def assert_exhausted(error: grpc.aio.AioRpcError, reason: str) -> None:
+    """RESOURCE_EXHAUSTED with ErrorInfo ``reason`` and RetryInfo (when to retry)."""
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(error).reason == reason
+    status = rpc_status.from_call(error)
+    retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+    assert retry, "RESOURCE_EXHAUSTED carries RetryInfo"
+
+
 async def test_the_ask_rate_limit_is_per_identity(tmp_path, start):
     config = {
         "auth": {"tokens_file": str(tokens_file(tmp_path))},
@@ -274,11 +283,7 @@ async def test_the_ask_rate_limit_is_per_identity(tmp_path, start):
         await stub.Ask(ask(), metadata=bearer(TOKEN), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Ask(ask(), metadata=bearer(TOKEN), timeout=10)
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error_info(info.value).reason == "RATE_LIMITED"
-    status = rpc_status.from_call(info.value)
-    retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
-    assert retry, "RESOURCE_EXHAUSTED carries RetryInfo"
+    assert_exhausted(info.value, "RATE_LIMITED")
     # Another caller (anonymous, by address) has its own bucket.
     assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
 
@@ -289,19 +294,13 @@ async def test_an_address_that_keeps_failing_to_authenticate_is_refused_unchecke
         "limits": {"auth_failure_rate": 0.2, "auth_failure_burst": 3},
     }
     _, stub = await start(config, Recorder())
-    for i in range(3):  # the burst of failures: each one UNAUTHENTICATED
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Ask(ask(), metadata=bearer(f"guess-{i}-0123456789abcdef"), timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # the burst of failures: each one UNAUTHENTICATED
+    await assert_unauthenticated(stub, [f"guess-{i}-0123456789abcdef" for i in range(3)])
     # Then no guess is checked: not a wrong one, nor (from this address) a right one.
     for token in ("guess-3-0123456789abcdef", TOKEN):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Ask(ask(), metadata=bearer(token), timeout=10)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert error_info(info.value).reason == "AUTH_FAILURES"
-        status = rpc_status.from_call(info.value)
-        retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
-        assert retry, "the refusal says when to retry"
+        assert_exhausted(info.value, "AUTH_FAILURES")
     # Calls without credentials are not held up.
     assert (await stub.Ask(ask(), timeout=10)).responseword == pb.YES
 
@@ -315,11 +314,16 @@ async def test_repeating_one_wrong_token_counts_once(tmp_path, start):
         "limits": {"auth_failure_rate": 0.01, "auth_failure_burst": 2},
     }
     _, stub = await start(config, Recorder())
-    for _ in range(10):
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Ask(ask(), metadata=bearer("not-this-site-0123456789abcdef"), timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await assert_unauthenticated(stub, ["not-this-site-0123456789abcdef"] * 10)
     assert (await stub.Ask(ask(), metadata=bearer(TOKEN), timeout=10)).responseword == pb.YES
+
+
+async def assert_unauthenticated(stub, tokens) -> None:
+    """Each token, in turn, is refused as UNAUTHENTICATED (not rate limited)."""
+    for token in tokens:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Ask(ask(), metadata=bearer(token), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize(
@@ -346,10 +350,7 @@ async def test_failed_authentication_limit_off_and_successes_never_count(tmp_pat
         "limits": {"auth_failure_rate": 0, "auth_failure_burst": 1},
     }
     _, stub = await start(config, Recorder())
-    for _ in range(5):
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Ask(ask(), metadata=bearer("guess-0123456789abcdef-guess"), timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await assert_unauthenticated(stub, [f"guess-{i}-0123456789abcdef" for i in range(5)])
     config["limits"] = {"auth_failure_rate": 0.2, "auth_failure_burst": 1}
     _, stub = await start(config, Recorder())
     for _ in range(5):  # good credentials take nothing from the failure bucket
