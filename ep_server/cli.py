@@ -41,7 +41,13 @@ def run() -> NoReturn:
     """The ``ep-server`` console script: :func:`main`, then exit, even when a
     stuck plugin still holds a worker thread (Python would otherwise wait for
     it at exit, and a stopped server would never end)."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:  # a bug: say so, and still do not wait for stuck threads
+        logging.getLogger(__name__).exception("ep-server failed")
+        code = 1
     grace = time.monotonic() + _EXIT_GRACE
     for thread in _lingering():
         thread.join(max(0.0, grace - time.monotonic()))  # idle pool threads end now

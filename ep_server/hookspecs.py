@@ -159,11 +159,12 @@ def ep_slot(query: TaskQuery, slot: Slot, config: Any) -> Reason | None:
     For example, a maintenance window, or a service that only runs at night.
     Called while the ledger's transaction waits, from a worker thread: it
     must be a plain, quick, thread-safe function (not ``async``) that does no
-    I/O. A plugin that raises refuses the slot. One Ask gives all plugins'
-    ``ep_slot`` calls together ``[plugins] deadline`` seconds; past that, the
-    rest of their slots for that Ask are refused. A call that runs past the
-    deadline trips its plugin: its slots are refused, uncalled, until the
-    call returns and for 30 seconds after.
+    I/O. A plugin that raises refuses the slot. One Ask waits for ``ep_slot``
+    calls at most ``[plugins] deadline`` seconds in all, shared equally by
+    the plugins that implement it; a plugin past its share has the rest of
+    its slots for that Ask refused. A call still running then is left to
+    finish, and its plugin's slots are refused, uncalled, until it returns
+    (and for 30 seconds more if it took longer than the whole deadline).
 
     :param query: the request.
     :param slot: the candidate slot, ``[slot.start, slot.end)`` in UTC.

@@ -18,6 +18,7 @@ import itertools
 import logging
 import re
 import time
+import urllib.parse
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -266,7 +267,7 @@ def _peer_host(peer: str) -> str:
     its /64 network (``ipv6:[2001:db8::1]:5555`` -> ``ipv6:2001:db8::/64``),
     since one host or site typically holds a whole /64 and could otherwise
     take a fresh address, and a fresh bucket, for every call."""
-    host = peer.rpartition(":")[0] or peer
+    host = urllib.parse.unquote(peer).rpartition(":")[0] or peer  # gRPC sends %5B...%5D
     if host.startswith("ipv6:["):
         try:
             address = ipaddress.IPv6Address(host[6:].rstrip("]").partition("%")[0])

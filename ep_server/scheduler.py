@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -62,8 +63,8 @@ NO_SLOT = "NO_SLOT"
 TOO_MANY_OFFERS = "TOO_MANY_OFFERS"
 SCHEDULING_UNSUPPORTED = "SCHEDULING_UNSUPPORTED"
 
-#: Seconds a plugin's slots are refused after its ep_slot ran past the
-#: deadline (counted from when that call returned).
+#: Seconds a plugin's slots are refused after one of its ep_slot calls took
+#: longer than the whole deadline (counted from when that call returned).
 _SLOT_COOLDOWN = 30.0
 
 
@@ -131,6 +132,10 @@ class Scheduler:
         # plugin with ep_slot, and one more, are always enough.
         slot_plugins = len(registry.scheduling.get("ep_slot", {}))
         self._slots = ThreadPoolExecutor(slot_plugins + 1, thread_name_prefix="ep-slot")
+        # Plain ep_booked/ep_cancelled hooks run here, not in asyncio's
+        # default executor, which asyncio.run waits for without a limit at
+        # exit: a stuck hook would keep a stopped server from ending.
+        self._hooks = ThreadPoolExecutor(2, thread_name_prefix="ep-notify")
         self._slot_lock = threading.Lock()
         self._slot_running_late: dict[str, int] = {}  # ep_slot calls past the deadline
         self._slot_cool: dict[str, float] = {}  # refuse a plugin's slots until then
@@ -149,6 +154,7 @@ class Scheduler:
         await self._run(self.ledger.close)
         self._thread.shutdown(wait=True)
         self._slots.shutdown(wait=False, cancel_futures=True)
+        self._hooks.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -178,7 +184,7 @@ class Scheduler:
             # Anonymous callers learn the slots but hold nothing: nobody can
             # tie up the site without being accountable for it.
             hold=not query.identity.anonymous,
-            refuse=self._refuser(query),
+            refuse=self._refuser(query, candidates),
         )
         try:
             held = await self._place(placement)
@@ -231,43 +237,48 @@ class Scheduler:
         cores, memory = query.resources.cores.min, query.resources.memory.min
         return {"cores": max(1, cores or 1), "memory": memory or 0}
 
-    def _refuser(self, query: TaskQuery) -> Callable[[Candidate, Slot], bool] | None:
+    def _refuser(
+        self, query: TaskQuery, candidates: tuple[Candidate, ...]
+    ) -> Callable[[Candidate, Slot], bool] | None:
         """The slot check for one Ask's placement, run on the ledger thread.
 
         Each ``ep_slot`` call runs in a slot thread while the ledger thread
-        waits, and one placement gives all its ``ep_slot`` calls together
-        at most the plugins' deadline; past it, the remaining slots of
-        plugins with ``ep_slot`` are refused. A call that runs past the
-        deadline trips that plugin: its slots are refused at once, without
-        a call, until the call returns and :data:`_SLOT_COOLDOWN` seconds
-        have passed. So a slow or stuck ``ep_slot`` holds the ledger (every
-        booking RPC) for at most one deadline per cool-down, holds at most
-        one slot thread, and never keeps another plugin's ``ep_slot`` from
-        a thread. A plugin that raises refuses that slot.
+        waits. One placement waits for ``ep_slot`` at most the plugins'
+        deadline in all, shared equally by the plugins with ``ep_slot`` among
+        its candidates: a plugin past its share has its remaining slots
+        refused in this placement, so a slow one cannot use up the others'
+        time. A call still running when its share ends is left to finish in
+        its thread, and its plugin's slots are refused, uncalled, until it
+        returns; one that took longer than the whole deadline trips its
+        plugin for :data:`_SLOT_COOLDOWN` seconds more. So each plugin holds
+        at most one slot thread, and a stuck or slow ``ep_slot`` holds the
+        ledger (every booking RPC) for at most its share of one deadline,
+        then not again until it returns. A plugin that raises refuses the
+        slot.
         """
         hooks = self.registry.scheduling.get("ep_slot", {})
-        if not hooks:
+        checking = {c.plugin for c in candidates} & hooks.keys()
+        if not checking:
             return None
-        ends: list[float] = []  # when this placement's budget runs out (set on first use)
+        share = self.deadline / len(checking)
+        spent: dict[str, float] = {}  # seconds each plugin's calls took in this placement
 
         def refuse(candidate: Candidate, slot: Slot) -> bool:
             plugin = candidate.plugin
-            if plugin not in hooks:
+            if plugin not in checking:
                 return False
-            now = time.monotonic()
-            if self._slot_tripped(plugin, now):
+            left = share - spent.get(plugin, 0.0)
+            if left <= 0 or self._slot_refused(plugin):
                 return True
-            if not ends:
-                ends.append(now + self.deadline)
-            left = ends[0] - now
-            if left <= 0:
+            started = time.monotonic()
+            job = self._slots.submit(self._timed_slot, plugin, query, slot)
+            concurrent.futures.wait([job], timeout=left)
+            spent[plugin] = spent.get(plugin, 0.0) + time.monotonic() - started
+            if not job.done():
+                self._abandon(plugin, job)
                 return True
-            job = self._slots.submit(self.registry.call, "ep_slot", plugin, query=query, slot=slot)
             try:
-                reason = job.result(timeout=left)
-            except concurrent.futures.TimeoutError:
-                self._trip(plugin, job)
-                return True
+                reason = job.result()
             except Exception:
                 log.exception("ep_slot of plugin %s raised; the slot is refused", plugin)
                 return True
@@ -275,33 +286,51 @@ class Scheduler:
 
         return refuse
 
-    def _slot_tripped(self, plugin: str, now: float) -> bool:
-        with self._slot_lock:
-            return self._slot_running_late.get(plugin, 0) > 0 or now < self._slot_cool.get(
-                plugin, 0.0
-            )
+    def _timed_slot(self, plugin: str, query: TaskQuery, slot: Slot) -> Any:
+        """Call ``plugin``'s ep_slot in a slot thread; if it takes longer
+        than the whole deadline, refuse its slots for the cool-down too."""
+        started = time.monotonic()
+        try:
+            return self.registry.call("ep_slot", plugin, query=query, slot=slot)
+        finally:
+            took = time.monotonic() - started
+            if took > self.deadline:
+                log.warning(
+                    "ep_slot of plugin %s took %.3gs, past the deadline (%.3gs); its slots "
+                    "are refused for %gs",
+                    plugin,
+                    took,
+                    self.deadline,
+                    _SLOT_COOLDOWN,
+                )
+                with self._slot_lock:
+                    self._slot_cool[plugin] = time.monotonic() + _SLOT_COOLDOWN
 
-    def _trip(self, plugin: str, job: concurrent.futures.Future[Any]) -> None:
-        """``plugin``'s ep_slot ran past the deadline: refuse its slots until
-        that call returns, and for the cool-down after."""
-        log.warning(
-            "ep_slot of plugin %s ran past the deadline (%.3gs); its slots are refused "
-            "until it returns and for %gs after",
-            plugin,
-            self.deadline,
-            _SLOT_COOLDOWN,
-        )
+    def _slot_refused(self, plugin: str) -> bool:
+        """True while a call of ``plugin``'s ep_slot is still running after
+        its placement stopped waiting, or in its cool-down."""
         with self._slot_lock:
-            self._slot_cool[plugin] = time.monotonic() + _SLOT_COOLDOWN
-            if job.cancel():  # it never started: nothing is running late
-                return
+            if self._slot_running_late.get(plugin, 0) > 0:
+                return True
+            cool = self._slot_cool.get(plugin)
+        return cool is not None and time.monotonic() < cool
+
+    def _abandon(self, plugin: str, job: concurrent.futures.Future[Any]) -> None:
+        """Stop waiting for a call; refuse ``plugin``'s slots until it returns."""
+        with self._slot_lock:
+            if job.cancel():  # never started (cannot happen while each plugin
+                return  # holds at most one thread; kept safe anyway)
             self._slot_running_late[plugin] = self._slot_running_late.get(plugin, 0) + 1
+        log.warning(
+            "ep_slot of plugin %s is still running after its share of the deadline; its "
+            "slots are refused until it returns",
+            plugin,
+        )
         job.add_done_callback(functools.partial(self._returned, plugin))
 
     def _returned(self, plugin: str, _: object) -> None:
         with self._slot_lock:
             self._slot_running_late[plugin] -= 1
-            self._slot_cool[plugin] = time.monotonic() + _SLOT_COOLDOWN
 
     async def _no_slot(self, query: TaskQuery, candidates: tuple[Candidate, ...]) -> Reason:
         assert query.schedule is not None
@@ -381,6 +410,8 @@ class Scheduler:
                 if is_async:
                     await call(hook, booking.plugin, booking=booking)
                 else:
-                    await asyncio.to_thread(call, hook, booking.plugin, booking=booking)
+                    loop = asyncio.get_running_loop()
+                    job = functools.partial(call, hook, booking.plugin, booking=booking)
+                    await loop.run_in_executor(self._hooks, contextvars.copy_context().run, job)
         except Exception:
             log.exception("%s of plugin %s failed for booking %s", hook, booking.plugin, booking.id)

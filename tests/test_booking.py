@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -673,3 +674,62 @@ async def test_a_stuck_ep_slot_does_not_back_up_the_bookings(slot_site):
     assert waited < 1.0, f"ListBookings waited {waited:.2f}s behind the Asks"
     for answer in await asyncio.gather(*asks):
         assert [r.code for r in answer.reasons] == ["NO_SLOT"]
+
+
+class SlowSlots(SlotPlugin):
+    """ep_slot returns (or raises ``error``) after ``seconds`` every call."""
+
+    def __init__(self, name, seconds, error=None):
+        super().__init__(name)
+        self.seconds, self.error, self.calls = seconds, error, 0
+
+    @hookimpl
+    def ep_slot(self, slot):
+        self.calls += 1
+        time.sleep(self.seconds)
+        if self.error is not None:
+            raise self.error
+        return None
+
+
+async def test_a_slow_ep_slot_cannot_use_up_a_quick_ones_time(slot_site):
+    start, _ = slot_site
+    slow, quick = SlowSlots("aslow", 0.27), SlowSlots("bquick", 0.05)
+    stub = await start(slow, quick)
+    for _ in range(4):
+        answer, took = await timed_ask(stub)
+        assert "bquick" in {o.plugin for o in answer.offers}, answer.reasons
+        assert took < 0.6, f"an Ask held the ledger {took:.2f}s (deadline 0.3 s)"
+    assert quick.calls >= 4  # never tripped
+
+
+async def test_an_ep_slot_raising_timeouterror_refuses_that_slot_only(slot_site):
+    """Its own socket timing out is the plugin's exception, not a late call."""
+    start, _ = slot_site
+    raiser = SlowSlots("raiser", 0.0, TimeoutError("its own socket timed out"))
+    stub = await start(raiser, SlotPlugin("healthy"))
+    for asked in range(1, 4):
+        await timed_ask(stub)
+        assert raiser.calls > asked  # called again in every Ask: not tripped
+
+
+async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
+    """Not in asyncio's default executor, which asyncio.run waits for without
+    a limit at exit: a stuck hook would keep a stopped server from ending."""
+    names = []
+
+    class Recording(Booker):
+        @hookimpl
+        def ep_booked(self, booking):
+            names.append(threading.current_thread().name)
+
+    stub, _, _, _ = await site(plugin=Recording())
+    answer = await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
+    offer_id = answer.offers[0].id
+    await stub.AcceptOffer(pb.AcceptOfferRequest(offer_id=offer_id), metadata=who("alice"))
+    for _ in range(50):
+        if names:
+            break
+        await asyncio.sleep(0.02)
+    assert names, "ep_booked was called"
+    assert names[0].startswith("ep-notify"), names

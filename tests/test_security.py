@@ -334,6 +334,7 @@ async def assert_unauthenticated(stub, tokens) -> None:
         ("ipv6:[2001:db8:1:2:ffff:ffff:ffff:ffff]:1", "ipv6:2001:db8:1:2::/64"),
         ("ipv6:[::ffff:192.0.2.7]:80", "ipv4:192.0.2.7"),
         ("ipv6:[fe80::1%eth0]:80", "ipv6:fe80::/64"),
+        ("ipv6:%5B2001:db8:1:2::7%5D:5555", "ipv6:2001:db8:1:2::/64"),
     ],
 )
 def test_limits_count_ipv4_hosts_and_ipv6_networks(peer, key):
@@ -342,6 +343,29 @@ def test_limits_count_ipv4_hosts_and_ipv6_networks(peer, key):
     from ep_server.pipeline import _peer_host
 
     assert _peer_host(peer) == key
+
+
+async def test_a_real_ipv6_peer_is_counted_by_its_network():
+    """gRPC writes IPv6 peers percent-encoded (ipv6:%5B::1%5D:port)."""
+    from ep_server.pipeline import _peer_host
+
+    seen = []
+
+    async def echo(request: bytes, context) -> bytes:
+        seen.append(_peer_host(context.peer()))
+        return b""
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"M": handler}),))
+    port = server.add_insecure_port("[::1]:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"[::1]:{port}") as channel:
+            await channel.unary_unary("/t.T/M")(b"", timeout=10)
+    finally:
+        await server.stop(0)
+    assert seen == ["ipv6:::/64"]
 
 
 async def test_failed_authentication_limit_off_and_successes_never_count(tmp_path, start):

@@ -16,6 +16,7 @@ keeps the other answers from arriving before the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -205,10 +206,9 @@ class Client:
         """One unary call with retries; every error becomes a :class:`Failure`."""
         try:
             async with asyncio.timeout(deadline.remaining() + _GUARD):
-                call: Call[R] = self.pool.channel(site).unary_unary(
-                    _SERVICE + method, response_deserializer=decode
-                )
-                return await self._with_retries(call, payload, deadline)
+                channel = self.pool.channel(site)
+                call: Call[R] = channel.unary_unary(_SERVICE + method, response_deserializer=decode)
+                return await self._with_retries(channel, call, payload, deadline)
         except TimeoutError:
             return Failure(FailureKind.DEADLINE_EXCEEDED, "no answer before the deadline")
         except CredentialsError as exc:
@@ -216,8 +216,18 @@ class Client:
         except Exception as exc:  # one endpoint's bug must not lose the other answers
             return Failure(FailureKind.CLIENT_ERROR, f"{type(exc).__name__}: {exc}")
 
-    async def _with_retries(self, call: Call[R], payload: bytes, deadline: Deadline) -> R | Failure:
-        """Retry UNAVAILABLE with backoff while the policy and deadline allow."""
+    async def _with_retries(
+        self, channel: grpc.aio.Channel, call: Call[R], payload: bytes, deadline: Deadline
+    ) -> R | Failure:
+        """Retry UNAVAILABLE with backoff while the policy and deadline allow.
+
+        Between attempts, the wait ends early when the channel connects:
+        gRPC keeps reconnecting on its own schedule meanwhile, and a call
+        made while it still counts the last refusal would fail at once, so
+        a server that comes up during the wait is asked as soon as gRPC
+        reaches it. A server that answered UNAVAILABLE over a working
+        connection is given the whole wait.
+        """
         delays = self.retry.delays(self._rng)
         attempts = 0
         while True:
@@ -228,7 +238,11 @@ class Client:
                 delay = next(delays, None) if is_retryable(exc) else None
                 if delay is None or delay >= deadline.remaining():
                     return failure_from_error(exc, attempts)
-            await asyncio.sleep(delay)
+            if channel.get_state() is grpc.ChannelConnectivity.READY:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.channel_ready(), delay)
 
     async def close(self) -> None:
         """Close the channels, unless the pool was passed in."""

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from typing import TextIO
 
-from ep_server.client.render import printable
+from ep_server.client.render import cut, printable
 from ep_server.client.results import Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import Site
@@ -52,11 +52,8 @@ class Progress:
         """Redraw the line (when enabled), cut to the terminal's width so
         that it never wraps (a wrapped line could not be redrawn in place)."""
         if self.enabled:
-            width = shutil.get_terminal_size().columns - 1
-            line = printable(self.line())
-            if len(line) > width:
-                line = line[: max(0, width - 3)] + "..."
-            self.stream.write("\r\x1b[K" + line)
+            columns = max(4, shutil.get_terminal_size().columns - 1)
+            self.stream.write("\r\x1b[K" + cut(printable(self.line()), columns))
             self.stream.flush()
 
     def clear(self) -> None:

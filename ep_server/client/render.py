@@ -116,24 +116,44 @@ def printable(text: str) -> str:
 
 def _escape(char: str) -> str:
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def _width(text: str) -> int:
-    """Terminal columns: wide (CJK) characters take two, combining marks none."""
+def width(text: str) -> int:
+    """Terminal columns (as wcwidth counts them, near enough): wide (CJK)
+    characters take two; marks, format characters and Hangul vowel and
+    final jamo (which join the syllable before them) take none."""
     if text.isascii():
         return len(text)
-    return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-        for c in text
-    )
+    return sum(_char_width(c) for c in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.category(char) in ("Mn", "Me", "Cf") or "\u1160" <= char <= "\u11ff":
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
+def cut(text: str, columns: int) -> str:
+    """``text`` cut to at most ``columns`` terminal columns, marked with ``...``."""
+    if width(text) <= columns:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += _char_width(char)
+        if used > columns - 3:
+            break
+        kept.append(char)
+    return "".join(kept) + "..."
 
 
 def _layout(rows: Sequence[Sequence[str]]) -> str:
     cells = [[printable(c) for c in row] for row in rows]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    widths = [max(width(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = (
-        "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True))
+        "  ".join(c + " " * (w - width(c)) for c, w in zip(row, widths, strict=True))
         for row in cells
     )
     return "\n".join(line.rstrip() for line in lines)

@@ -17,7 +17,7 @@ from ep_server.client import TLS, Answer, Client, Failure, FailureKind, Site, Ta
 from ep_server.client.args import build_parser, query_from_args
 from ep_server.client.cli import main
 from ep_server.client.convert import MAX_TASKINFO_DEPTH, request_from_query
-from ep_server.client.render import results_json, table
+from ep_server.client.render import cut, printable, results_json, table, width
 from ep_server.client.results import Reason, Result
 from ep_server.pb import execution_planner_pb2 as pb
 
@@ -276,3 +276,25 @@ def test_rank_option_and_the_earliest_slot_in_json():
     doc = json.loads(results_json([_result("s", Answer("NO", reasons=(reason,)))]))
     slot = doc["results"][0]["answer"]["reasons"][0]["earliest_slot"]
     assert slot == {"start": "2031-03-05T09:00:00+00:00", "end": "2031-03-05T11:00:00+00:00"}
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [
+        ("abc", 3),
+        ("東京", 4),
+        ("\u0e01\u0e31", 1),  # Thai consonant + vowel mark (combining class 0)
+        ("e\u0301", 1),  # e + combining acute
+        ("\u1100\u1161\u11a8", 2),  # Hangul syllable from conjoining jamo
+        ("a\ufe0fb", 2),  # a variation selector takes no column
+    ],
+)
+def test_terminal_widths(text, columns):
+    assert width(text) == columns
+
+
+def test_a_long_progress_line_is_cut_by_columns_not_characters():
+    assert cut("東京東京東京", 7) == "東京..."
+    assert width(cut("東京" * 50, 20)) <= 20
+    assert cut("short", 20) == "short"
+    assert printable("\U000e0001") == "\\U000e0001"
