@@ -140,7 +140,10 @@ def ep_resources(query: TaskQuery, config: Any, host: HostInfo) -> Mapping[str, 
 
     Called when this plugin made an offer for an ``Ask`` with a schedule,
     before slots are searched. Read it from the taskinfo (a cluster's node
-    count, a notebook's GPU) and the resources asked for.
+    count, a notebook's GPU) and the resources asked for. It may be
+    ``async``; a plain function runs in a worker thread. All offering
+    plugins are asked at once under the plugin deadline; one that fails or
+    runs late gets the default.
 
     :param query: the request.
     :param config: what this plugin's :func:`ep_configure` returned.

@@ -21,7 +21,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import inspect
 import logging
 import threading
 import time
@@ -99,6 +98,16 @@ def _checked_need(need: Any) -> dict[str, int]:
     return result
 
 
+_RESOURCES_FAILED = "ep_resources of plugin %s failed; using the request's minimum"
+
+
+def _default_need(query: TaskQuery) -> dict[str, int]:
+    """What a task holds when its plugin does not say: the request's minimum
+    cores (at least 1) and memory."""
+    cores, memory = query.resources.cores.min, query.resources.memory.min
+    return {"cores": max(1, cores or 1), "memory": memory or 0}
+
+
 def resolve_pools(settings: ScheduleSettings, host: HostInfo) -> dict[str, int]:
     """The pools' capacities, with "host" read from the host."""
     host_amounts = {"cores": host.cores, "memory": host.memory}
@@ -135,7 +144,8 @@ class Scheduler:
         # Plain ep_booked/ep_cancelled hooks run here, not in asyncio's
         # default executor, which asyncio.run waits for without a limit at
         # exit: a stuck hook would keep a stopped server from ending.
-        self._hooks = ThreadPoolExecutor(2, thread_name_prefix="ep-notify")
+        # Plain ep_resources hooks run here too.
+        self._hooks = ThreadPoolExecutor(4, thread_name_prefix="ep-notify")
         self._slot_lock = threading.Lock()
         self._slot_running_late: dict[str, int] = {}  # ep_slot calls past the deadline
         self._slot_cool: dict[str, float] = {}  # refuse a plugin's slots until then
@@ -170,8 +180,10 @@ class Scheduler:
             reason = Reason(NO_SLOT, why, Cause.REQUEST, field="schedule.windows")
             return Answer((), [("", reason), *answer.reasons])
         query = dataclasses.replace(query, schedule=schedule)
+        needs = await self._needs(query, [plugin for plugin, _ in answer.offers])
         candidates = tuple(
-            [await self._candidate(query, plugin, offer) for plugin, offer in answer.offers]
+            Candidate(plugin, offer.servicetype, offer.serviceinfo, needs[plugin])
+            for plugin, offer in answer.offers
         )
         placement = Placement(
             owner=owner_of(query.identity),
@@ -219,23 +231,52 @@ class Scheduler:
         with contextlib.suppress(BookingError):
             self.ledger.reject(offer_id, owner, self.clock())
 
-    async def _candidate(self, query: TaskQuery, plugin: str, offer: Any) -> Candidate:
-        need = await self._need(query, plugin)
-        return Candidate(plugin, offer.servicetype, offer.serviceinfo, need)
-
-    async def _need(self, query: TaskQuery, plugin: str) -> Mapping[str, int]:
-        """What the plugin says the task holds, checked; the request's
-        minimum when it says nothing or something unusable."""
-        try:
-            need = self.registry.call("ep_resources", plugin, query=query)
-            if inspect.isawaitable(need):
-                need = await asyncio.wait_for(need, self.deadline)
-            if need is not None:
-                return _checked_need(need)
-        except Exception:
-            log.exception("ep_resources of plugin %s failed; using the request's minimum", plugin)
-        cores, memory = query.resources.cores.min, query.resources.memory.min
-        return {"cores": max(1, cores or 1), "memory": memory or 0}
+    async def _needs(self, query: TaskQuery, plugins: list[str]) -> dict[str, Mapping[str, int]]:
+        """What each plugin says its task holds (``ep_resources``), checked;
+        the request's minimum when it says nothing or something unusable,
+        fails or runs past the deadline. All plugins are asked at once under
+        one deadline; plain hooks run in the scheduler's threads, never on
+        the event loop (a slow one cannot stall the server)."""
+        hooks = self.registry.scheduling.get("ep_resources", {})
+        loop = asyncio.get_running_loop()
+        jobs: dict[str, asyncio.Future[Any]] = {}
+        for plugin in dict.fromkeys(plugins):
+            bound = hooks.get(plugin)
+            if bound is None:
+                continue
+            try:
+                if bound.is_async:
+                    jobs[plugin] = asyncio.ensure_future(bound(query=query))
+                else:
+                    call = functools.partial(bound, query=query)
+                    run = contextvars.copy_context().run
+                    jobs[plugin] = loop.run_in_executor(self._hooks, run, call)
+            except Exception:
+                log.exception(
+                    "ep_resources of plugin %s failed; using the request's minimum", plugin
+                )
+        if jobs:
+            await asyncio.wait(jobs.values(), timeout=self.deadline)
+        default = _default_need(query)
+        needs: dict[str, Mapping[str, int]] = {}
+        for plugin in plugins:
+            needs[plugin] = default
+            job = jobs.get(plugin)
+            if job is None:
+                continue
+            if not job.done():
+                job.cancel()
+                log.warning("ep_resources of plugin %s ran past the deadline", plugin)
+                continue
+            try:
+                need = job.result()
+                if need is not None:
+                    needs[plugin] = _checked_need(need)
+            except Exception:
+                log.exception(
+                    "ep_resources of plugin %s failed; using the request's minimum", plugin
+                )
+        return needs
 
     def _refuser(
         self, query: TaskQuery, candidates: tuple[Candidate, ...]

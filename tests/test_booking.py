@@ -733,3 +733,46 @@ async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
         await asyncio.sleep(0.02)
     assert names, "ep_booked was called"
     assert names[0].startswith("ep-notify"), names
+
+
+class StuckResources(SlotPlugin):
+    """A plain ep_resources that blocks until released (a hung lookup)."""
+
+    @hookimpl
+    def ep_resources(self, query: TaskQuery):
+        self.release.wait(30)
+        return {"cores": 3}
+
+    @hookimpl
+    def ep_slot(self, slot):
+        return None
+
+
+async def test_a_stuck_plain_ep_resources_never_stalls_the_server(slot_site):
+    start, release = slot_site
+    plugin = StuckResources("stuckres", release)
+    stub = await start(plugin)
+    ask = asyncio.ensure_future(timed_ask(stub))
+    await asyncio.sleep(0.05)  # the hook is blocking now; the event loop is not
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await stub.GetServiceInfo(pb.GetServiceInfoRequest(), timeout=5)
+    assert loop.time() - started < 0.2
+    answer, took = await ask
+    assert took < 2, f"the Ask took {took:.2f}s (deadline 0.3 s)"
+    assert answer.responseword == pb.YES  # placed with the request's minimum
+    assert answer.offers[0].hold["cores"] == 1  # not the 3 it would have said
+
+
+async def test_every_plugins_ep_resources_is_asked_at_once(slot_site):
+    class SlowResources(SlotPlugin):
+        @hookimpl
+        async def ep_resources(self, query: TaskQuery):
+            await asyncio.sleep(0.2)
+            return {"cores": 2}
+
+    start, _ = slot_site
+    stub = await start(*(SlowResources(f"r{i}") for i in range(3)))
+    answer, took = await timed_ask(stub)
+    assert took < 0.3 + 0.15, f"three 0.2 s hooks took {took:.2f}s: not at once"
+    assert {o.hold["cores"] for o in answer.offers} == {2}
