@@ -83,13 +83,16 @@ class Planner:
         """Stop the worker threads (without waiting for stuck plugins)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def limit(self, budget: float | None) -> float:
+        """Seconds an Ask may take: the deadline, or ``budget`` when shorter."""
+        return self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+
     async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
         """Answer ``query``; ``budget`` (seconds) may shorten the deadline,
         for example to fit the caller's own gRPC deadline. One deadline
         covers the whole query: policies first, then the claimants, with
         what is left."""
-        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        deadline = asyncio.get_running_loop().time() + limit
+        deadline = asyncio.get_running_loop().time() + self.limit(budget)
         if self.registry.policies:
             refusals = await self._policies(query, deadline)
             if refusals:

@@ -171,8 +171,14 @@ class Scheduler:
 
     # --- Ask with a schedule ---------------------------------------------
 
-    async def place(self, query: TaskQuery, answer: Answer) -> Answer:
-        """Turn a YES into time-slot offers, or a NO saying when it would fit."""
+    async def place(self, query: TaskQuery, answer: Answer, until: float | None = None) -> Answer:
+        """Turn a YES into time-slot offers, or a NO saying when it would fit.
+
+        ``until`` (on the monotonic clock, as the event loop's) is when the
+        Ask's one deadline ends; ``ep_resources`` and ``ep_slot`` share what
+        is left of it. By default, a deadline from now."""
+        if until is None:
+            until = time.monotonic() + self.deadline
         assert query.schedule is not None
         schedule = _from_now(query.schedule, self.clock())
         if schedule is None:
@@ -180,7 +186,7 @@ class Scheduler:
             reason = Reason(NO_SLOT, why, Cause.REQUEST, field="schedule.windows")
             return Answer((), [("", reason), *answer.reasons])
         query = dataclasses.replace(query, schedule=schedule)
-        needs = await self._needs(query, [plugin for plugin, _ in answer.offers])
+        needs = await self._needs(query, [plugin for plugin, _ in answer.offers], until)
         candidates = tuple(
             Candidate(plugin, offer.servicetype, offer.serviceinfo, needs[plugin])
             for plugin, offer in answer.offers
@@ -196,7 +202,7 @@ class Scheduler:
             # Anonymous callers learn the slots but hold nothing: nobody can
             # tie up the site without being accountable for it.
             hold=not query.identity.anonymous,
-            refuse=self._refuser(query, candidates),
+            refuse=self._refuser(query, candidates, until),
         )
         try:
             held = await self._place(placement)
@@ -231,12 +237,14 @@ class Scheduler:
         with contextlib.suppress(BookingError):
             self.ledger.reject(offer_id, owner, self.clock())
 
-    async def _needs(self, query: TaskQuery, plugins: list[str]) -> dict[str, Mapping[str, int]]:
+    async def _needs(
+        self, query: TaskQuery, plugins: list[str], until: float
+    ) -> dict[str, Mapping[str, int]]:
         """What each plugin says its task holds (``ep_resources``), checked;
         the request's minimum when it says nothing or something unusable,
-        fails or runs past the deadline. All plugins are asked at once under
-        one deadline; plain hooks run in the scheduler's threads, never on
-        the event loop (a slow one cannot stall the server)."""
+        fails or runs past ``until``. All plugins are asked at once; plain
+        hooks run in the scheduler's threads, never on the event loop (a
+        slow one cannot stall the server)."""
         hooks = self.registry.scheduling.get("ep_resources", {})
         loop = asyncio.get_running_loop()
         jobs: dict[str, asyncio.Future[Any]] = {}
@@ -256,7 +264,7 @@ class Scheduler:
                     "ep_resources of plugin %s failed; using the request's minimum", plugin
                 )
         if jobs:
-            await asyncio.wait(jobs.values(), timeout=self.deadline)
+            await asyncio.wait(jobs.values(), timeout=max(0.0, until - time.monotonic()))
         default = _default_need(query)
         needs: dict[str, Mapping[str, int]] = {}
         for plugin in plugins:
@@ -279,14 +287,14 @@ class Scheduler:
         return needs
 
     def _refuser(
-        self, query: TaskQuery, candidates: tuple[Candidate, ...]
+        self, query: TaskQuery, candidates: tuple[Candidate, ...], until: float
     ) -> Callable[[Candidate, Slot], bool] | None:
         """The slot check for one Ask's placement, run on the ledger thread.
 
         Each ``ep_slot`` call runs in a slot thread while the ledger thread
-        waits. One placement waits for ``ep_slot`` at most the plugins'
-        deadline in all, shared equally by the plugins with ``ep_slot`` among
-        its candidates: a plugin past its share has its remaining slots
+        waits. One placement waits for ``ep_slot`` at most what is left of
+        the Ask's deadline (``until``), shared equally by the plugins with
+        ``ep_slot`` among its candidates: a plugin past its share has its remaining slots
         refused in this placement, so a slow one cannot use up the others'
         time. A call still running when its share ends is left to finish in
         its thread, and its plugin's slots are refused, uncalled, until it
@@ -301,14 +309,16 @@ class Scheduler:
         checking = {c.plugin for c in candidates} & hooks.keys()
         if not checking:
             return None
-        share = self.deadline / len(checking)
+        shares: list[float] = []  # each plugin's share, set when the ledger starts
         spent: dict[str, float] = {}  # seconds each plugin's calls took in this placement
 
         def refuse(candidate: Candidate, slot: Slot) -> bool:
             plugin = candidate.plugin
             if plugin not in checking:
                 return False
-            left = share - spent.get(plugin, 0.0)
+            if not shares:  # what is left of the Ask's deadline, shared equally
+                shares.append(max(0.0, until - time.monotonic()) / len(checking))
+            left = shares[0] - spent.get(plugin, 0.0)
             if left <= 0 or self._slot_refused(plugin):
                 return True
             started = time.monotonic()

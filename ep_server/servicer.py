@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -77,9 +78,12 @@ class ExecutionPlannerServicer:
         query = query_from_request(request, self.limits, identity)
         remaining = context.time_remaining()
         budget = None if remaining is None else remaining - _REPLY_MARGIN
+        # One deadline for the whole Ask: policies, plugins and (for a
+        # schedule) their ep_resources and ep_slot.
+        until = time.monotonic() + self.planner.limit(budget)
         answer = await self.planner.ask(query, budget)
         if query.schedule is not None and answer.yes:
-            answer = await self._schedule(query, answer)
+            answer = await self._schedule(query, answer, until)
         response = answer_to_proto(answer)
         if self.metrics is not None:
             self.metrics.answer("YES" if response.offers else "NO", len(response.offers))
@@ -98,12 +102,12 @@ class ExecutionPlannerServicer:
             )
         return self._info
 
-    async def _schedule(self, query: TaskQuery, answer: Answer) -> Answer:
+    async def _schedule(self, query: TaskQuery, answer: Answer, until: float) -> Answer:
         if self.scheduler is None:
             why = "this site takes no bookings; ask without a schedule"
             reason = Reason(SCHEDULING_UNSUPPORTED, why, Cause.POLICY, field="schedule")
             return Answer((), [("", reason), *answer.reasons])
-        return await self.scheduler.place(query, answer)
+        return await self.scheduler.place(query, answer, until)
 
     # --- bookings: never anonymous (see ep_server.config.RPC_NAMES) -------
 

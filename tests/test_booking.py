@@ -514,19 +514,22 @@ async def test_an_unusable_hold_from_a_plugin_falls_back_to_the_request(site):
 
 
 async def test_holds_of_an_ask_its_caller_gave_up_on_are_released(site):
-    import time as clock_time
-
-    class SlowSlots(Booker):
+    class Plain:  # offers, no slot check: whatever is placed is held
         @hookimpl
-        def ep_slot(self, slot):
-            clock_time.sleep(0.4)  # a slow (badly written) slot check
-            return None
+        def ep_claims(self):
+            return [Claim(DOCKER, ("uri://docker-uws",))]
 
-    stub, _, _, _ = await site({"max_offers": 1, "max_outstanding_offers": 1}, plugin=SlowSlots())
+        @hookimpl
+        async def ep_evaluate(self, query: TaskQuery):
+            return Verdict.yes(Offer("uri://docker-uws", {"endpoint": "http://127.0.0.1:1/x"}))
+
+    config = {"max_offers": 1, "max_outstanding_offers": 1}
+    stub, _, _, server = await site(config, plugin=Plain())
+    server.scheduler._thread.submit(time.sleep, 0.4)  # the ledger is busy a while
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Ask(scheduled(), metadata=who("alice"), timeout=0.1)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await asyncio.sleep(1.0)  # the ledger finishes, then releases what it held
+    await asyncio.sleep(1.0)  # the ledger places that Ask's offer, then releases it
     answer = await stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
     assert answer.responseword == pb.YES, answer.reasons  # not TOO_MANY_OFFERS
 
@@ -735,17 +738,24 @@ async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
     assert names[0].startswith("ep-notify"), names
 
 
-class StuckResources(SlotPlugin):
-    """A plain ep_resources that blocks until released (a hung lookup)."""
+class StuckResources:
+    """Offers; its plain ep_resources blocks until released (a hung lookup)."""
+
+    def __init__(self, name, release):
+        self.name, self.release = name, release
+
+    @hookimpl
+    def ep_claims(self):
+        return [Claim(DOCKER, (f"uri://{self.name}",))]
+
+    @hookimpl
+    async def ep_evaluate(self, query: TaskQuery):
+        return Verdict.yes(Offer(f"uri://{self.name}", {"endpoint": "http://127.0.0.1:1/x"}))
 
     @hookimpl
     def ep_resources(self, query: TaskQuery):
         self.release.wait(30)
         return {"cores": 3}
-
-    @hookimpl
-    def ep_slot(self, slot):
-        return None
 
 
 async def test_a_stuck_plain_ep_resources_never_stalls_the_server(slot_site):
@@ -776,3 +786,23 @@ async def test_every_plugins_ep_resources_is_asked_at_once(slot_site):
     answer, took = await timed_ask(stub)
     assert took < 0.3 + 0.15, f"three 0.2 s hooks took {took:.2f}s: not at once"
     assert {o.hold["cores"] for o in answer.offers} == {2}
+
+
+async def test_one_deadline_covers_a_scheduled_ask(slot_site):
+    """Evaluation, ep_resources and ep_slot share the Ask's one deadline."""
+
+    class Slow(SlotPlugin):
+        @hookimpl
+        async def ep_evaluate(self, query: TaskQuery):
+            await asyncio.sleep(0.2)
+            return Verdict.yes(Offer(f"uri://{self.name}", {"endpoint": "http://127.0.0.1:1/x"}))
+
+        @hookimpl
+        async def ep_resources(self, query: TaskQuery):
+            await asyncio.sleep(5)
+
+    start, _ = slot_site
+    stub = await start(Slow("slow"))
+    answer, took = await timed_ask(stub)
+    assert took < 0.3 + 0.15, f"the Ask took {took:.2f}s with a 0.3 s deadline"
+    assert [r.code for r in answer.reasons] == ["NO_SLOT"]  # no time left for ep_slot
