@@ -72,6 +72,7 @@ __all__ = [
     "AuthError",
     "AuthSettings",
     "Authenticator",
+    "authorization_values",
     "subject_from_auth_context",
 ]
 
@@ -315,9 +316,10 @@ def _load_state(settings: AuthSettings) -> _State:
 # Reading the metadata
 
 
-def _authorization_values(
+def authorization_values(
     metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> list[str | bytes]:
+    """The credentials a call carries: its ``authorization`` values (any case)."""
     return [value for key, value in metadata or () if key.lower() == "authorization"]
 
 
@@ -426,7 +428,7 @@ class Authenticator:
             transport verified, from :func:`subject_from_auth_context`.
         :raises AuthError: the caller sent credentials that are refused.
         """
-        values = _authorization_values(metadata)
+        values = authorization_values(metadata)
         if len(values) > 1:
             raise _malformed("more than one authorization header")
         if not values:

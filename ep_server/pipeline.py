@@ -31,7 +31,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ep_server.auth import AuthError
+from ep_server.auth import AuthError, authorization_values
 from ep_server.errors import (
     ERROR_DOMAIN,
     EPError,
@@ -183,7 +183,7 @@ class CallPipeline:
         learns nothing new by repeating it and must not lock out its
         neighbours; every new guess counts."""
         host = _peer_host(context.peer())
-        sent = tuple(value for key, value in metadata if key.lower() == "authorization")
+        sent = tuple(authorization_values(metadata))
         seen = self._failed_credentials
         key = (host, hash(sent))  # hash(): per-process salted, kept small
         if key in seen:
@@ -202,7 +202,7 @@ class CallPipeline:
         has used up its failed authentications; anonymous calls pass."""
         host = _peer_host(context.peer())
         wait = failures.wait(host)
-        if wait > 0 and any(key.lower() == "authorization" for key, _ in metadata):
+        if wait > 0 and authorization_values(metadata):
             raise ResourceExhausted(
                 "AUTH_FAILURES",
                 f"too many failed authentications from {host}; retry in {wait:.2f}s",

@@ -83,16 +83,20 @@ class Planner:
         """Stop the worker threads (without waiting for stuck plugins)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def limit(self, budget: float | None) -> float:
-        """Seconds an Ask may take: the deadline, or ``budget`` when shorter."""
-        return self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+    def deadline_at(self, budget: float | None = None) -> float:
+        """When an Ask starting now must be done, on the event loop's clock
+        (``time.monotonic``): the plugin deadline from now, or ``budget``
+        seconds when shorter (to fit the caller's own gRPC deadline)."""
+        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+        return asyncio.get_running_loop().time() + limit
 
-    async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
-        """Answer ``query``; ``budget`` (seconds) may shorten the deadline,
-        for example to fit the caller's own gRPC deadline. One deadline
-        covers the whole query: policies first, then the claimants, with
-        what is left."""
-        deadline = asyncio.get_running_loop().time() + self.limit(budget)
+    async def ask(
+        self, query: TaskQuery, budget: float | None = None, *, until: float | None = None
+    ) -> Answer:
+        """Answer ``query`` by ``until`` (from :meth:`deadline_at`; by
+        default ``deadline_at(budget)``). One deadline covers the whole
+        query: policies first, then the claimants, with what is left."""
+        deadline = self.deadline_at(budget) if until is None else until
         if self.registry.policies:
             refusals = await self._policies(query, deadline)
             if refusals:

@@ -174,9 +174,10 @@ class Scheduler:
     async def place(self, query: TaskQuery, answer: Answer, until: float | None = None) -> Answer:
         """Turn a YES into time-slot offers, or a NO saying when it would fit.
 
-        ``until`` (on the monotonic clock, as the event loop's) is when the
-        Ask's one deadline ends; ``ep_resources`` and ``ep_slot`` share what
-        is left of it. By default, a deadline from now."""
+        ``until`` (from ``Planner.deadline_at``: the event loop's clock,
+        which is ``time.monotonic``) is when the Ask's one deadline ends;
+        ``ep_resources`` and ``ep_slot`` share what is left of it. By
+        default, a deadline from now."""
         if until is None:
             until = time.monotonic() + self.deadline
         assert query.schedule is not None
@@ -264,7 +265,12 @@ class Scheduler:
                     "ep_resources of plugin %s failed; using the request's minimum", plugin
                 )
         if jobs:
-            await asyncio.wait(jobs.values(), timeout=max(0.0, until - time.monotonic()))
+            try:
+                await asyncio.wait(jobs.values(), timeout=max(0.0, until - time.monotonic()))
+            except asyncio.CancelledError:  # the caller left: so do the hooks
+                for pending in jobs.values():
+                    pending.cancel()
+                raise
         default = _default_need(query)
         needs: dict[str, Mapping[str, int]] = {}
         for plugin in plugins:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -80,8 +79,8 @@ class ExecutionPlannerServicer:
         budget = None if remaining is None else remaining - _REPLY_MARGIN
         # One deadline for the whole Ask: policies, plugins and (for a
         # schedule) their ep_resources and ep_slot.
-        until = time.monotonic() + self.planner.limit(budget)
-        answer = await self.planner.ask(query, budget)
+        until = self.planner.deadline_at(budget)
+        answer = await self.planner.ask(query, until=until)
         if query.schedule is not None and answer.yes:
             answer = await self._schedule(query, answer, until)
         response = answer_to_proto(answer)

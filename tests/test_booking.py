@@ -514,17 +514,8 @@ async def test_an_unusable_hold_from_a_plugin_falls_back_to_the_request(site):
 
 
 async def test_holds_of_an_ask_its_caller_gave_up_on_are_released(site):
-    class Plain:  # offers, no slot check: whatever is placed is held
-        @hookimpl
-        def ep_claims(self):
-            return [Claim(DOCKER, ("uri://docker-uws",))]
-
-        @hookimpl
-        async def ep_evaluate(self, query: TaskQuery):
-            return Verdict.yes(Offer("uri://docker-uws", {"endpoint": "http://127.0.0.1:1/x"}))
-
     config = {"max_offers": 1, "max_outstanding_offers": 1}
-    stub, _, _, server = await site(config, plugin=Plain())
+    stub, _, _, server = await site(config, plugin=Offers("plain"))
     server.scheduler._thread.submit(time.sleep, 0.4)  # the ledger is busy a while
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Ask(scheduled(), metadata=who("alice"), timeout=0.1)
@@ -579,9 +570,9 @@ async def test_list_bookings_pages(site):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-class SlotPlugin:
-    """Offers its own service type for DOCKER; its ep_slot is quick, or stuck
-    until ``release`` is set."""
+class Offers:
+    """Offers its own service type (``uri://<name>``) for DOCKER, and nothing
+    else: whatever slot is found is held."""
 
     def __init__(self, name, release=None):
         self.name, self.release = name, release
@@ -593,6 +584,10 @@ class SlotPlugin:
     @hookimpl
     async def ep_evaluate(self, query: TaskQuery):
         return Verdict.yes(Offer(f"uri://{self.name}", {"endpoint": "http://127.0.0.1:1/x"}))
+
+
+class SlotPlugin(Offers):
+    """Offers; its ep_slot is quick, or stuck until ``release`` is set."""
 
     @hookimpl
     def ep_slot(self, slot):
@@ -738,19 +733,8 @@ async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
     assert names[0].startswith("ep-notify"), names
 
 
-class StuckResources:
+class StuckResources(Offers):
     """Offers; its plain ep_resources blocks until released (a hung lookup)."""
-
-    def __init__(self, name, release):
-        self.name, self.release = name, release
-
-    @hookimpl
-    def ep_claims(self):
-        return [Claim(DOCKER, (f"uri://{self.name}",))]
-
-    @hookimpl
-    async def ep_evaluate(self, query: TaskQuery):
-        return Verdict.yes(Offer(f"uri://{self.name}", {"endpoint": "http://127.0.0.1:1/x"}))
 
     @hookimpl
     def ep_resources(self, query: TaskQuery):
@@ -806,3 +790,22 @@ async def test_one_deadline_covers_a_scheduled_ask(slot_site):
     answer, took = await timed_ask(stub)
     assert took < 0.3 + 0.15, f"the Ask took {took:.2f}s with a 0.3 s deadline"
     assert [r.code for r in answer.reasons] == ["NO_SLOT"]  # no time left for ep_slot
+
+
+async def test_an_ask_its_caller_cancels_cancels_its_ep_resources(site):
+    cancelled = asyncio.Event()
+
+    class Waits(Offers):
+        @hookimpl
+        async def ep_resources(self, query: TaskQuery):
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    stub, _, _, _ = await site(plugin=Waits("waits"))  # plugin deadline 2 s
+    call = stub.Ask(scheduled(), metadata=who("alice"), timeout=10)
+    await asyncio.sleep(0.3)
+    call.cancel()
+    await asyncio.wait_for(cancelled.wait(), 1.0)  # well before the deadline would

@@ -123,10 +123,9 @@ async def test_a_plaintext_client_cannot_talk_to_a_tls_server(tmp_path, start):
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_mutual_tls_identifies_the_client(tmp_path, start):
-    ca = CA(tmp_path)
-    server_pair, client_pair = ca.issue("localhost", server=True), ca.issue("alice")
-    config = {
+def mtls_config(ca, server_pair):
+    """Server config: TLS with ``server_pair``, client certificates from ``ca`` required."""
+    return {
         "tls": {
             "cert": str(server_pair.cert),
             "key": str(server_pair.key),
@@ -134,6 +133,12 @@ async def test_mutual_tls_identifies_the_client(tmp_path, start):
             "require_client_cert": True,
         }
     }
+
+
+async def test_mutual_tls_identifies_the_client(tmp_path, start):
+    ca = CA(tmp_path)
+    server_pair, client_pair = ca.issue("localhost", server=True), ca.issue("alice")
+    config = mtls_config(ca, server_pair)
     creds = grpc.ssl_channel_credentials(
         ca.pem.read_bytes(), client_pair.key.read_bytes(), client_pair.cert.read_bytes()
     )
@@ -154,14 +159,7 @@ async def test_mutual_tls_identifies_the_client(tmp_path, start):
 async def test_a_certificate_from_another_ca_is_refused(tmp_path, start):
     ca, rogue = CA(tmp_path), CA(tmp_path, "rogue CA")
     server_pair, mallory = ca.issue("localhost", server=True), rogue.issue("mallory")
-    config = {
-        "tls": {
-            "cert": str(server_pair.cert),
-            "key": str(server_pair.key),
-            "client_ca": str(ca.pem),
-            "require_client_cert": True,
-        }
-    }
+    config = mtls_config(ca, server_pair)
     creds = grpc.ssl_channel_credentials(
         ca.pem.read_bytes(), mallory.key.read_bytes(), mallory.cert.read_bytes()
     )
