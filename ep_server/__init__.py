@@ -11,6 +11,8 @@ from ep_server.errors import PluginConfigError
 from ep_server.hookspecs import hookimpl
 from ep_server.model import (
     ANONYMOUS,
+    Booking,
+    BookingState,
     Cause,
     Claim,
     HostInfo,
@@ -19,14 +21,19 @@ from ep_server.model import (
     Offer,
     Reason,
     Resources,
+    Schedule,
+    Slot,
     TaskQuery,
     Verdict,
+    Window,
     parse_bytes,
 )
 from ep_server.uri import uri_problem
 
 __all__ = [
     "ANONYMOUS",
+    "Booking",
+    "BookingState",
     "Cause",
     "Claim",
     "HostInfo",
@@ -36,8 +43,11 @@ __all__ = [
     "PluginConfigError",
     "Reason",
     "Resources",
+    "Schedule",
+    "Slot",
     "TaskQuery",
     "Verdict",
+    "Window",
     "hookimpl",
     "parse_bytes",
     "uri_problem",

@@ -8,16 +8,23 @@
      |    +-- Unauthenticated    UNAUTHENTICATED: no, or bad, credentials
      |    +-- ResourceExhausted  RESOURCE_EXHAUSTED + RetryInfo: over a rate limit
      |    +-- NotFound           NOT_FOUND: no such offer or booking (for this caller)
-     |    +-- FailedPrecondition FAILED_PRECONDITION: e.g. the offer has expired
+     |    |    +-- OfferNotFound, BookingNotFound          (ep_server.schedule.ledger)
+     |    +-- FailedPrecondition FAILED_PRECONDITION: not in a state to do this
+     |    |    +-- OfferExpired, TooManyOffers             (ep_server.schedule.ledger)
      +-- StartupError            the server cannot start (bad config, bad plugin config)
           +-- ConfigError        the EP's own config file or environment is invalid
           +-- PluginConfigError  a plugin's section of the config is invalid
 
+Each class carries its status code, and its ``ErrorInfo`` reason as a class
+attribute (an instance may name a more specific one), so mapping an error to
+a status is a lookup, never an if-chain. The module knows gRPC's status codes
+but nothing of calls or contexts: the edge turns an :class:`EPError` into a
+``google.rpc.Status`` (:func:`ep_server.wire.status_proto`).
+
 A well-formed ``Ask`` never raises: "no" is an answer, and plugin failures
 become reasons in it. Another caller's offers and bookings are NOT_FOUND, not
 PERMISSION_DENIED, so that nobody learns what others hold; a site policy
-refusal is a NO with a POLICY reason. Only :mod:`ep_server.pipeline` turns an :class:`EPError`
-into a gRPC status.
+refusal is a NO with a POLICY reason.
 """
 
 from __future__ import annotations
@@ -45,14 +52,24 @@ ERROR_DOMAIN = "ivoa.ep.v1.ExecutionPlannerService"
 
 
 class EPError(Exception):
-    """An RPC error, with its status code and ``ErrorInfo`` reason."""
+    """An RPC error, with its status code and ``ErrorInfo`` reason.
+
+    :param message: what went wrong, safe to send to the caller.
+    :param reason: the ``ErrorInfo`` reason, when more specific than the
+        class's own.
+    :param metadata: the ``ErrorInfo`` metadata (string values).
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
-    def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        if reason is not None:
+            self.reason = reason
         self.metadata = metadata or {}
 
 
@@ -94,7 +111,7 @@ class InvalidArgument(EPError):
         fields = _cut("; ".join(f"{v.field or what}: {v.description}" for v in shown), 600)
         super().__init__(
             f"invalid {what}: {fields}",
-            {"fields": _cut(",".join(sorted({v.field for v in shown if v.field})), 1000)},
+            metadata={"fields": _cut(",".join(sorted({v.field for v in shown if v.field})), 1000)},
         )
         self.violations = shown
 
@@ -103,20 +120,19 @@ class Unauthenticated(EPError):
     """The RPC needs credentials, or those given are not valid."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    reason = "UNAUTHENTICATED"
 
 
 class ResourceExhausted(EPError):
     """A limit is exceeded; ``retry_after`` says when asking again can work."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, reason: str, message: str, retry_after: float) -> None:
-        super().__init__(message, {"retry_after_seconds": f"{retry_after:.3f}"})
-        self.reason = reason
+    def __init__(self, message: str, retry_after: float, *, reason: str | None = None) -> None:
+        super().__init__(
+            message, reason=reason, metadata={"retry_after_seconds": f"{retry_after:.3f}"}
+        )
         self.retry_after = retry_after
 
 
@@ -124,20 +140,14 @@ class NotFound(EPError):
     """No such offer or booking, as far as this caller may know."""
 
     code = grpc.StatusCode.NOT_FOUND
-
-    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
-        super().__init__(message, metadata)
-        self.reason = reason
+    reason = "NOT_FOUND"
 
 
 class FailedPrecondition(EPError):
     """The thing exists but is not in a state to do this (an expired offer)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-
-    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
-        super().__init__(message, metadata)
-        self.reason = reason
+    reason = "FAILED_PRECONDITION"
 
 
 class StartupError(Exception):

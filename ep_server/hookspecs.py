@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from ep_server.booking import Booking, Slot
-    from ep_server.model import Claim, HostInfo, Reason, TaskQuery, Verdict
+    from ep_server.model import Booking, Claim, HostInfo, Reason, Slot, TaskQuery, Verdict
 
 PROJECT_NAME = "ep_server"
 

@@ -12,12 +12,13 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
-
-from ep_server.booking import Schedule, Slot
 
 __all__ = [
     "ANONYMOUS",
+    "Booking",
+    "BookingState",
     "Cause",
     "Claim",
     "HostInfo",
@@ -26,8 +27,11 @@ __all__ = [
     "Offer",
     "Reason",
     "Resources",
+    "Schedule",
+    "Slot",
     "TaskQuery",
     "Verdict",
+    "Window",
     "parse_bytes",
 ]
 
@@ -86,6 +90,61 @@ class Identity:
 
 #: The identity of a caller that presented no credentials.
 ANONYMOUS = Identity("anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A half-open interval of time ``[start, end)``, in UTC."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An acceptable range of *start* times, inclusive at both ends."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a task may run: start windows and a duration range."""
+
+    windows: tuple[Window, ...]
+    min_duration: timedelta
+    max_duration: timedelta | None = None
+
+
+class BookingState(enum.Enum):
+    """A booking's state; FINISHED is derived: its slot has ended."""
+
+    BOOKED = 1
+    CANCELLED = 2
+    FINISHED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """An accepted offer, registered in the site's schedule."""
+
+    id: str
+    offer_id: str
+    owner: str
+    plugin: str
+    servicetype: str
+    serviceinfo: Mapping[str, Any]
+    slot: Slot
+    need: Mapping[str, int]
+    state: BookingState
+    create_time: datetime
+    cancel_time: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

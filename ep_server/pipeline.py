@@ -143,9 +143,9 @@ class CallPipeline:
     def _admit(self, name: str) -> None:
         if self.max_concurrent and self._in_flight > self.max_concurrent:
             raise ResourceExhausted(
-                "TOO_MANY_REQUESTS",
                 f"the server is handling {self.max_concurrent} calls already; retry {name} later",
                 0.1,
+                reason="TOO_MANY_REQUESTS",
             )
 
     def _identify(
@@ -161,13 +161,13 @@ class CallPipeline:
             except AuthError as exc:
                 if failures is not None:
                     self._failed(failures, context, metadata)
-                raise Unauthenticated(exc.reason, str(exc)) from None
+                raise Unauthenticated(str(exc), reason=exc.reason) from None
         else:
             identity = Identity(peer, "mtls") if peer else ANONYMOUS
         if identity.anonymous and name not in self.anonymous:
             raise Unauthenticated(
-                "CREDENTIALS_REQUIRED",
                 f"{name} needs credentials: a bearer token, a JWT or a client certificate",
+                reason="CREDENTIALS_REQUIRED",
             )
         return identity
 
@@ -204,9 +204,9 @@ class CallPipeline:
         wait = failures.wait(host)
         if wait > 0 and authorization_values(metadata):
             raise ResourceExhausted(
-                "AUTH_FAILURES",
                 f"too many failed authentications from {host}; retry in {wait:.2f}s",
                 wait,
+                reason="AUTH_FAILURES",
             )
 
     def _limit(self, name: str, identity: Identity, context: Context) -> None:
@@ -221,9 +221,9 @@ class CallPipeline:
         wait = self.limiter.take(key)
         if wait > 0:
             raise ResourceExhausted(
-                "RATE_LIMITED",
                 f"too many {name} calls from {key}; retry in {wait:.2f}s",
                 wait,
+                reason="RATE_LIMITED",
             )
 
     def _record(self, name: str, code: grpc.StatusCode, seconds: float, who: Identity) -> None:

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from ep_server.booking import HeldOffer
 from ep_server.model import Cause, Offer, Reason, Resources, TaskQuery, Verdict
 from ep_server.plugins import Claimant, Registry
+from ep_server.schedule.ledger import HeldOffer
 
 __all__ = ["Answer", "Planner"]
 
@@ -43,7 +43,7 @@ class Answer:
     offers: Sequence[tuple[str, Offer]]
     reasons: Sequence[tuple[str, Reason]]
     #: For an Ask with a schedule: the time-slot offers, which replace
-    #: ``offers`` in the answer (see :mod:`ep_server.scheduler`).
+    #: ``offers`` in the answer (see :mod:`ep_server.schedule.scheduler`).
     held: Sequence[HeldOffer] = ()
 
     @property

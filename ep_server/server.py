@@ -34,7 +34,7 @@ from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
 from ep_server.plugins import PluginRecord, PluginState, Registry, load_registry
 from ep_server.ratelimit import RateLimiter
-from ep_server.scheduler import Scheduler, resolve_pools, utcnow
+from ep_server.schedule.scheduler import Scheduler, resolve_pools, utcnow
 from ep_server.servicer import ExecutionPlannerServicer, server_version
 from ep_server.wire import Limits, Undecodable, decode_ask
 from ep_server.workers import notify_ready
@@ -112,7 +112,7 @@ def _scheduler(
     if not cfg.enabled:
         return None, {}
     pools = resolve_pools(cfg, registry.host)
-    from ep_server.ledger_sqlite import SQLiteLedger
+    from ep_server.schedule.sqlite import SQLiteLedger
 
     try:
         if cfg.ledger != ":memory:":

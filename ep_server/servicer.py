@@ -15,7 +15,7 @@ from ep_server.model import ANONYMOUS, Cause, Identity, Reason, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer, Planner
 from ep_server.plugins import PluginState, Registry
-from ep_server.scheduler import SCHEDULING_UNSUPPORTED, Scheduler
+from ep_server.schedule.scheduler import SCHEDULING_UNSUPPORTED, Scheduler
 from ep_server.wire import (
     Limits,
     Undecodable,
@@ -112,7 +112,7 @@ class ExecutionPlannerServicer:
 
     def _bookings(self) -> Scheduler:
         if self.scheduler is None:
-            raise FailedPrecondition("SCHEDULING_UNSUPPORTED", "this site takes no bookings")
+            raise FailedPrecondition("this site takes no bookings", reason="SCHEDULING_UNSUPPORTED")
         return self.scheduler
 
     async def AcceptOffer(

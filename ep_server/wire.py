@@ -21,11 +21,23 @@ from typing import Any
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
-from ep_server.booking import Booking, BookingState, HeldOffer, Schedule, Slot, Window
 from ep_server.errors import FieldViolation, InvalidArgument
-from ep_server.model import ANONYMOUS, Cause, Identity, IntRange, Resources, TaskQuery
+from ep_server.model import (
+    ANONYMOUS,
+    Booking,
+    BookingState,
+    Cause,
+    Identity,
+    IntRange,
+    Resources,
+    Schedule,
+    Slot,
+    TaskQuery,
+    Window,
+)
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
+from ep_server.schedule.ledger import HeldOffer
 from ep_server.uri import uri_problem
 
 __all__ = [

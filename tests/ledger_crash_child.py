@@ -12,7 +12,7 @@ import json
 import sys
 from datetime import datetime
 
-from ep_server.ledger_sqlite import SQLiteLedger
+from ep_server.schedule.sqlite import SQLiteLedger
 
 
 def main() -> None:

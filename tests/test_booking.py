@@ -345,7 +345,7 @@ async def test_200_concurrent_accepts_never_overbook(site, tmp_path):
     listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"))
     assert len(listed.bookings) == 100
     ledger = server.scheduler.ledger
-    from ep_server.booking import Slot
+    from ep_server.model import Slot
 
     for booking in listed.bookings:
         start = booking.slot.start.ToDatetime(tzinfo=UTC)
@@ -365,8 +365,8 @@ def test_a_server_killed_during_a_flood_of_accepts_loses_no_acknowledged_booking
     import threading
     import time
 
-    from ep_server.booking import Slot
-    from ep_server.ledger_sqlite import SQLiteLedger
+    from ep_server.model import Slot
+    from ep_server.schedule.sqlite import SQLiteLedger
 
     ledger_path = tmp_path / "ledger.sqlite3"
     config = tmp_path / "ep.toml"

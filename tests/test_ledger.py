@@ -1,4 +1,4 @@
-"""The SQLite booking ledger (ep_server.ledger_sqlite), without gRPC.
+"""The SQLite booking ledger (ep_server.schedule.sqlite), without gRPC.
 
 Times are whole hours/minutes after T0 so that boundaries touch exactly.
 The invariant is checked against a brute-force sweep, never only against
@@ -29,21 +29,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ep_server.booking import (
-    Booking,
+from ep_server.model import Booking, BookingState, Schedule, Slot, Window
+from ep_server.schedule.ledger import (
     BookingNotFound,
-    BookingState,
     Candidate,
     HeldOffer,
     OfferExpired,
     OfferNotFound,
     Placement,
-    Schedule,
-    Slot,
     TooManyOffers,
-    Window,
 )
-from ep_server.ledger_sqlite import SCHEMA_VERSION, SQLiteLedger
+from ep_server.schedule.sqlite import SCHEMA_VERSION, SQLiteLedger
 
 T0 = datetime(2030, 1, 7, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -559,7 +555,7 @@ def test_bookings_survive_a_restart(tmp_path: Path) -> None:
 def test_a_second_opener_is_refused(tmp_path: Path) -> None:
     led = SQLiteLedger(tmp_path / "ledger.db", POOLS)
     path = str(tmp_path / "ledger.db")
-    script = f"from ep_server.ledger_sqlite import SQLiteLedger; SQLiteLedger({path!r}, {{}})"
+    script = f"from ep_server.schedule.sqlite import SQLiteLedger; SQLiteLedger({path!r}, {{}})"
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
     )

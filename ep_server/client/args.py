@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ep_server.booking import Schedule, Window
 from ep_server.client.convert import check_taskinfo
 from ep_server.client.sites import parse_address
-from ep_server.model import IntRange, Resources, TaskQuery, parse_bytes
+from ep_server.model import IntRange, Resources, Schedule, TaskQuery, Window, parse_bytes
 from ep_server.uri import uri_problem
 
 __all__ = ["UsageError", "build_parser", "query_from_args"]

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ep_server.booking import Booking
 from ep_server.client.channels import ChannelPool, CredentialsError
 from ep_server.client.convert import (
     answer_from_proto,
@@ -36,7 +35,7 @@ from ep_server.client.convert import (
 from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
 from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
 from ep_server.client.sites import Site
-from ep_server.model import TaskQuery
+from ep_server.model import Booking, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 
 __all__ = ["Client", "Metadata", "Query"]

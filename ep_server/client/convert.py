@@ -13,7 +13,6 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
-from ep_server.booking import Booking, BookingState, Schedule, Slot
 from ep_server.client.results import (
     Answer,
     Offer,
@@ -23,7 +22,17 @@ from ep_server.client.results import (
     ServiceType,
     TaskTypeInfo,
 )
-from ep_server.model import Cause, HostInfo, IntRange, Resources, TaskQuery
+from ep_server.model import (
+    Booking,
+    BookingState,
+    Cause,
+    HostInfo,
+    IntRange,
+    Resources,
+    Schedule,
+    Slot,
+    TaskQuery,
+)
 from ep_server.pb import execution_planner_pb2 as pb
 
 __all__ = [
@@ -116,7 +125,7 @@ def _slot(msg: pb.TimeSlot) -> Slot:
 
 
 def booking_from_proto(msg: pb.Booking) -> Booking:
-    """A ``Booking`` message as a plain :class:`~ep_server.booking.Booking`."""
+    """A ``Booking`` message as a plain :class:`~ep_server.model.Booking`."""
     return Booking(
         id=msg.id,
         offer_id=msg.offer_id,

@@ -7,10 +7,9 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ep_server.booking import Booking
 from ep_server.client.choose import Choice
 from ep_server.client.results import Failure, Offer, Reason, Result, ServiceInfo
-from ep_server.model import IntRange, Resources
+from ep_server.model import Booking, IntRange, Resources
 
 __all__ = [
     "describe_resources",

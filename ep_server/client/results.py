@@ -16,9 +16,8 @@ from typing import Any
 
 import grpc
 
-from ep_server.booking import Slot
 from ep_server.client.sites import Site
-from ep_server.model import Cause, HostInfo, Resources
+from ep_server.model import Cause, HostInfo, Resources, Slot
 from ep_server.pb import execution_planner_pb2 as pb
 
 __all__ = [

@@ -12,13 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ep_server.booking import Slot
 from ep_server.client import TLS, Answer, Client, Failure, FailureKind, Site, TaskQuery
 from ep_server.client.args import build_parser, query_from_args
 from ep_server.client.cli import main
 from ep_server.client.convert import MAX_TASKINFO_DEPTH, request_from_query
 from ep_server.client.render import cut, printable, results_json, table, width
 from ep_server.client.results import Reason, Result
+from ep_server.model import Slot
 from ep_server.pb import execution_planner_pb2 as pb
 
 SERVICE = "ivoa.ep.v1.ExecutionPlannerService"

@@ -31,27 +31,29 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from ep_server.booking import (
+from ep_server.config import ScheduleSettings
+from ep_server.errors import EPError
+from ep_server.model import (
     Booking,
-    BookingError,
-    BookingNotFound,
     BookingState,
+    Cause,
+    HostInfo,
+    Identity,
+    Reason,
+    Schedule,
+    Slot,
+    TaskQuery,
+    Window,
+)
+from ep_server.planner import Answer
+from ep_server.plugins import Registry
+from ep_server.schedule.ledger import (
     Candidate,
     HeldOffer,
     Ledger,
-    OfferExpired,
-    OfferNotFound,
     Placement,
-    Schedule,
-    Slot,
     TooManyOffers,
-    Window,
 )
-from ep_server.config import ScheduleSettings
-from ep_server.errors import FailedPrecondition, NotFound
-from ep_server.model import Cause, HostInfo, Identity, Reason, TaskQuery
-from ep_server.planner import Answer
-from ep_server.plugins import Registry
 
 __all__ = ["Scheduler", "owner_of", "resolve_pools", "utcnow"]
 
@@ -235,7 +237,7 @@ class Scheduler:
                 self._thread.submit(self._quietly_reject, offer.id, owner)
 
     def _quietly_reject(self, offer_id: str, owner: str) -> None:
-        with contextlib.suppress(BookingError):
+        with contextlib.suppress(EPError):
             self.ledger.reject(offer_id, owner, self.clock())
 
     async def _needs(
@@ -443,14 +445,7 @@ class Scheduler:
     async def _ledger_call(
         self, fn: Callable[[str, str, datetime], T], key: str, who: Identity
     ) -> T:
-        try:
-            return await self._run(fn, key, owner_of(who), self.clock())
-        except (OfferNotFound, BookingNotFound) as exc:
-            raise NotFound(exc.reason, str(exc) or f"no such offer or booking: {key}") from None
-        except OfferExpired as exc:
-            raise FailedPrecondition(exc.reason, str(exc) or f"offer {key} has expired") from None
-        except BookingError as exc:
-            raise FailedPrecondition(exc.reason, str(exc)) from None
+        return await self._run(fn, key, owner_of(who), self.clock())
 
     def _notify(self, hook: str, booking: Booking) -> None:
         bound = self.registry.scheduling.get(hook, {}).get(booking.plugin)

@@ -20,57 +20,24 @@ an argument, so tests control the clock.
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ep_server.errors import FailedPrecondition, NotFound
+from ep_server.model import Booking, Schedule, Slot
+
 __all__ = [
-    "Booking",
-    "BookingError",
     "BookingNotFound",
-    "BookingState",
     "Candidate",
     "HeldOffer",
     "Ledger",
     "OfferExpired",
     "OfferNotFound",
     "Placement",
-    "Schedule",
-    "Slot",
     "TooManyOffers",
-    "Window",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """A half-open interval of time ``[start, end)``, in UTC."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end - self.start
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """An acceptable range of *start* times, inclusive at both ends."""
-
-    start: datetime
-    end: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When a task may run: start windows and a duration range."""
-
-    windows: tuple[Window, ...]
-    min_duration: timedelta
-    max_duration: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,57 +83,25 @@ class HeldOffer:
     expire_time: datetime | None
 
 
-class BookingState(enum.Enum):
-    """A booking's state; FINISHED is derived: its slot has ended."""
-
-    BOOKED = 1
-    CANCELLED = 2
-    FINISHED = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Booking:
-    """An accepted offer, registered in the site's schedule."""
-
-    id: str
-    offer_id: str
-    owner: str
-    plugin: str
-    servicetype: str
-    serviceinfo: Mapping[str, Any]
-    slot: Slot
-    need: Mapping[str, int]
-    state: BookingState
-    create_time: datetime
-    cancel_time: datetime | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-class BookingError(Exception):
-    """A booking RPC cannot be done; ``reason`` is the ErrorInfo reason."""
-
-    reason = "BOOKING_ERROR"
-
-
-class OfferNotFound(BookingError):
+class OfferNotFound(NotFound):
     """No such offer for this owner (never existed, rejected, or released)."""
 
     reason = "OFFER_NOT_FOUND"
 
 
-class OfferExpired(BookingError):
+class OfferExpired(FailedPrecondition):
     """The offer existed but has expired."""
 
     reason = "OFFER_EXPIRED"
 
 
-class BookingNotFound(BookingError):
+class BookingNotFound(NotFound):
     """No such booking for this owner."""
 
     reason = "BOOKING_NOT_FOUND"
 
 
-class TooManyOffers(BookingError):
+class TooManyOffers(FailedPrecondition):
     """The owner already holds the maximum number of outstanding offers."""
 
     reason = "TOO_MANY_OFFERS"
@@ -174,7 +109,7 @@ class TooManyOffers(BookingError):
 
 class Ledger(abc.ABC):
     """Where offers and bookings live. Implementations must keep the
-    invariant under any concurrency: SQLite (:mod:`ep_server.ledger_sqlite`)
+    invariant under any concurrency: SQLite (:mod:`ep_server.schedule.sqlite`)
     serializes writers; a PostgreSQL one shared by several EP replicas would
     use SERIALIZABLE transactions or a lock per pool.
 

@@ -79,18 +79,15 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from ep_server.booking import (
-    Booking,
+from ep_server.model import Booking, BookingState, Schedule, Slot
+from ep_server.schedule.ledger import (
     BookingNotFound,
-    BookingState,
     Candidate,
     HeldOffer,
     Ledger,
     OfferExpired,
     OfferNotFound,
     Placement,
-    Schedule,
-    Slot,
     TooManyOffers,
 )
 
@@ -320,7 +317,7 @@ def _peak(holds: Iterable[_Hold], pool: str, lo: int, hi: int) -> int:
 
 
 class SQLiteLedger(Ledger):
-    """The :class:`~ep_server.booking.Ledger` in one SQLite file.
+    """The :class:`~ep_server.schedule.ledger.Ledger` in one SQLite file.
 
     :param path: the file, created if missing; ``":memory:"`` for tests.
     :param pools: pool name -> capacity (``cores``, ``memory`` in bytes, ...).

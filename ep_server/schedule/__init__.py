@@ -1,0 +1,1 @@
+"""Time-slot offers and bookings: "when can I run this?"."""
