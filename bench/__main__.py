@@ -4,7 +4,7 @@ Servers, each its own process on a loopback port:
 
   (a) bare  - bench/bare.py: our Ask signature, a fixed answer (the limit)
   (b) ep    - ep-server with the default config, asked the IVOA note's example
-  (c) ep+20 - ep-server with 20 synthetic plugins (tests/synthetic_plugins.py),
+  (c) ep+20 - ep-server with 20 synthetic plugins (tests/fake_plugins/synthetic.py),
               four of them claiming the asked task type
   (s) sync  - bench/bare.py --sync: the bare server on the thread-pool
               grpc.server, which shows whether grpc.aio was the right choice
@@ -106,7 +106,7 @@ class Server:
 EP = [sys.executable, "-m", "ep_server", "serve", "--listen", "127.0.0.1:0"]
 SYNTHETIC_ENV = {
     "EP_PLUGINS__MODULES": ",".join(
-        f"synthetic{i:02d}=synthetic_plugins:P{i:02d}" for i in range(20)
+        f"synthetic{i:02d}=fake_plugins.synthetic:P{i:02d}" for i in range(20)
     )
 }
 

@@ -21,7 +21,7 @@ checked to be a YES from the EP.
 On loopback nothing waits on a network: each endpoint costs only CPU, in the
 client and the server, on a machine with few cores. So the run is repeated
 with an artificial answer latency (``--latency-ms``, default 0 and 50): the
-Ask goes to a plugin (tests/fake_slow_plugin.py, ``uri://slow``) that awaits
+Ask goes to a plugin (tests/fake_plugins/slow.py, ``uri://slow``) that awaits
 ``asyncio.sleep`` before its YES, as a remote site's round trip and plugin
 time would. Connection set-up stays at loopback speed, which favours "one"
 (a real network would add round trips to "one" and to each concurrent fan-out
@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results-fanout.md"
 TICKS = os.sysconf("SC_CLK_TCK")
 SEED = TaskQuery("uri://docker-container", {"image": "docker.io/example:1.0"})
-SLOW_PLUGIN = "slow=fake_slow_plugin"  # tests/fake_slow_plugin.py, claims uri://slow
+SLOW_PLUGIN = "slow=fake_plugins.slow"  # tests/fake_plugins/slow.py, claims uri://slow
 START_TIMEOUT = 60.0
 CALL_DEADLINE = 30.0  # for the measured asks: generous, never expected to expire
 FANOUT_TARGET, SEQUENTIAL_TARGET = 2.0, 20.0
@@ -460,7 +460,7 @@ async def run(
         f"## {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {machine()}. Endpoints: {n} real EPs (default config, installed "
-        "plugins, plus tests/fake_slow_plugin.py for uri://slow) on loopback ports of "
+        "plugins, plus tests/fake_plugins/slow.py for uri://slow) on loopback ports of "
         "one bench/multiport.py process (N grpc.aio servers, one registry). Medians of "
         f"{args.repeats} interleaved repeats. Every time runs from before the Client is "
         "made (fresh channels) to the last answer in hand; client CPU is this process's, "

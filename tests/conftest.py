@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from ep_fakes import FakeSource
+from fake_plugins.common import FakeSource
 
 from ep_server.model import HostInfo
 from ep_server.plugins import Registry, load_registry

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from ep_fakes import FakeSource
+from fake_plugins.common import FakeSource
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status

@@ -33,7 +33,7 @@ class ServerProcess:
             **os.environ,
             "PYTHONPATH": str(TESTS),
             "EP_PLUGINS__ALLOW": "static,slow",
-            "EP_PLUGINS__MODULES": "slow=fake_slow_plugin",
+            "EP_PLUGINS__MODULES": "slow=fake_plugins.slow",
             "EP_SCHEDULE__LEDGER": ":memory:",
             **(env or {}),
         }
@@ -148,7 +148,7 @@ def test_buf_curl_works_through_reflection(server):
 def test_a_stuck_plugin_thread_does_not_keep_a_stopped_server_alive(server):
     env = {
         "EP_PLUGINS__ALLOW": "static,stuck",
-        "EP_PLUGINS__MODULES": "stuck=fake_stuck_plugin",
+        "EP_PLUGINS__MODULES": "stuck=fake_plugins.stuck",
         "EP_PLUGINS__DEADLINE": "0.3",
     }
     s = server(env=env)
@@ -246,7 +246,7 @@ def test_a_signal_during_worker_start_up_leaves_no_orphans():
         **os.environ,
         "PYTHONPATH": str(TESTS),
         "EP_SCHEDULE__ENABLED": "false",
-        "EP_PLUGINS__MODULES": "slow=slow_start_plugin",
+        "EP_PLUGINS__MODULES": "slow=fake_plugins.slow_start",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "ep_server", "serve", "--workers", "2", "--listen", "127.0.0.1:0"],

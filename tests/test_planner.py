@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from ep_fakes import BlockingSync, Declining, Offering, Raising, Returning, SlowAsync
+from fake_plugins.common import BlockingSync, Declining, Offering, Raising, Returning, SlowAsync
 
 from ep_server import Cause, Claim, IntRange, Offer, Reason, Resources, TaskQuery, Verdict, hookimpl
 from ep_server.planner import Planner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
-from ep_fakes import Configured, Dist, FakeSource, Offering
+from fake_plugins.common import Configured, Dist, FakeSource, Offering
 from pydantic import BaseModel, ConfigDict
 
 from ep_server import Claim, PluginConfigError, Verdict, hookimpl
@@ -217,11 +217,11 @@ def test_static_plugin_config_errors_name_the_key(host):
 
 
 def test_plugin_modules_are_named_like_entry_points(host):
-    modules = ["slow=fake_slow_plugin", "one=synthetic_plugins:P00", "ep_fakes"]
+    modules = ["slow=fake_plugins.slow", "one=fake_plugins.synthetic:P00", "fake_plugins.common"]
     registry = load_registry(build_settings({"plugins": {"modules": modules}}), host, None)
     states = {r.name: r.state for r in registry.records}
     assert states["slow"] is PluginState.LOADED
     assert states["one"] is PluginState.LOADED
     # A module with no hooks registers, claims nothing, and is harmless.
-    assert states["ep_fakes"] is PluginState.LOADED
+    assert states["fake_plugins.common"] is PluginState.LOADED
     assert [c.plugin for c in registry.claimants("uri://bench-task")] == ["one"]

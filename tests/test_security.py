@@ -16,7 +16,7 @@ import jwt
 import pytest
 from certs import CA
 from cryptography.hazmat.primitives.asymmetric import ec
-from ep_fakes import FakeSource, Offering, SlowAsync
+from fake_plugins.common import FakeSource, Offering, SlowAsync
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -409,7 +409,7 @@ async def test_every_call_gets_a_request_id_back(start):
 
 
 async def test_json_logs_carry_the_request_id(start):
-    from ep_fakes import Raising
+    from fake_plugins.common import Raising
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

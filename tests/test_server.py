@@ -7,7 +7,7 @@ import importlib.metadata
 
 import grpc
 import pytest
-from ep_fakes import FakeSource, Offering, SlowAsync
+from fake_plugins.common import FakeSource, Offering, SlowAsync
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc

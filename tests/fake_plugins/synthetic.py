@@ -1,6 +1,6 @@
 """Twenty synthetic plugins for the benchmark: each claims a few task types,
 four of them claim ``uri://bench-task``. Load them with
-``plugins.modules = ["synthetic00=synthetic_plugins:P00", ...]``
+``plugins.modules = ["synthetic00=fake_plugins.synthetic:P00", ...]``
 (see :data:`MODULE_SPECS`)."""
 
 from __future__ import annotations
@@ -45,4 +45,4 @@ class Synthetic:
 for _i in range(COUNT):
     globals()[f"P{_i:02d}"] = Synthetic(_i)
 
-MODULE_SPECS = [f"synthetic{i:02d}=synthetic_plugins:P{i:02d}" for i in range(COUNT)]
+MODULE_SPECS = [f"synthetic{i:02d}=fake_plugins.synthetic:P{i:02d}" for i in range(COUNT)]
