@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
-import threading
-import time
 from typing import NoReturn
 
 from ep_server.config import load_settings
@@ -38,39 +35,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run() -> NoReturn:
-    """The ``ep-server`` console script: :func:`main`, then exit, even when a
-    stuck plugin still holds a worker thread (Python would otherwise wait for
-    it at exit, and a stopped server would never end)."""
+    """The ``ep-server`` console script: :func:`main`, then exit with its code."""
     try:
         code = main()
     except KeyboardInterrupt:
         code = 130
-    except Exception:  # a bug: say so, and still do not wait for stuck threads
+    except Exception:  # a bug: say so, with the traceback, and exit 1
         logging.getLogger(__name__).exception("ep-server failed")
         code = 1
-    grace = time.monotonic() + _EXIT_GRACE
-    for thread in _lingering():
-        thread.join(max(0.0, grace - time.monotonic()))  # idle pool threads end now
-    stuck = _lingering()
-    if stuck:
-        names = ", ".join(t.name for t in stuck[:5])
-        logging.getLogger(__name__).warning(
-            "%d plugin thread(s) still running (%s); exiting without them", len(stuck), names
-        )
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
     sys.exit(code)
-
-
-# How long, after serving, threads may take to finish before exiting anyway.
-_EXIT_GRACE = 1.0
-
-
-def _lingering() -> list[threading.Thread]:
-    main_thread = threading.main_thread()
-    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
 
 
 def main(argv: list[str] | None = None) -> int:

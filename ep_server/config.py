@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from ep_server.errors import ConfigError
-from ep_server.model import parse_bytes
+from ep_server.model import MAX_TASKINFO_DEPTH, parse_bytes
 from ep_server.settings_types import ByteSize, NameList
 
 __all__ = [
@@ -92,7 +92,7 @@ class ServerSettings(_Section):
     #: Largest encoded taskinfo accepted; larger gets INVALID_ARGUMENT.
     max_taskinfo_bytes: ByteSize = 256 * KiB
     #: Deepest taskinfo nesting accepted (the top-level object is level 1).
-    max_taskinfo_depth: int = Field(32, ge=1, le=32)
+    max_taskinfo_depth: int = Field(MAX_TASKINFO_DEPTH, ge=1, le=MAX_TASKINFO_DEPTH)
 
     @field_validator("listen")
     @classmethod
@@ -352,7 +352,8 @@ def load_settings(
     try:
         return Settings.model_validate({**data, "source": source}, context={"base": base})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{_describe(exc)}") from exc
+        message = describe_validation_error(exc)
+        raise ConfigError(f"{source}: invalid configuration:\n{message}") from exc
 
 
 def _env_items(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
@@ -379,9 +380,11 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """Every error pydantic found, one line each, as ``  <prefix><key>: <why>``
+    (the EP's own settings, and plugins' sections with ``plugin.<name>.``)."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        lines.append(f"  {key}: {err['msg']}")
+        lines.append(f"  {prefix}{key}: {err['msg']}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "ANONYMOUS",
+    "MAX_TASKINFO_DEPTH",
     "Booking",
     "BookingState",
     "Cause",
@@ -90,6 +91,12 @@ class Identity:
 
 #: The identity of a caller that presented no credentials.
 ANONYMOUS = Identity("anonymous")
+
+#: The deepest taskinfo nesting any site accepts (the top-level object is
+#: level 1). protobuf's decoder refuses messages nested much deeper (each
+#: level of a Struct costs it about three of its 100), so a site may lower
+#: this (``[server] max_taskinfo_depth``) but never raise it.
+MAX_TASKINFO_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)

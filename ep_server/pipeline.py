@@ -1,13 +1,16 @@
-"""What every RPC goes through around its handler, in one place:
+"""What every RPC goes through around its handler, whatever the transport:
 
-request id -> identity (bearer token, JWT or client certificate; an address
-that keeps failing to authenticate is refused for a while) -> rate limit ->
-the handler -> errors mapped to ``google.rpc.Status`` -> metrics and
-the access log.
+request id -> admission (concurrency limit) -> identity (bearer token, JWT
+or client certificate; an address that keeps failing to authenticate is
+refused for a while) -> rate limit -> the handler -> metrics and the access
+log.
 
-It is applied when the method handlers are built (not as a gRPC
-interceptor), so it costs no handler lookup per call, and the handler gets
-the caller's :class:`~ep_server.model.Identity` as a plain argument.
+The pipeline knows nothing of gRPC: a transport hands it the call as an
+:class:`Inbound` (its metadata, peer, verified client-certificate subject
+and deadline) and gets back the handler's response, or an
+:class:`~ep_server.errors.EPError` to send as a status (anything unexpected
+becomes an INTERNAL one, logged with the request id). The handler receives
+the caller's identity as a plain :class:`Call`.
 """
 
 from __future__ import annotations
@@ -21,39 +24,62 @@ import time
 import urllib.parse
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from typing import Protocol, TypeVar
 
 from ep_server.auth import AuthError, authorization_values
-from ep_server.errors import (
-    ERROR_DOMAIN,
-    EPError,
-    InvalidArgument,
-    ResourceExhausted,
-    Unauthenticated,
-)
+from ep_server.config import RPC_NAMES
+from ep_server.errors import EPError, ResourceExhausted, Unauthenticated
 from ep_server.logs import REQUEST_ID
 from ep_server.model import ANONYMOUS, Identity
 from ep_server.ratelimit import RateLimiter
 
-__all__ = ["CallPipeline", "Handler", "Method", "status_proto"]
+__all__ = ["REQUEST_ID_KEY", "Call", "CallPipeline", "Inbound"]
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("ep_server.access")
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Handler = Callable[[Any, Context], Awaitable[Any]]
-Method = Callable[[Any, Context, Identity], Awaitable[Any]]
+R = TypeVar("R")
+Q = TypeVar("Q")
+Metadata = Sequence[tuple[str, str | bytes]]
 
+#: The metadata key (a gRPC trailer, an HTTP header) of the request id.
 REQUEST_ID_KEY = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+class Inbound(Protocol):
+    """One incoming call, as its transport presents it."""
+
+    #: The id the pipeline gave the call; the transport sends it back.
+    request_id: str
+
+    @property
+    def metadata(self) -> Metadata:
+        """The call's metadata (gRPC metadata, HTTP headers), keys lower case."""
+
+    def peer(self) -> str:
+        """The client's address, as gRPC writes it (``ipv4:127.0.0.1:5555``)."""
+
+    def peer_subject(self) -> str | None:
+        """The subject of the client certificate the transport verified."""
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the caller's deadline, or None without one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler knows of its call: who is calling, and until when."""
+
+    identity: Identity
+    inbound: Inbound
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the caller's deadline, or None without one."""
+        return self.inbound.time_remaining()
 
 
 class _Authenticator(Protocol):
@@ -75,10 +101,11 @@ class CallPipeline:
     #: Resolves credentials to an identity; None skips authentication
     #: (callers are then anonymous, or known by their client certificate).
     authenticator: _Authenticator | None = None
-    #: Reads the verified client-certificate subject off a call (mTLS only).
-    peer_subject: Callable[[Context], str | None] | None = None
+    #: Whether the transport verifies client certificates (mTLS): only then
+    #: is a call's peer subject read.
+    mtls: bool = False
     #: RPC names that may be called without credentials.
-    anonymous: Collection[str] = ("Ask", "GetServiceInfo")
+    anonymous: Collection[str] = RPC_NAMES
     #: Per-identity limit on the RPCs named in ``limited``.
     limiter: RateLimiter | None = None
     limited: Collection[str] = ("Ask",)
@@ -98,47 +125,47 @@ class CallPipeline:
         default_factory=OrderedDict, repr=False
     )
 
-    def wrap(self, name: str, method: Method) -> Handler:
-        """The gRPC handler for ``method``, called ``name``."""
+    async def run(
+        self,
+        name: str,
+        inbound: Inbound,
+        handler: Callable[[Q, Call], Awaitable[R]],
+        request: Q,
+    ) -> R:
+        """Call ``handler(request, call)`` for the RPC ``name`` under this
+        policy. Sets ``inbound.request_id`` first.
 
-        async def handler(request: Any, context: Context) -> Any:
-            started = time.perf_counter()
-            metadata = context.invocation_metadata() or ()
-            request_id = _request_id(metadata)
-            token = REQUEST_ID.set(request_id)
-            trailer = ((REQUEST_ID_KEY, request_id),)
-            code = grpc.StatusCode.OK
-            identity = ANONYMOUS
-            self._in_flight += 1
-            try:
-                self._admit(name)
-                identity = self._identify(name, context, metadata)
-                self._limit(name, identity, context)
-                with self.metrics.inflight() if self.metrics else nullcontext():
-                    response = await method(request, context, identity)
-                context.set_trailing_metadata(trailer)
-                return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED  # the client left, or its deadline passed
-                raise
-            except EPError as exc:
-                code = exc.code
-                status = rpc_status.to_status(status_proto(exc))
-                await context.abort(
-                    status.code, status.details, (*status.trailing_metadata, *trailer)
-                )
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unexpected error in %s", name)
-                message = f"internal error; the server log has request id {request_id}"
-                await context.abort(code, message, trailer)
-            finally:
-                self._in_flight -= 1
-                self._record(name, code, time.perf_counter() - started, identity)
-                REQUEST_ID.reset(token)
-
-        handler.__name__ = name
-        return handler
+        :raises EPError: the status to send (an unexpected exception is
+            logged and becomes an INTERNAL one).
+        """
+        started = time.perf_counter()
+        metadata = inbound.metadata
+        request_id = inbound.request_id = _request_id(metadata)
+        token = REQUEST_ID.set(request_id)
+        code = "OK"
+        identity = ANONYMOUS
+        self._in_flight += 1
+        try:
+            self._admit(name)
+            identity = self._identify(name, inbound, metadata)
+            self._limit(name, identity, inbound)
+            with self.metrics.inflight() if self.metrics else nullcontext():
+                return await handler(request, Call(identity, inbound))
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client left, or its deadline passed
+            raise
+        except EPError as exc:
+            code = exc.code.name
+            raise
+        except Exception as exc:
+            code = "INTERNAL"
+            log.exception("unexpected error in %s", name)
+            message = f"internal error; the server log has request id {request_id}"
+            raise EPError(message) from exc
+        finally:
+            self._in_flight -= 1
+            self._record(name, code, time.perf_counter() - started, identity)
+            REQUEST_ID.reset(token)
 
     def _admit(self, name: str) -> None:
         if self.max_concurrent and self._in_flight > self.max_concurrent:
@@ -148,19 +175,17 @@ class CallPipeline:
                 reason="TOO_MANY_REQUESTS",
             )
 
-    def _identify(
-        self, name: str, context: Context, metadata: Iterable[tuple[str, str | bytes]]
-    ) -> Identity:
-        peer = self.peer_subject(context) if self.peer_subject else None
+    def _identify(self, name: str, inbound: Inbound, metadata: Metadata) -> Identity:
+        peer = inbound.peer_subject() if self.mtls else None
         if self.authenticator is not None:
             failures = self.auth_failures
             if failures is not None and len(failures):  # someone failed lately
-                self._locked_out(failures, context, metadata)
+                self._locked_out(failures, inbound, metadata)
             try:
                 identity = self.authenticator.from_metadata(metadata, peer)
             except AuthError as exc:
                 if failures is not None:
-                    self._failed(failures, context, metadata)
+                    self._failed(failures, inbound, metadata)
                 raise Unauthenticated(str(exc), reason=exc.reason) from None
         else:
             identity = Identity(peer, "mtls") if peer else ANONYMOUS
@@ -171,18 +196,13 @@ class CallPipeline:
             )
         return identity
 
-    def _failed(
-        self,
-        failures: RateLimiter,
-        context: Context,
-        metadata: Iterable[tuple[str, str | bytes]],
-    ) -> None:
+    def _failed(self, failures: RateLimiter, inbound: Inbound, metadata: Metadata) -> None:
         """Count a failed authentication against the caller's address, once
         per distinct credential: a client that keeps sending the same wrong
         token (one token sent to many sites, some of which do not know it)
         learns nothing new by repeating it and must not lock out its
         neighbours; every new guess counts."""
-        host = _peer_host(context.peer())
+        host = _peer_host(inbound.peer())
         sent = tuple(authorization_values(metadata))
         seen = self._failed_credentials
         key = (host, hash(sent))  # hash(): per-process salted, kept small
@@ -195,12 +215,10 @@ class CallPipeline:
         failures.take(host)
 
     @staticmethod
-    def _locked_out(
-        failures: RateLimiter, context: Context, metadata: Iterable[tuple[str, str | bytes]]
-    ) -> None:
+    def _locked_out(failures: RateLimiter, inbound: Inbound, metadata: Metadata) -> None:
         """Refuse, unchecked, a call with credentials from an address that
         has used up its failed authentications; anonymous calls pass."""
-        host = _peer_host(context.peer())
+        host = _peer_host(inbound.peer())
         wait = failures.wait(host)
         if wait > 0 and authorization_values(metadata):
             raise ResourceExhausted(
@@ -209,13 +227,13 @@ class CallPipeline:
                 reason="AUTH_FAILURES",
             )
 
-    def _limit(self, name: str, identity: Identity, context: Context) -> None:
+    def _limit(self, name: str, identity: Identity, inbound: Inbound) -> None:
         if self.limiter is None or name not in self.limited:
             return
         # Subjects of different methods may coincide (a token named "alice", a
         # JWT with sub "alice"): they are different callers.
         if identity.anonymous:
-            key = _peer_host(context.peer())
+            key = _peer_host(inbound.peer())
         else:
             key = f"{identity.method}:{identity.subject}"
         wait = self.limiter.take(key)
@@ -226,19 +244,19 @@ class CallPipeline:
                 reason="RATE_LIMITED",
             )
 
-    def _record(self, name: str, code: grpc.StatusCode, seconds: float, who: Identity) -> None:
+    def _record(self, name: str, code: str, seconds: float, who: Identity) -> None:
         if self.metrics is not None:
-            self.metrics.rpc(name, code.name, seconds)
+            self.metrics.rpc(name, code, seconds)
         if self.access_log:
             access.info(
                 "%s %s %.1fms %s",
                 name,
-                code.name,
+                code,
                 seconds * 1000,
                 who.subject,
                 extra={
                     "rpc": name,
-                    "code": code.name,
+                    "code": code,
                     "ms": seconds * 1000,
                     "identity": who.subject,
                 },
@@ -254,8 +272,8 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
 
 
-def _request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    for key, value in metadata or ():
+def _request_id(metadata: Metadata) -> str:
+    for key, value in metadata:
         if key == REQUEST_ID_KEY and isinstance(value, str) and _SANE_ID.fullmatch(value):
             return value
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
@@ -277,33 +295,3 @@ def _peer_host(peer: str) -> str:
             return f"ipv4:{address.ipv4_mapped}"
         return f"ipv6:{ipaddress.IPv6Network((address, 64), strict=False)}"
     return host
-
-
-def status_proto(exc: EPError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` for an error: ErrorInfo always, BadRequest
-    for invalid arguments, RetryInfo when waiting helps."""
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
-    details: list[Any] = []
-    if isinstance(exc, InvalidArgument):
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in exc.violations
-                ]
-            )
-        )
-    details.append(
-        error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
-    )
-    if isinstance(exc, ResourceExhausted):
-        delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(exc.retry_after * 1e9))
-        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    for detail in details:
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    return status

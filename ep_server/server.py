@@ -4,8 +4,14 @@ We use ``grpc.aio``: plugins may be coroutines, a per-plugin deadline is a
 cancellation on the event loop rather than a thread per call, and the aio
 health servicer reports NOT_SERVING during a graceful stop. Every RPC goes
 through one :class:`~ep_server.pipeline.CallPipeline` (request id, identity,
-rate limit, error mapping, metrics), applied when the method handlers are
-built, so it costs no interceptor lookup per call.
+rate limit, metrics), applied when the method handlers are built
+(:func:`~ep_server.servicer.grpc_handler`), so it costs no interceptor
+lookup per call.
+
+:func:`start_server` assembles the parts: one
+:class:`~ep_server.plugins.caller.PluginCaller` for every hook, the planner,
+the bookings and their placer (when ``[schedule]`` is on), the servicer and
+the pipeline.
 """
 
 from __future__ import annotations
@@ -24,26 +30,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ep_server.auth import Authenticator, AuthSettings, subject_from_auth_context
+from ep_server import wire
+from ep_server.auth import Authenticator, AuthSettings
 from ep_server.config import Settings
 from ep_server.errors import StartupError
 from ep_server.host import detect_host
 from ep_server.metrics import Metrics
-from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
-from ep_server.plugins import PluginRecord, PluginState, Registry, load_registry
+from ep_server.plugins import PluginCaller, PluginRecord, PluginState, Registry, load_registry
 from ep_server.ratelimit import RateLimiter
-from ep_server.schedule.scheduler import Scheduler, resolve_pools, utcnow
-from ep_server.servicer import ExecutionPlannerServicer, server_version
-from ep_server.wire import Limits, Undecodable, decode_ask
+from ep_server.schedule.bookings import Bookings, resolve_pools, utcnow
+from ep_server.schedule.placing import Placer
+from ep_server.servicer import SERVICE, ExecutionPlannerServicer, grpc_handler, server_version
 from ep_server.workers import notify_ready
 
 __all__ = ["Running", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExecutionPlannerService"].full_name
+SERVICE_NAME = SERVICE.full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
@@ -55,20 +61,22 @@ class Running:
     port: int
     health: health.aio.HealthServicer
     planner: Planner
+    caller: PluginCaller
     metrics: Metrics
-    scheduler: Scheduler | None = None
+    bookings: Bookings | None = None
     #: The port of the ``/metrics`` endpoint, when one is served.
     metrics_port: int | None = None
 
     async def shutdown(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for up to ``grace``
-        seconds, then stop."""
+        seconds, then stop: the bookings (their last notifications, then
+        the ledger), the plugin threads, the metrics endpoint."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        self.planner.close()
+        if self.bookings is not None:
+            await self.bookings.close()
+        self.caller.close()
         self.metrics.close()
-        if self.scheduler is not None:
-            await self.scheduler.close()
 
 
 async def start_server(
@@ -84,14 +92,16 @@ async def start_server(
     server = grpc.aio.server(options=_options(settings), interceptors=_tracing(settings))
     metrics = Metrics()
     metrics.plugins_loaded({r.name: r.state.name.lower() for r in registry.records})
-    planner = Planner(registry, settings.plugins.deadline, settings.plugins.threads, metrics)
-    limits = Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
-    scheduler, pools = _scheduler(settings, registry, clock or utcnow)
-    servicer = ExecutionPlannerServicer(planner, limits, metrics, scheduler, pools)
-    pipeline = _pipeline(settings, metrics)
-    server.add_generic_rpc_handlers((_service_handler(servicer, pipeline),))
+    caller = PluginCaller(settings.plugins.threads, settings.plugins.deadline)
+    bookings, pools = _bookings(settings, registry, caller, metrics, clock or utcnow)
+    placer = Placer(bookings, settings.schedule, registry, caller) if bookings else None
+    planner = Planner(registry, caller, metrics, placer)
+    limits = wire.Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
+    info = wire.service_info_to_proto(registry, pools, server_version())
+    servicer = ExecutionPlannerServicer(planner, limits, info, bookings, metrics)
+    server.add_generic_rpc_handlers((grpc_handler(servicer, _pipeline(settings, metrics)),))
     health_servicer = await _add_health_and_reflection(server)
-    running = Running(server, 0, health_servicer, planner, metrics, scheduler)
+    running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
     try:
         running.port = _bind(server, settings)
         await server.start()
@@ -104,10 +114,15 @@ async def start_server(
     return running
 
 
-def _scheduler(
-    settings: Settings, registry: Registry, clock: Callable[[], datetime]
-) -> tuple[Scheduler | None, dict[str, int]]:
-    """The booking ledger and scheduler, when ``[schedule]`` is enabled."""
+def _bookings(
+    settings: Settings,
+    registry: Registry,
+    caller: PluginCaller,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> tuple[Bookings | None, dict[str, int]]:
+    """The booking ledger and its bookings, when ``[schedule]`` is enabled,
+    and the pools' capacities."""
     cfg = settings.schedule
     if not cfg.enabled:
         return None, {}
@@ -120,8 +135,7 @@ def _scheduler(
         ledger = SQLiteLedger(cfg.ledger, pools, timedelta(days=cfg.horizon_days), cfg.synchronous)
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise StartupError(f"schedule.ledger: cannot open {cfg.ledger}: {exc}") from exc
-    scheduler = Scheduler(ledger, cfg, registry, clock, settings.plugins.deadline)
-    return scheduler, pools
+    return Bookings(ledger, registry, caller, clock, metrics), pools
 
 
 def _options(settings: Settings) -> list[tuple[str, Any]]:
@@ -177,7 +191,7 @@ def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
         )
     return CallPipeline(
         authenticator=authenticator,
-        peer_subject=_peer_subject if settings.tls.client_ca else None,
+        mtls=settings.tls.client_ca is not None,
         anonymous=frozenset(auth.anonymous),
         limiter=RateLimiter(limits.ask_rate, limits.ask_burst) if limits.ask_rate else None,
         auth_failures=(
@@ -189,10 +203,6 @@ def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
         access_log=settings.logging.access_log,
         max_concurrent=limits.max_concurrent_rpcs,
     )
-
-
-def _peer_subject(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    return subject_from_auth_context(context.auth_context())
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
@@ -221,41 +231,6 @@ def _read(path: Path, key: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise StartupError(f"{key}: cannot read {path}: {exc.strerror}") from exc
-
-
-def _service_handler(
-    servicer: ExecutionPlannerServicer, pipeline: CallPipeline
-) -> grpc.GenericRpcHandler:
-    def decoder(cls: Any) -> Callable[[bytes], Any]:
-        def decode(data: bytes) -> Any:
-            try:
-                return cls.FromString(data)
-            except Exception as exc:  # DecodeError; never let gRPC answer UNKNOWN
-                return Undecodable(data, str(exc))
-
-        return decode
-
-    handlers = {
-        "Ask": grpc.unary_unary_rpc_method_handler(
-            pipeline.wrap("Ask", servicer.Ask),
-            request_deserializer=decode_ask,
-            response_serializer=pb.AskResponse.SerializeToString,
-        ),
-        "GetServiceInfo": grpc.unary_unary_rpc_method_handler(
-            pipeline.wrap("GetServiceInfo", servicer.GetServiceInfo),
-            request_deserializer=decoder(pb.GetServiceInfoRequest),
-            response_serializer=pb.GetServiceInfoResponse.SerializeToString,
-        ),
-    }
-    for name in ("AcceptOffer", "RejectOffer", "GetBooking", "ListBookings", "CancelBooking"):
-        request_type = getattr(pb, f"{name}Request")
-        response_type = getattr(pb, f"{name}Response")
-        handlers[name] = grpc.unary_unary_rpc_method_handler(
-            pipeline.wrap(name, getattr(servicer, name)),
-            request_deserializer=decoder(request_type),
-            response_serializer=response_type.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:

@@ -1,43 +1,42 @@
-"""The ``ExecutionPlannerService`` RPCs: thin, converting at the edge only."""
+"""The ``ExecutionPlannerService`` RPCs, and their gRPC handlers.
+
+:class:`ExecutionPlannerServicer` has one thin method per RPC: decode the
+request (:mod:`ep_server.wire`), do the work on plain objects (the planner,
+the bookings), encode the answer. The methods take a protobuf request and a
+:class:`~ep_server.pipeline.Call` (who is calling, and until when) and know
+nothing of gRPC, so that any transport can call them.
+
+:func:`grpc_handler` serves them over gRPC: one handler per method of the
+service descriptor, each decoding with the one :func:`~ep_server.wire.decoder`,
+running the method through the :class:`~ep_server.pipeline.CallPipeline`, and
+turning an :class:`~ep_server.errors.EPError` into a ``google.rpc.Status``.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 import grpc
+from grpc_status import rpc_status
 
-from ep_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from ep_server import wire
+from ep_server.auth import subject_from_auth_context
+from ep_server.errors import EPError, FailedPrecondition
 from ep_server.metrics import Metrics
-from ep_server.model import ANONYMOUS, Cause, Identity, Reason, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.planner import Answer, Planner
-from ep_server.plugins import PluginState, Registry
-from ep_server.schedule.scheduler import SCHEDULING_UNSUPPORTED, Scheduler
-from ep_server.wire import (
-    Limits,
-    Undecodable,
-    answer_to_proto,
-    booking_to_proto,
-    query_from_request,
-)
+from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline
+from ep_server.planner import Planner
+from ep_server.schedule.bookings import Bookings
 
-__all__ = ["ExecutionPlannerServicer", "service_info"]
+__all__ = ["SERVICE", "ExecutionPlannerServicer", "grpc_handler", "server_version"]
 
-#: ListBookings pages: the default and the largest.
-_PAGE_SIZE = 100
-_MAX_PAGE_SIZE = 1000
+#: The service's descriptor: its full name and methods.
+SERVICE = pb.DESCRIPTOR.services_by_name["ExecutionPlannerService"]
 
 # Leave this much of the caller's own deadline for sending the answer back.
 _REPLY_MARGIN = 0.05
-
-_STATE = {
-    PluginState.LOADED: pb.PLUGIN_STATE_LOADED,
-    PluginState.FAILED: pb.PLUGIN_STATE_FAILED,
-    PluginState.BLOCKED: pb.PLUGIN_STATE_BLOCKED,
-}
 
 
 def server_version() -> str:
@@ -49,179 +48,132 @@ def server_version() -> str:
 
 
 class ExecutionPlannerServicer:
-    """Implements the RPCs on a :class:`Planner`."""
+    """The RPCs, on the planner and (when the site takes bookings) the
+    bookings."""
 
     def __init__(
         self,
         planner: Planner,
-        limits: Limits,
+        limits: wire.Limits,
+        info: pb.GetServiceInfoResponse,
+        bookings: Bookings | None = None,
         metrics: Metrics | None = None,
-        scheduler: Scheduler | None = None,
-        pools: Mapping[str, int] | None = None,
     ) -> None:
         self.planner = planner
         self.limits = limits
+        self.info = info  # never changes while the server runs
+        self.bookings = bookings
         self.metrics = metrics
-        self.scheduler = scheduler
-        # What GetServiceInfo says never changes while the server runs.
-        self._info = service_info(planner.registry)
-        self._info.pools.update(pools or {})
 
-    async def Ask(
-        self,
-        request: pb.AskRequest | Undecodable,
-        context: grpc.aio.ServicerContext[Any, Any],
-        identity: Identity = ANONYMOUS,
-    ) -> pb.AskResponse:
+    async def Ask(self, request: pb.AskRequest | wire.Undecodable, call: Call) -> pb.AskResponse:
         """Answer "can I do this?"."""
-        query = query_from_request(request, self.limits, identity)
-        remaining = context.time_remaining()
+        query = wire.query_from_request(request, self.limits, call.identity)
+        remaining = call.time_remaining()
         budget = None if remaining is None else remaining - _REPLY_MARGIN
-        # One deadline for the whole Ask: policies, plugins and (for a
-        # schedule) their ep_resources and ep_slot.
-        until = self.planner.deadline_at(budget)
-        answer = await self.planner.ask(query, until=until)
-        if query.schedule is not None and answer.yes:
-            answer = await self._schedule(query, answer, until)
-        response = answer_to_proto(answer)
+        response = wire.answer_to_proto(await self.planner.ask(query, budget))
         if self.metrics is not None:
             self.metrics.answer("YES" if response.offers else "NO", len(response.offers))
         return response
 
     async def GetServiceInfo(
-        self,
-        request: pb.GetServiceInfoRequest | Undecodable,
-        context: grpc.aio.ServicerContext[Any, Any],
-        identity: Identity = ANONYMOUS,
+        self, request: pb.GetServiceInfoRequest | wire.Undecodable, call: Call
     ) -> pb.GetServiceInfoResponse:
         """Describe this EP."""
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(
-                "GetServiceInfoRequest", [FieldViolation("", f"undecodable: {request.error}")]
-            )
-        return self._info
-
-    async def _schedule(self, query: TaskQuery, answer: Answer, until: float) -> Answer:
-        if self.scheduler is None:
-            why = "this site takes no bookings; ask without a schedule"
-            reason = Reason(SCHEDULING_UNSUPPORTED, why, Cause.POLICY, field="schedule")
-            return Answer((), [("", reason), *answer.reasons])
-        return await self.scheduler.place(query, answer, until)
+        wire.info_request_checked(request)
+        return self.info
 
     # --- bookings: never anonymous (see ep_server.config.RPC_NAMES) -------
 
-    def _bookings(self) -> Scheduler:
-        if self.scheduler is None:
+    def _bookings(self) -> Bookings:
+        if self.bookings is None:
             raise FailedPrecondition("this site takes no bookings", reason="SCHEDULING_UNSUPPORTED")
-        return self.scheduler
+        return self.bookings
 
-    async def AcceptOffer(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
-    ) -> pb.AcceptOfferResponse:
+    async def AcceptOffer(self, request: Any, call: Call) -> pb.AcceptOfferResponse:
         """Book a time-slot offer."""
-        offer_id = _id(request, "offer_id")
-        booking = await self._bookings().accept(offer_id, identity)
-        if self.metrics is not None:
-            self.metrics.bookings("booked")
-        return pb.AcceptOfferResponse(booking=booking_to_proto(booking))
+        offer_id = wire.id_from_request(request, "offer_id")
+        return wire.accept_response(await self._bookings().accept(offer_id, call.identity))
 
-    async def RejectOffer(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
-    ) -> pb.RejectOfferResponse:
+    async def RejectOffer(self, request: Any, call: Call) -> pb.RejectOfferResponse:
         """Release a time-slot offer."""
-        await self._bookings().reject(_id(request, "offer_id"), identity)
-        if self.metrics is not None:
-            self.metrics.bookings("rejected")
-        return pb.RejectOfferResponse()
+        await self._bookings().reject(wire.id_from_request(request, "offer_id"), call.identity)
+        return wire.reject_response()
 
-    async def GetBooking(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
-    ) -> pb.GetBookingResponse:
+    async def GetBooking(self, request: Any, call: Call) -> pb.GetBookingResponse:
         """One of the caller's bookings."""
-        booking = await self._bookings().get(_id(request, "booking_id"), identity)
-        return pb.GetBookingResponse(booking=booking_to_proto(booking))
+        booking_id = wire.id_from_request(request, "booking_id")
+        return wire.get_response(await self._bookings().get(booking_id, call.identity))
 
-    async def ListBookings(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
-    ) -> pb.ListBookingsResponse:
-        """The caller's own bookings, a page at a time. The page token is the
-        id of the last booking on the previous page (bookings are never
-        deleted, so it stays valid)."""
-        if isinstance(request, Undecodable):
-            raise InvalidArgument("ListBookingsRequest", [FieldViolation("", request.error)])
-        bookings = await self._bookings().bookings(identity)
-        start = 0
-        if request.page_token:
-            ids = [b.id for b in bookings]
-            if request.page_token not in ids:
-                raise InvalidArgument(
-                    "ListBookingsRequest", [FieldViolation("page_token", "is not from this list")]
-                )
-            start = ids.index(request.page_token) + 1
-        if request.page_size < 0:
-            raise InvalidArgument(
-                "ListBookingsRequest", [FieldViolation("page_size", "must not be negative")]
-            )
-        size = min(request.page_size or _PAGE_SIZE, _MAX_PAGE_SIZE)
-        page = bookings[start : start + size]
-        more = start + size < len(bookings)
-        return pb.ListBookingsResponse(
-            bookings=[booking_to_proto(b) for b in page],
-            next_page_token=page[-1].id if more and page else "",
-        )
+    async def ListBookings(self, request: Any, call: Call) -> pb.ListBookingsResponse:
+        """The caller's own bookings, a page at a time."""
+        size, token = wire.bookings_page_from_request(request)
+        page, next_token = await self._bookings().page(call.identity, size, token)
+        return wire.bookings_page_response(page, next_token)
 
-    async def CancelBooking(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], identity: Identity
-    ) -> pb.CancelBookingResponse:
+    async def CancelBooking(self, request: Any, call: Call) -> pb.CancelBookingResponse:
         """Cancel one of the caller's bookings."""
-        booking, changed = await self._bookings().cancel(_id(request, "booking_id"), identity)
-        if changed and self.metrics is not None:
-            self.metrics.bookings("cancelled")
-        return pb.CancelBookingResponse(booking=booking_to_proto(booking))
+        booking_id = wire.id_from_request(request, "booking_id")
+        return wire.cancel_response(await self._bookings().cancel(booking_id, call.identity))
 
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# --- gRPC ------------------------------------------------------------------------
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Method = Callable[[Any, Call], Awaitable[Any]]
 
 
-def _id(request: Any, name: str) -> str:
-    """The offer or booking id a request names, checked."""
-    what = type(request).__name__
-    if isinstance(request, Undecodable):
-        raise InvalidArgument("request", [FieldViolation("", f"undecodable: {request.error}")])
-    value = getattr(request, name)
-    if not _ID.fullmatch(value):
-        problem = "is required" if not value else "is not an id (1-128 of A-Z a-z 0-9 _ -)"
-        raise InvalidArgument(what, [FieldViolation(name, problem)])
-    return str(value)
+class _GrpcCall:
+    """A gRPC call as the pipeline sees it (:class:`~ep_server.pipeline.Inbound`)."""
+
+    __slots__ = ("context", "request_id")
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.request_id = ""
+
+    @property
+    def metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        return cast("Sequence[tuple[str, str | bytes]]", self.context.invocation_metadata() or ())
+
+    def peer(self) -> str:
+        return self.context.peer()
+
+    def peer_subject(self) -> str | None:
+        return subject_from_auth_context(self.context.auth_context())
+
+    def time_remaining(self) -> float | None:
+        return self.context.time_remaining()
 
 
-def service_info(registry: Registry) -> pb.GetServiceInfoResponse:
-    """Build the ``GetServiceInfo`` answer from the registry."""
-    info = pb.GetServiceInfoResponse(server_version=server_version())
-    by_tasktype: dict[str, list[pb.ServiceTypeInfo]] = {}
-    for record in registry.records:
-        info.plugins.append(
-            pb.PluginInfo(
-                name=record.name,
-                distribution=record.distribution,
-                version=record.version,
-                state=_STATE[record.state],
-                error=record.error,
-                tasktypes=[c.tasktype for c in record.claims],
-                servicetypes=list(dict.fromkeys(s for c in record.claims for s in c.servicetypes)),
-            )
+def grpc_handler(
+    servicer: ExecutionPlannerServicer, pipeline: CallPipeline
+) -> grpc.GenericRpcHandler:
+    """The gRPC handlers of every RPC of the service, built once."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _handler(method.name, getattr(servicer, method.name), pipeline),
+            request_deserializer=wire.decoder(request_type),
+            response_serializer=response_type.SerializeToString,
         )
-        for claim in record.claims:
-            services = by_tasktype.setdefault(claim.tasktype, [])
-            services.extend(
-                pb.ServiceTypeInfo(servicetype=s, plugin=record.name) for s in claim.servicetypes
-            )
-    for tasktype in sorted(by_tasktype):
-        info.tasktypes.append(pb.TaskTypeInfo(tasktype=tasktype, services=by_tasktype[tasktype]))
-    host = registry.host
-    info.capacity.CopyFrom(
-        pb.HostCapacity(
-            cores=host.cores, memory=host.memory, architecture=host.architecture, os=host.os
-        )
-    )
-    return info
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
+
+
+def _handler(
+    name: str, method: Method, pipeline: CallPipeline
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def handle(request: Any, context: Context) -> Any:
+        call = _GrpcCall(context)
+        try:
+            response = await pipeline.run(name, call, method, request)
+        except EPError as exc:
+            status = rpc_status.to_status(wire.status_proto(exc))
+            trailer = (*status.trailing_metadata, (REQUEST_ID_KEY, call.request_id))
+            await context.abort(status.code, status.details, trailer)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
+        return response
+
+    handle.__name__ = name
+    return handle

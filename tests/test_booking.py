@@ -344,7 +344,7 @@ async def test_200_concurrent_accepts_never_overbook(site, tmp_path):
     assert all(len(b) == 1 for b in by_offer.values()), "an offer accepted twice made two bookings"
     listed = await stub.ListBookings(pb.ListBookingsRequest(), metadata=who("alice"))
     assert len(listed.bookings) == 100
-    ledger = server.scheduler.ledger
+    ledger = server.bookings.ledger
     from ep_server.model import Slot
 
     for booking in listed.bookings:
@@ -516,7 +516,7 @@ async def test_an_unusable_hold_from_a_plugin_falls_back_to_the_request(site):
 async def test_holds_of_an_ask_its_caller_gave_up_on_are_released(site):
     config = {"max_offers": 1, "max_outstanding_offers": 1}
     stub, _, _, server = await site(config, plugin=Offers("plain"))
-    server.scheduler._thread.submit(time.sleep, 0.4)  # the ledger is busy a while
+    server.bookings.submit(time.sleep, 0.4)  # the ledger is busy a while
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Ask(scheduled(), metadata=who("alice"), timeout=0.1)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -711,7 +711,7 @@ async def test_an_ep_slot_raising_timeouterror_refuses_that_slot_only(slot_site)
         assert raiser.calls > asked  # called again in every Ask: not tripped
 
 
-async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
+async def test_plain_booking_hooks_run_in_the_plugin_threads(site):
     """Not in asyncio's default executor, which asyncio.run waits for without
     a limit at exit: a stuck hook would keep a stopped server from ending."""
     names = []
@@ -730,7 +730,7 @@ async def test_plain_booking_hooks_run_in_the_schedulers_own_threads(site):
             break
         await asyncio.sleep(0.02)
     assert names, "ep_booked was called"
-    assert names[0].startswith("ep-notify"), names
+    assert names[0].startswith("ep-plugin"), names
 
 
 class StuckResources(Offers):

@@ -10,6 +10,7 @@ from fake_plugins.common import BlockingSync, Declining, Offering, Raising, Retu
 
 from ep_server import Cause, Claim, IntRange, Offer, Reason, Resources, TaskQuery, Verdict, hookimpl
 from ep_server.planner import Planner
+from ep_server.plugins import PluginCaller
 
 DOCKER = "uri://docker-container"
 
@@ -19,12 +20,12 @@ def planner_of(registry_of):
     made = []
 
     def build(deadline=1.0, **plugins):
-        made.append(Planner(registry_of(**plugins), deadline))
+        made.append(Planner(registry_of(**plugins), PluginCaller(deadline=deadline)))
         return made[-1]
 
     yield build
     for planner in made:
-        planner.close()
+        planner.caller.close()
 
 
 async def test_only_claimants_are_consulted(planner_of):
@@ -239,7 +240,7 @@ async def test_one_deadline_covers_policies_and_plugins(planner_of):
 
 async def test_a_stuck_blocking_plugin_cannot_take_every_thread(registry_of):
     stuck, fast = BlockingSync(DOCKER), Declining("uri://other")
-    planner = Planner(registry_of(stuck=stuck, fast=fast), deadline=0.1, threads=4)
+    planner = Planner(registry_of(stuck=stuck, fast=fast), PluginCaller(threads=4, deadline=0.1))
     try:
         for _ in range(4):  # more calls than it may hold threads
             answer = await planner.ask(TaskQuery(DOCKER))
@@ -248,7 +249,7 @@ async def test_a_stuck_blocking_plugin_cannot_take_every_thread(registry_of):
         assert [r.code for _, r in other.reasons] == ["NOPE"]  # still served
     finally:
         stuck.release.set()
-        planner.close()
+        planner.caller.close()
 
 
 async def test_blocking_plugins_run_in_the_calls_context(registry_of):
@@ -267,13 +268,13 @@ async def test_blocking_plugins_run_in_the_calls_context(registry_of):
             seen.append(REQUEST_ID.get())
             return Verdict.no(Reason("NOPE", "never"))
 
-    planner = Planner(registry_of(t=Threaded()), deadline=2)
+    planner = Planner(registry_of(t=Threaded()), PluginCaller(deadline=2))
     token = REQUEST_ID.set("req-42")
     try:
         await planner.ask(TaskQuery(DOCKER))
     finally:
         REQUEST_ID.reset(token)
-        planner.close()
+        planner.caller.close()
     assert seen == ["req-42"]
 
 

@@ -34,9 +34,9 @@ def test_claims_are_many_to_many(registry_of):
     a = Offering("uri://docker-uws", DOCKER, "uri://podman-container")
     b = Offering("uri://rosetta-rest-api", DOCKER)
     registry = registry_of(a=a, b=b)
-    assert [c.plugin for c in registry.claimants(DOCKER)] == ["a", "b"]
-    assert [c.plugin for c in registry.claimants("uri://podman-container")] == ["a"]
-    assert registry.claimants("uri://unknown") == ()
+    assert [c.plugin for c in registry.ep_evaluate(DOCKER)] == ["a", "b"]
+    assert [c.plugin for c in registry.ep_evaluate("uri://podman-container")] == ["a"]
+    assert registry.ep_evaluate("uri://unknown") == ()
 
 
 def test_a_plugin_that_fails_to_import_is_recorded_and_skipped(registry_of, caplog):
@@ -91,7 +91,7 @@ def test_claims_without_evaluate_fail_the_plugin(registry_of):
     registry = registry_of(lazy=ClaimsOnly())
     assert registry.records[0].state is PluginState.FAILED
     assert "ep_evaluate" in registry.records[0].error
-    assert registry.claimants(DOCKER) == ()
+    assert registry.ep_evaluate(DOCKER) == ()
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_invalid_claims_fail_the_plugin(registry_of, claims):
 
     registry = registry_of(odd=Odd(), good=Offering("uri://docker-uws", DOCKER))
     assert registry.records[1].state is PluginState.FAILED
-    assert [c.plugin for c in registry.claimants(DOCKER)] == ["good"]
+    assert [c.plugin for c in registry.ep_evaluate(DOCKER)] == ["good"]
 
 
 def test_blocked_plugins_are_never_imported(registry_of):
@@ -191,8 +191,8 @@ def test_a_fallback_claim_yields_to_a_regular_one(registry_of):
         fallback=Offering("uri://docker-uws", DOCKER, "uri://only-fallback", fallback=True),
         special=Offering("uri://docker-special", DOCKER),
     )
-    assert [c.plugin for c in registry.claimants(DOCKER)] == ["special"]
-    assert [c.plugin for c in registry.claimants("uri://only-fallback")] == ["fallback"]
+    assert [c.plugin for c in registry.ep_evaluate(DOCKER)] == ["special"]
+    assert [c.plugin for c in registry.ep_evaluate("uri://only-fallback")] == ["fallback"]
     fallback = next(r for r in registry.records if r.name == "fallback")
     assert [c.tasktype for c in fallback.claims] == ["uri://only-fallback"]
 
@@ -201,7 +201,7 @@ def test_two_fallbacks_on_one_tasktype_both_stand(registry_of):
     registry = registry_of(
         a=Offering("uri://a", DOCKER, fallback=True), b=Offering("uri://b", DOCKER, fallback=True)
     )
-    assert [c.plugin for c in registry.claimants(DOCKER)] == ["a", "b"]
+    assert [c.plugin for c in registry.ep_evaluate(DOCKER)] == ["a", "b"]
 
 
 def test_static_plugin_config_errors_name_the_key(host):
@@ -224,4 +224,4 @@ def test_plugin_modules_are_named_like_entry_points(host):
     assert states["one"] is PluginState.LOADED
     # A module with no hooks registers, claims nothing, and is harmless.
     assert states["fake_plugins.common"] is PluginState.LOADED
-    assert [c.plugin for c in registry.claimants("uri://bench-task")] == ["one"]
+    assert [c.plugin for c in registry.ep_evaluate("uri://bench-task")] == ["one"]

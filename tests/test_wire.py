@@ -13,9 +13,10 @@ from ep_server.errors import InvalidArgument
 from ep_server.model import IntRange
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
-from ep_server.wire import Limits, Undecodable, answer_to_proto, decode_ask, query_from_request
+from ep_server.wire import Limits, Undecodable, answer_to_proto, decoder, query_from_request
 
 LIMITS = Limits()
+decode_ask = decoder(pb.AskRequest)
 
 # The IVOA note's examples, as Dave Morris wrote them in the seed discussion.
 SEED_REQUESTS = [

@@ -23,6 +23,7 @@ from ep_server.client.results import (
     TaskTypeInfo,
 )
 from ep_server.model import (
+    MAX_TASKINFO_DEPTH,
     Booking,
     BookingState,
     Cause,
@@ -48,9 +49,6 @@ __all__ = [
 _CAUSE = {c.value: c for c in Cause}
 
 
-#: No EP accepts a taskinfo nested deeper (``server.max_taskinfo_depth`` is
-#: at most 32), and far deeper ones overflow protobuf's recursion on encoding.
-MAX_TASKINFO_DEPTH = 32
 #: Struct numbers are doubles: integers beyond this would arrive changed.
 _EXACT_INT = 2**53
 

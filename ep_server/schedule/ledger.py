@@ -135,7 +135,7 @@ class Ledger(abc.ABC):
         where ``need`` fits, if any within the ledger's horizon."""
 
     @abc.abstractmethod
-    def accept(self, offer_id: str, owner: str, now: datetime) -> Booking:
+    def accept(self, offer_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         """Turn an offer into a booking and release its siblings. Accepting
         an already-accepted offer returns the same booking.
 
@@ -155,7 +155,7 @@ class Ledger(abc.ABC):
         """The owner's bookings, by slot start."""
 
     @abc.abstractmethod
-    def cancel(self, booking_id: str, owner: str, now: datetime) -> Booking:
+    def cancel(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         """Cancel a booking (idempotent) and release what it holds.
         :raises BookingNotFound:"""
 

@@ -373,15 +373,15 @@ class SQLiteLedger(Ledger):
             start = self._find(_need(need), max(_to_us(after), t), t + self._horizon, dur, [])
             return None if start is None else Slot(_from_us(start), _from_us(start + dur))
 
-    def accept(self, offer_id: str, owner: str, now: datetime) -> Booking:
+    def accept(self, offer_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         with self._lock:
             t = self._tick(now)
             done = self._db.execute(
                 "SELECT * FROM bookings WHERE offer_id = ? AND owner = ?", (offer_id, owner)
             ).fetchone()
             if done is not None:
-                return _booking(done, t)
-            return self._accept(offer_id, owner, t)
+                return _booking(done, t), False
+            return self._accept(offer_id, owner, t), True
 
     def reject(self, offer_id: str, owner: str, now: datetime) -> None:
         with self._lock:
@@ -406,7 +406,7 @@ class SQLiteLedger(Ledger):
             ).fetchall()
             return [_booking(row, t) for row in rows]
 
-    def cancel(self, booking_id: str, owner: str, now: datetime) -> Booking:
+    def cancel(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         with self._lock:
             t = self._tick(now)
             with self._tx():
@@ -420,7 +420,7 @@ class SQLiteLedger(Ledger):
             if live:
                 self._index.remove(_Hold(row["start_us"], row["end_us"], {}, booking_id))
                 row = self._booking_row(booking_id, owner)
-            return _booking(row, t)
+            return _booking(row, t), live
 
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         with self._lock:

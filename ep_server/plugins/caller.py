@@ -1,0 +1,429 @@
+"""Calling plugins: the one way every hook is called while serving.
+
+Given hook implementations (:class:`~ep_server.plugins.registry.Impl`), their
+arguments and a deadline, the :class:`PluginCaller`
+
+- runs an ``async`` hook in a task of its own (so its own timeouts, task
+  groups and cancellations stay its own), cancelled at the deadline;
+- runs a plain hook in one shared pool of worker threads, in the calling
+  context (the request id reaches the plugin's log lines); at the deadline
+  the caller stops waiting, and the thread stays the plugin's until its call
+  returns;
+- and turns what happened into one :class:`Outcome`: the value, checked
+  against the hook's contract, or why there is none (it raised, ran late,
+  returned something malformed, or its plugin was busy).
+
+Fairness is by plugin: one plugin may hold at most half of the threads (its
+*share*), counting calls of every hook, queued, running, and those the caller
+stopped waiting for; past that, its calls are BUSY at once, so a stuck plugin
+cannot starve the others. What differs by hook is data in
+:data:`~ep_server.plugins.contract.HOOKS` (``one_late_call``, ``cooldown``).
+
+The threads are daemon threads (see :class:`_Workers`): a plugin stuck in a
+call can never keep a stopped server from exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import enum
+import functools
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from ep_server.plugins.contract import Malformed
+from ep_server.plugins.registry import Impl
+
+__all__ = ["Outcome", "PluginCaller", "Status"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Status(enum.Enum):
+    """How one call of a hook ended."""
+
+    #: It returned a value that meets the hook's contract.
+    OK = "ok"
+    #: It raised (or, being async, cancelled itself).
+    RAISED = "raised"
+    #: It did not finish by the deadline.
+    LATE = "late"
+    #: It returned something the hook's contract does not allow.
+    MALFORMED = "malformed"
+    #: It was not called: its plugin holds its share of the threads, or the
+    #: hook is barred on it for now (a late call still running, a cooldown).
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """What one call of one plugin's hook came to."""
+
+    plugin: str
+    status: Status
+    #: The checked result when OK, else None.
+    value: T | None = None
+    #: Why there is no value, in words fit for a reason's message.
+    problem: str = ""
+    #: Seconds from the start of the call to its end (or to the deadline).
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the hook returned a value that meets its contract."""
+        return self.status is Status.OK
+
+
+class PluginCaller:
+    """Calls hooks under deadlines; one per server.
+
+    :param threads: worker threads shared by all plain hooks.
+    :param deadline: the configured plugin deadline (``[plugins] deadline``):
+        what a timed-out call is said to have missed, and what a call must
+        exceed to trip a hook's cooldown.
+    """
+
+    def __init__(self, threads: int = 8, deadline: float = 2.0) -> None:
+        self.deadline = deadline
+        self._workers = _Workers(threads, "ep-plugin")
+        self._share = max(1, threads // 2)
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}  # plugin -> threads it holds
+        self._late: dict[tuple[str, str], int] = {}  # (plugin, hook) -> calls past deadline
+        self._cool: dict[tuple[str, str], float] = {}  # (plugin, hook) -> refused until
+
+    # --- from the event loop ----------------------------------------------
+
+    async def gather(
+        self, impls: Sequence[Impl[P, T]], until: float, *args: P.args, **kwargs: P.kwargs
+    ) -> list[Outcome[T]]:
+        """Call every one of ``impls`` with ``args`` at once; wait until all
+        are done or the event loop's clock reaches ``until``. If the wait
+        itself is cancelled (the caller left), the calls are cancelled too."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        outcomes: list[Outcome[T] | None] = [None] * len(impls)
+        futures: dict[int, asyncio.Future[Any]] = {}
+        jobs: dict[int, _Job] = {}
+        finished: dict[int, float] = {}
+        for i, impl in enumerate(impls):
+            try:
+                if impl.is_async:
+                    future = _task(impl.function(*args, **kwargs), loop)
+                else:
+                    jobs[i] = self._submit(impl, args)
+                    future = asyncio.wrap_future(jobs[i], loop=loop)
+            except _Busy as busy:
+                outcomes[i] = Outcome(impl.plugin, Status.BUSY, problem=str(busy))
+                continue
+            except Exception as exc:  # the call itself raised (a plain function marked async)
+                outcomes[i] = self._raised(impl, exc, 0.0)
+                continue
+            futures[i] = future
+            if future.done():  # an eagerly started hook that did not wait
+                finished[i] = time.perf_counter()
+        pending = {i: f for i, f in futures.items() if not f.done()}
+        if pending:
+            await _all_or_deadline(pending, finished, until, loop)
+        for i, future in futures.items():
+            seconds = finished.get(i, time.perf_counter()) - started
+            outcomes[i] = self._settle(impls[i], future, jobs.get(i), seconds)
+        return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+    def _settle(
+        self, impl: Impl[P, T], future: asyncio.Future[Any], job: _Job | None, seconds: float
+    ) -> Outcome[T]:
+        if not future.done():
+            future.cancel()  # a task is cancelled; a queued call too
+            if job is not None:  # a running call is left to finish in its thread
+                self._mark_late(job)
+            return self._late_outcome(impl, seconds)
+        if future.cancelled():
+            return self._raised(
+                impl, asyncio.CancelledError("the plugin cancelled itself"), seconds
+            )
+        error = future.exception()
+        if error is not None:
+            return self._raised(impl, error, seconds)
+        return self._checked(impl, future.result(), seconds)
+
+    # --- from another thread -----------------------------------------------
+
+    def call_blocking(
+        self, impl: Impl[P, T], timeout: float, *args: P.args, **kwargs: P.kwargs
+    ) -> Outcome[T]:
+        """Call a plain hook from a thread that is not the event loop's (the
+        ledger's), waiting at most ``timeout`` seconds."""
+        if impl.is_async:
+            problem = f"{impl.hook} must be a plain function, not async"
+            log.error("plugin %s: %s", impl.plugin, problem)
+            return Outcome(impl.plugin, Status.RAISED, problem=problem)
+        started = time.perf_counter()
+        try:
+            job = self._submit(impl, args)
+        except _Busy as busy:
+            return Outcome(impl.plugin, Status.BUSY, problem=str(busy))
+        concurrent.futures.wait([job], timeout=max(0.0, timeout))
+        seconds = time.perf_counter() - started
+        if not job.done():
+            job.cancel()  # a queued call never starts
+            self._mark_late(job)  # a running one is left to finish
+            return self._late_outcome(impl, seconds)
+        error = job.exception()
+        if error is not None:
+            return self._raised(impl, error, seconds)
+        return self._checked(impl, job.result(), seconds)
+
+    # --- the threads and what each plugin holds ------------------------------
+
+    def _submit(self, impl: Impl[P, T], args: tuple[Any, ...]) -> _Job:
+        """Start a plain call in a worker thread, unless its plugin is busy."""
+        key = (impl.plugin, impl.hook)
+        with self._lock:
+            held = self._held.get(impl.plugin, 0)
+            if held >= self._share:
+                raise _Busy(f"{held} earlier calls of this plugin still hold worker threads")
+            if impl.contract.one_late_call and self._late.get(key):
+                raise _Busy(f"an earlier {impl.hook} call of this plugin is still running")
+            cool = self._cool.get(key)
+            if cool is not None and time.monotonic() < cool:
+                raise _Busy(f"{impl.hook} of this plugin is refused for a while after a slow call")
+            self._held[impl.plugin] = held + 1
+        job = _Job(impl.plugin, impl.hook)
+        job.add_done_callback(functools.partial(self._returned, impl))
+        context = contextvars.copy_context()
+        self._workers.run(job, context.run, _timed(job, impl.function), *args)
+        return job
+
+    def _returned(self, impl: Impl[Any, Any], job: _Job) -> None:
+        """A plain call ended (or was cancelled before it started): its plugin
+        gets its thread back, and a slow call may trip the hook's cooldown."""
+        key = (impl.plugin, impl.hook)
+        with self._lock:
+            self._held[impl.plugin] -= 1
+            if job.late:
+                self._late[key] -= 1
+            cooldown = impl.contract.cooldown
+            if cooldown and job.took > self.deadline:
+                self._cool[key] = time.monotonic() + cooldown
+        if cooldown and job.took > self.deadline:
+            log.warning(
+                "plugin %s: %s took %.3gs, past the deadline (%.3gs); it is refused for %gs",
+                impl.plugin, impl.hook, job.took, self.deadline, cooldown,
+            )  # fmt: skip
+
+    def _mark_late(self, job: _Job) -> None:
+        """The caller stopped waiting for a call still running in its thread."""
+        with self._lock:
+            if not job.done():  # else _returned has run, or will find late unset
+                job.late = True
+                key = (job.plugin, job.hook)
+                self._late[key] = self._late.get(key, 0) + 1
+
+    def _late_outcome(self, impl: Impl[P, T], seconds: float) -> Outcome[T]:
+        log.warning("plugin %s: %s ran past the deadline", impl.plugin, impl.hook)
+        return Outcome(
+            impl.plugin,
+            Status.LATE,
+            problem=f"plugin did not answer within the deadline ({self.deadline:.3g}s)",
+            seconds=seconds,
+        )
+
+    def _raised(self, impl: Impl[P, T], error: BaseException, seconds: float) -> Outcome[T]:
+        log.error("plugin %s: %s raised", impl.plugin, impl.hook, exc_info=error)
+        problem = f"{type(error).__name__}: {error}"
+        return Outcome(impl.plugin, Status.RAISED, problem=problem, seconds=seconds)
+
+    def _checked(self, impl: Impl[P, T], value: object, seconds: float) -> Outcome[T]:
+        try:
+            checked = impl.contract.check(value, impl.plugin)
+        except Malformed as exc:
+            log.error("plugin %s: %s", impl.plugin, exc)
+            return Outcome(impl.plugin, Status.MALFORMED, problem=str(exc), seconds=seconds)
+        return Outcome(impl.plugin, Status.OK, checked, seconds=seconds)
+
+    def busy_threads(self) -> int:
+        """Threads held by plugin calls now, those left running included."""
+        with self._lock:
+            return sum(self._held.values())
+
+    def close(self, wait: float = 1.0) -> None:
+        """Cancel queued calls, give running ones ``wait`` seconds, and
+        leave any still running behind (their threads are daemons)."""
+        self._workers.shutdown(wait)
+        stuck = self._workers.running()
+        if stuck:
+            log.warning(
+                "%d plugin thread(s) still running (%s); exiting without them",
+                len(stuck), ", ".join(stuck[:5]),
+            )  # fmt: skip
+
+
+class _Busy(Exception):
+    """The plugin cannot be called now; the message says why."""
+
+
+class _Job(concurrent.futures.Future[Any]):
+    """One plain call: a future that knows its plugin, whether the caller
+    stopped waiting for it, and how long it ran."""
+
+    def __init__(self, plugin: str, hook: str) -> None:
+        super().__init__()
+        self.plugin, self.hook = plugin, hook
+        self.late = False
+        self.took = 0.0
+
+
+def _timed(job: _Job, function: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return function(*args)
+        finally:
+            job.took = time.monotonic() - started
+
+    return call
+
+
+if sys.version_info >= (3, 12):
+
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """A task of its own for an async hook, whose first step runs now
+        (Python 3.12 eager start): a plugin that answers without waiting
+        costs no trip through the event loop, and one that waits still has
+        its own task, so its timeouts and cancellations stay its own."""
+        if loop.get_task_factory() is not None:  # someone's own tasks: theirs to make
+            return loop.create_task(coro)
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+
+else:
+
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """A task of its own for an async hook (Python 3.11 has no eager
+        start: its first step waits for the next turn of the event loop)."""
+        return loop.create_task(coro)
+
+
+async def _all_or_deadline(
+    pending: dict[int, asyncio.Future[Any]],
+    finished: dict[int, float],
+    deadline: float,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Wait until every future in ``pending`` is done or the loop's clock
+    reaches ``deadline``, noting in ``finished`` when each one ended.
+
+    What ``asyncio.wait`` does, with one callback per future that also takes
+    the time. If the wait itself is cancelled, the futures are cancelled too.
+    """
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(pending)
+
+    def done(i: int, _: object) -> None:
+        nonlocal left
+        finished[i] = time.perf_counter()
+        left -= 1
+        if not left and not waiter.done():
+            waiter.set_result(None)
+
+    for i, future in pending.items():
+        future.add_done_callback(functools.partial(done, i))
+    timer = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        for future in pending.values():
+            future.cancel()
+        raise
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Workers:
+    """A fixed-size pool of daemon threads that run :class:`_Job` futures.
+
+    Not ``concurrent.futures.ThreadPoolExecutor``: its threads are not
+    daemons, and the interpreter joins them at exit, so a plugin stuck in a
+    call would keep a stopped server alive forever. A stuck call here is
+    abandoned at exit instead. Threads start as calls need them.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size, self._name = size, name
+        self._queue: queue.SimpleQueue[tuple[_Job, Callable[..., Any], tuple[Any, ...]] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._closed = False
+
+    def run(self, job: _Job, function: Callable[..., Any], *args: Any) -> None:
+        """Queue ``function(*args)``; its result or exception settles ``job``."""
+        with self._lock:
+            if self._closed:
+                job.cancel()
+                return
+            self._queue.put((job, function, args))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        name = threading.current_thread().name
+        while (item := self._queue.get()) is not None:
+            job, function, args = item
+            if job.set_running_or_notify_cancel():
+                with self._lock:
+                    self._busy.add(name)
+                try:
+                    job.set_result(function(*args))
+                except BaseException as exc:  # the plugin's own SystemExit too
+                    job.set_exception(exc)
+                finally:
+                    with self._lock:
+                        self._busy.discard(name)
+            self._idle.release()
+
+    def running(self) -> list[str]:
+        """The names of the threads running a call now."""
+        with self._lock:
+            return sorted(self._busy)
+
+    def shutdown(self, wait: float) -> None:
+        """Cancel queued calls; let the threads end, waiting ``wait`` seconds
+        for those still in a call."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in threads:
+            self._queue.put(None)
+        end = time.monotonic() + wait
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))

@@ -1,0 +1,182 @@
+"""What each hook called while serving is given, and must give back.
+
+One table, :data:`HOOKS`, says for each hook of :mod:`ep_server.hookspecs`
+that runs per request: which arguments it gets per call (the others,
+``config`` and ``host``, are bound once at start-up), how its result is held
+to the contract, and the calling rules that differ by hook. The registry
+binds every implementation with it and the caller applies it, so a plugin's
+malformed result is a :class:`Malformed` outcome, never an exception or a
+malformed answer further on.
+
+The start-up hooks, ``ep_configure`` and ``ep_claims``, are called once, in
+order, by :mod:`ep_server.plugins.loading`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ep_server.model import Cause, Offer, Reason, Resources, Verdict
+
+__all__ = [
+    "HOOKS",
+    "MAX_OFFERS_PER_PLUGIN",
+    "MAX_REASONS_PER_PLUGIN",
+    "HookContract",
+    "Malformed",
+    "check_need",
+    "check_refusals",
+    "check_slot",
+    "check_verdict",
+]
+
+log = logging.getLogger(__name__)
+
+#: Most offers and reasons one plugin may put in an answer; the rest are
+#: dropped (with a note), so no plugin can blow an answer past gRPC's limits.
+MAX_OFFERS_PER_PLUGIN = 20
+MAX_REASONS_PER_PLUGIN = 20
+
+
+class Malformed(Exception):
+    """A hook returned something its contract does not allow; the message
+    says what, in words fit for a reason's message."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookContract:
+    """How one hook is called and checked."""
+
+    name: str
+    #: The arguments given on each call, in this order.
+    arguments: tuple[str, ...]
+    #: Turns a plugin's result into the checked value, or raises
+    #: :class:`Malformed`; called as ``check(result, plugin_name)``.
+    check: Callable[[Any, str], Any]
+    #: A plain call left running past its deadline bars further calls of this
+    #: hook on that plugin until it returns (so a stuck hook holds at most
+    #: one thread, and whoever waits for it waits once).
+    one_late_call: bool = False
+    #: After a plain call that took longer than the whole plugin deadline
+    #: returns, this hook is refused on that plugin for this many seconds.
+    cooldown: float = 0.0
+
+
+def check_verdict(value: object, plugin: str = "") -> Verdict:
+    """An ``ep_evaluate`` result: a well-formed :class:`Verdict`, capped."""
+    if type(value) is Verdict and _well_formed(value):
+        return _capped(value, plugin)
+    if not isinstance(value, Verdict):
+        raise Malformed(f"ep_evaluate returned {type(value).__name__}, not a Verdict")
+    if not value.offers and not value.reasons:
+        raise Malformed("ep_evaluate declined without giving a reason")
+    if not _well_formed(value):
+        raise Malformed("ep_evaluate returned offers or reasons with fields of the wrong type")
+    return _capped(value, plugin)  # a subclass of Verdict, well formed
+
+
+def check_refusals(value: object, plugin: str = "") -> tuple[Reason, ...]:
+    """An ``ep_policy`` result: None (allow), a Reason, or reasons."""
+    if value is None:
+        return ()
+    if isinstance(value, Reason):
+        reasons: tuple[object, ...] = (value,)
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        reasons = tuple(value)
+    else:
+        raise Malformed("ep_policy must return None, a Reason or Reasons")
+    if not all(_reason_ok(r) for r in reasons):
+        raise Malformed("ep_policy must return None, a Reason or Reasons")
+    return reasons  # type: ignore[return-value]  # each checked by _reason_ok
+
+
+def check_need(value: object, plugin: str = "") -> dict[str, int] | None:
+    """An ``ep_resources`` result: None (the default), or pool -> amount."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise Malformed(f"ep_resources returned {type(value).__name__}, not a mapping")
+    need = {}
+    for pool, amount in value.items():
+        if not isinstance(pool, str) or type(amount) is not int or not 0 <= amount < 2**63:
+            raise Malformed(f"ep_resources: {pool!r}: {amount!r} is not a non-negative int")
+        need[pool] = amount
+    return need
+
+
+def check_slot(value: object, plugin: str = "") -> Reason | None:
+    """An ``ep_slot`` result: None (the slot is fine) or a Reason (refused)."""
+    if value is None or isinstance(value, Reason):
+        return value
+    raise Malformed(f"ep_slot returned {type(value).__name__}, not a Reason or None")
+
+
+def _ignored(value: object, plugin: str = "") -> None:
+    """``ep_booked`` and ``ep_cancelled`` return nothing that is used."""
+    return None
+
+
+#: Every hook called while serving, by name.
+HOOKS: Mapping[str, HookContract] = {
+    c.name: c
+    for c in (
+        HookContract("ep_evaluate", ("query",), check_verdict),
+        HookContract("ep_policy", ("query",), check_refusals),
+        HookContract("ep_resources", ("query",), check_need),
+        HookContract("ep_slot", ("query", "slot"), check_slot, one_late_call=True, cooldown=30.0),
+        HookContract("ep_booked", ("booking",), _ignored),
+        HookContract("ep_cancelled", ("booking",), _ignored),
+    )
+}
+
+
+def _capped(verdict: Verdict, plugin: str) -> Verdict:
+    offers, reasons = verdict.offers, verdict.reasons
+    if len(offers) <= MAX_OFFERS_PER_PLUGIN and len(reasons) <= MAX_REASONS_PER_PLUGIN:
+        return verdict
+    log.warning("plugin %s gave %d offers, %d reasons; capped", plugin, len(offers), len(reasons))
+    kept = reasons
+    if len(reasons) > MAX_REASONS_PER_PLUGIN:
+        kept = reasons[: MAX_REASONS_PER_PLUGIN - 1]
+        more = len(reasons) - len(kept)
+        kept = (*kept, Reason("MORE_REASONS", f"and {more} more reasons", reasons[-1].cause))
+    return Verdict(offers[:MAX_OFFERS_PER_PLUGIN], kept)
+
+
+def _well_formed(verdict: Verdict) -> bool:
+    return bool(verdict.offers or verdict.reasons) and (
+        all(_offer_ok(o) for o in verdict.offers) and all(_reason_ok(r) for r in verdict.reasons)
+    )
+
+
+def _offer_ok(offer: object) -> bool:
+    """An Offer whose fields have the types the protocol needs (a plugin's
+    float where an int belongs must not fail the whole answer later)."""
+    return (
+        isinstance(offer, Offer)
+        and isinstance(offer.servicetype, str)
+        and isinstance(offer.serviceinfo, Mapping)
+        and isinstance(offer.message, str)
+        and (offer.resources is None or _resources_ok(offer.resources))
+    )
+
+
+def _resources_ok(resources: object) -> bool:
+    if not isinstance(resources, Resources):
+        return False
+    ends = (resources.cores.min, resources.cores.max, resources.memory.min, resources.memory.max)
+    return all(v is None or (type(v) is int and 0 <= v < 2**63) for v in ends)
+
+
+def _reason_ok(reason: object) -> bool:
+    return (
+        isinstance(reason, Reason)
+        and isinstance(reason.code, str)
+        and isinstance(reason.message, str)
+        and isinstance(reason.field, str)
+        and isinstance(reason.cause, Cause)
+        and isinstance(reason.retryable, bool)
+    )
