@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
 
-from ep_server.auth import Authenticator, AuthError, AuthSettings, subject_from_auth_context
+from ep_server.auth import Authenticator, AuthError, subject_from_auth_context
+from ep_server.config import AuthConfig, load_settings
 from ep_server.errors import ConfigError
 from ep_server.model import ANONYMOUS, Identity
 
@@ -145,7 +148,7 @@ def make(jwks_file: Path, tokens_file: Path, clock: Clock) -> Callable[..., Auth
             "jwks_file": jwks_file,
         }
         settings.update(overrides)
-        return Authenticator(AuthSettings(**settings), clock=clock)
+        return Authenticator(AuthConfig(**settings), clock=clock)
 
     return build
 
@@ -209,7 +212,7 @@ def test_a_groups_claim_that_is_not_a_list_of_strings_is_refused(
 
 def test_without_kid_the_only_key_is_used(tmp_path: Path, clock: Clock) -> None:
     jwks = write_json(tmp_path / "one.json", {"keys": [public_jwk(EC_KEY, None)]})
-    auth = Authenticator(AuthSettings(jwt_issuer=ISSUER, jwks_file=jwks), clock=clock)
+    auth = Authenticator(AuthConfig(jwt_issuer=ISSUER, jwks_file=jwks), clock=clock)
     identity = auth.from_metadata(bearer(mint(EC_KEY, "ES256", kid=None)), None)
     assert identity.method == "jwt"
 
@@ -404,14 +407,14 @@ def test_unknown_static_token(auth: Authenticator) -> None:
 
 
 def test_static_tokens_without_jwt(tokens_file: Path) -> None:
-    auth = Authenticator(AuthSettings(tokens_file=tokens_file))
+    auth = Authenticator(AuthConfig(tokens_file=tokens_file))
     assert auth.from_metadata(bearer(ALICE_TOKEN), None).subject == "alice"
     # JWT-shaped, but JWTs are not configured: just an unknown token.
     refused(auth, mint(), "TOKEN_UNKNOWN")
 
 
 def test_a_bearer_token_with_nothing_configured_is_refused_not_ignored() -> None:
-    refused(Authenticator(AuthSettings()), ALICE_TOKEN, "TOKEN_UNKNOWN")
+    refused(Authenticator(AuthConfig()), ALICE_TOKEN, "TOKEN_UNKNOWN")
 
 
 @pytest.mark.parametrize("name", ["authorization", "Authorization", "AUTHORIZATION"])
@@ -491,13 +494,13 @@ def test_anonymous(auth: Authenticator, metadata: Any) -> None:
 def test_missing_tokens_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "absent.toml"
     with pytest.raises(ConfigError, match=r"absent\.toml"):
-        Authenticator(AuthSettings(tokens_file=path))
+        Authenticator(AuthConfig(tokens_file=path))
 
 
 def test_unreadable_tokens_file(tmp_path: Path) -> None:
     # A directory stands in for an unreadable file (tests may run as root).
     with pytest.raises(ConfigError, match="cannot read"):
-        Authenticator(AuthSettings(tokens_file=tmp_path))
+        Authenticator(AuthConfig(tokens_file=tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -524,7 +527,7 @@ def test_invalid_tokens_file(tmp_path: Path, text: str | bytes, problem: str) ->
     else:
         path.write_text(text)
     with pytest.raises(ConfigError, match=problem) as caught:
-        Authenticator(AuthSettings(tokens_file=path))
+        Authenticator(AuthConfig(tokens_file=path))
     assert str(path) in str(caught.value)
 
 
@@ -536,12 +539,12 @@ def test_duplicate_hashes_across_subjects(tmp_path: Path) -> None:
         f'[tokens.bob]\ntoken_sha256 = ["{"b" * 64}", "{digest.upper()}"]\n'
     )
     with pytest.raises(ConfigError, match="'alice' and 'bob'"):
-        Authenticator(AuthSettings(tokens_file=path))
+        Authenticator(AuthConfig(tokens_file=path))
 
 
 def test_missing_jwks_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"absent\.json"):
-        Authenticator(AuthSettings(jwt_issuer=ISSUER, jwks_file=tmp_path / "absent.json"))
+        Authenticator(AuthConfig(jwt_issuer=ISSUER, jwks_file=tmp_path / "absent.json"))
 
 
 def jwks_error(tmp_path: Path, document: Any) -> str:
@@ -551,7 +554,7 @@ def jwks_error(tmp_path: Path, document: Any) -> str:
     else:
         write_json(path, document)
     with pytest.raises(ConfigError) as caught:
-        Authenticator(AuthSettings(jwt_issuer=ISSUER, jwks_file=path))
+        Authenticator(AuthConfig(jwt_issuer=ISSUER, jwks_file=path))
     assert str(path) in str(caught.value)
     return str(caught.value)
 
@@ -588,27 +591,40 @@ def test_invalid_jwks_file(tmp_path: Path, document: Any, problem: str) -> None:
 def test_encryption_keys_in_the_set_are_skipped(tmp_path: Path, clock: Clock) -> None:
     keys = [public_jwk(OTHER_RSA_KEY, "enc-1", use="enc"), public_jwk(RSA_KEY, "rsa-1")]
     jwks = write_json(tmp_path / "jwks.json", {"keys": keys})
-    auth = Authenticator(AuthSettings(jwt_issuer=ISSUER, jwks_file=jwks), clock=clock)
+    auth = Authenticator(AuthConfig(jwt_issuer=ISSUER, jwks_file=jwks), clock=clock)
     assert auth.from_metadata(bearer(mint()), None).method == "jwt"
     refused(auth, mint(OTHER_RSA_KEY, kid="enc-1"), "TOKEN_INVALID")
 
 
-@pytest.mark.parametrize(
-    ("settings", "problem"),
-    [
-        ({"jwt_issuer": ISSUER}, "together"),
-        ({"jwks_file": Path("jwks.json")}, "together"),
-        ({"jwt_algorithms": ()}, "must not be empty"),
-        ({"jwt_algorithms": ("RS256", "HS256")}, "'HS256'"),
-        ({"jwt_algorithms": ("none",)}, "'none'"),
-        ({"jwt_leeway": -1.0}, "jwt_leeway"),
-        ({"jwt_leeway": math.nan}, "jwt_leeway"),
-        ({"groups_claim": ""}, "groups_claim"),
-    ],
-)
-def test_invalid_settings(settings: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ConfigError, match=problem):
-        Authenticator(AuthSettings(**settings))
+INVALID_SETTINGS = [
+    ({"jwt_issuer": ISSUER}, "auth", "together"),
+    ({"jwks_file": Path("jwks.json")}, "auth", "together"),
+    ({"jwt_algorithms": ()}, "auth.jwt_algorithms", "must not be empty"),
+    ({"jwt_algorithms": ("RS256", "HS256")}, "auth.jwt_algorithms", "'HS256'"),
+    ({"jwt_algorithms": ("none",)}, "auth.jwt_algorithms", "'none'"),
+    ({"jwt_leeway": -1.0}, "auth.jwt_leeway", "jwt_leeway"),
+    ({"jwt_leeway": math.nan}, "auth.jwt_leeway", "jwt_leeway"),
+    ({"jwt_leeway": math.inf}, "auth.jwt_leeway", "jwt_leeway"),
+    ({"groups_claim": ""}, "auth.groups_claim", "groups_claim"),
+]
+
+
+@pytest.mark.parametrize(("settings", "key", "problem"), INVALID_SETTINGS)
+def test_invalid_settings(settings: dict[str, Any], key: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        AuthConfig(**settings)
+
+
+@pytest.mark.parametrize(("settings", "key", "problem"), INVALID_SETTINGS)
+def test_the_config_loader_names_the_invalid_auth_setting(
+    settings: dict[str, Any], key: str, problem: str
+) -> None:
+    overrides = {f"auth.{name}": value for name, value in settings.items()}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={}, overrides=overrides)
+    message = str(caught.value)
+    assert re.search(rf"^  {re.escape(key)}: ", message, re.MULTILINE), message
+    assert problem in message
 
 
 # --------------------------------------------------------------------------

@@ -64,37 +64,17 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ep_server.config import ASYMMETRIC_ALGORITHMS, AuthConfig
 from ep_server.errors import ConfigError
 from ep_server.model import ANONYMOUS, Identity
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "AuthError",
-    "AuthSettings",
     "Authenticator",
     "authorization_values",
     "subject_from_auth_context",
 ]
-
-#: The JWS algorithms that ``jwt_algorithms`` may name: signatures with a
-#: public key only. ``none`` and the HMAC family are never accepted, so a
-#: public key can never be used as an HMAC secret (algorithm confusion).
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES256K",
-        "ES384",
-        "ES512",
-        "ES521",
-        "EdDSA",
-    }
-)
 
 #: Longer tokens are refused before any work is done on them (gRPC's own
 #: metadata limit is about this size anyway).
@@ -111,30 +91,6 @@ _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 #: JWS compact serialisation: three base64url segments (the last may be empty).
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """What the :class:`Authenticator` trusts; built from ``[auth]`` in the config."""
-
-    #: TOML file of static tokens' hashes (see the module docstring).
-    tokens_file: Path | None = None
-    #: JWTs: the required ``iss``; ``jwt_issuer`` and ``jwks_file`` go together.
-    jwt_issuer: str | None = None
-    #: When set, ``aud`` must contain it.
-    jwt_audience: str | None = None
-    #: JSON Web Key Set with the issuer's public keys.
-    jwks_file: Path | None = None
-    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
-    #: Seconds of clock skew allowed for ``exp``, ``nbf`` and ``iat``.
-    jwt_leeway: float = 30.0
-    #: JWT claim holding the caller's groups (a list of strings).
-    groups_claim: str = "groups"
-
-    @property
-    def jwt_enabled(self) -> bool:
-        """True when JWTs are accepted."""
-        return self.jwks_file is not None
 
 
 class AuthError(Exception):
@@ -289,26 +245,9 @@ def _load_jwks(path: Path) -> dict[str | None, jwt.PyJWK]:
     return keys
 
 
-def _check_settings(settings: AuthSettings) -> None:
-    if (settings.jwt_issuer is None) != (settings.jwks_file is None):
-        raise ConfigError("auth: jwt_issuer and jwks_file must be given together")
-    if not settings.jwt_algorithms:
-        raise ConfigError("auth: jwt_algorithms must not be empty")
-    refused = sorted(set(settings.jwt_algorithms) - ASYMMETRIC_ALGORITHMS)
-    if refused:
-        raise ConfigError(
-            f"auth: jwt_algorithms {refused} are not accepted; "
-            f"choose from {sorted(ASYMMETRIC_ALGORITHMS)}"
-        )
-    if not (math.isfinite(settings.jwt_leeway) and settings.jwt_leeway >= 0):
-        raise ConfigError("auth: jwt_leeway must be a non-negative number of seconds")
-    if not settings.groups_claim:
-        raise ConfigError("auth: groups_claim must not be empty")
-
-
-def _load_state(settings: AuthSettings) -> _State:
-    tokens = _load_tokens(settings.tokens_file) if settings.tokens_file else ()
-    keys = _load_jwks(settings.jwks_file) if settings.jwks_file else {}
+def _load_state(config: AuthConfig) -> _State:
+    tokens = _load_tokens(config.tokens_file) if config.tokens_file else ()
+    keys = _load_jwks(config.jwks_file) if config.jwks_file else {}
     return _State(tokens, keys)
 
 
@@ -398,23 +337,28 @@ class Authenticator:
     threads: a reload replaces the loaded state in one assignment.
     """
 
-    def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.time) -> None:
-        _check_settings(settings)
-        self._settings = settings
+    def __init__(self, config: AuthConfig, clock: Callable[[], float] = time.time) -> None:
+        """Read the files ``config`` names.
+
+        :param config: the validated ``[auth]`` section.
+        :param clock: the time ``exp``, ``nbf`` and ``iat`` are checked against.
+        :raises ConfigError: a tokens or JWKS file cannot be read or is malformed.
+        """
+        self._config = config
         self._clock = clock
-        self._state = _load_state(settings)
+        self._state = _load_state(config)
 
     @property
-    def settings(self) -> AuthSettings:
-        """The settings this authenticator was made with."""
-        return self._settings
+    def config(self) -> AuthConfig:
+        """The ``[auth]`` section this authenticator was made with."""
+        return self._config
 
     def reload(self) -> None:
         """Re-read the tokens and JWKS files (for SIGHUP).
 
         On a ConfigError the previous files stay in force.
         """
-        self._state = _load_state(self._settings)
+        self._state = _load_state(self._config)
 
     def from_metadata(
         self,
@@ -442,7 +386,7 @@ class Authenticator:
         static = self._static_token(state, token)
         if static is not None:
             return Identity(subject=static.subject, method="token", groups=static.groups)
-        if self._settings.jwt_enabled and _JWT_SHAPE.fullmatch(token):
+        if self._config.jwks_file is not None and _JWT_SHAPE.fullmatch(token):
             return self._from_jwt(state, token)
         raise AuthError("TOKEN_UNKNOWN", "the bearer token is not known here")
 
@@ -460,7 +404,7 @@ class Authenticator:
     def _from_jwt(self, state: _State, token: str) -> Identity:
         key = self._select_key(state, token)
         claims = self._decode(key, token)
-        _check_times(claims, self._clock(), self._settings.jwt_leeway)
+        _check_times(claims, self._clock(), self._config.jwt_leeway)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise _invalid("the token's sub claim is empty")
@@ -479,7 +423,7 @@ class Authenticator:
         except jwt.PyJWTError:
             raise _invalid("the token is not a well-formed JWT") from None
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._settings.jwt_algorithms:
+        if not isinstance(alg, str) or alg not in self._config.jwt_algorithms:
             raise _invalid("the token's signature algorithm is not accepted")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -499,21 +443,21 @@ class Authenticator:
 
     def _decode(self, key: jwt.PyJWK, token: str) -> dict[str, Any]:
         """Verify the signature, ``iss``, ``aud`` and the required claims."""
-        settings = self._settings
+        config = self._config
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=list(settings.jwt_algorithms),
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
+                algorithms=list(config.jwt_algorithms),
+                issuer=config.jwt_issuer,
+                audience=config.jwt_audience,
                 options={
                     "verify_signature": True,
                     "verify_iss": True,
                     "verify_sub": True,
                     "require": ["exp", "iss", "sub"],
                     # Without a configured audience, aud is not looked at.
-                    "verify_aud": settings.jwt_audience is not None,
+                    "verify_aud": config.jwt_audience is not None,
                     # PyJWT reads the system clock; _check_times uses ours.
                     "verify_exp": False,
                     "verify_nbf": False,
@@ -536,7 +480,7 @@ class Authenticator:
         return claims
 
     def _groups(self, claims: Mapping[str, Any]) -> frozenset[str]:
-        name = self._settings.groups_claim
+        name = self._config.groups_claim
         value = claims.get(name)
         if value is None:
             return frozenset()
