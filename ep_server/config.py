@@ -42,6 +42,7 @@ from ep_server.model import MAX_TASKINFO_DEPTH, parse_bytes
 from ep_server.settings_types import ByteSize, NameList
 
 __all__ = [
+    "ASYMMETRIC_ALGORITHMS",
     "AuthConfig",
     "HostSettings",
     "LimitsSettings",
@@ -217,20 +218,65 @@ class ScheduleSettings(_Section):
         return str(_relative_to_config(Path(value).expanduser(), info))
 
 
-class AuthConfig(_Section):
-    """``[auth]``: who callers are (see :mod:`ep_server.auth`)."""
+#: The JWS algorithms that ``[auth].jwt_algorithms`` may name, and that a JWKS
+#: key may have: signatures with a public key only. ``none`` and the HMAC
+#: family are never accepted, so a public key can never be used as an HMAC
+#: secret (algorithm confusion). Defined here, beside the section it checks,
+#: so that reading the config does not import the JWT library.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES256K",
+        "ES384",
+        "ES512",
+        "ES521",
+        "EdDSA",
+    }
+)
 
-    #: TOML file of static bearer tokens (their SHA-256), for small sites.
+
+class AuthConfig(_Section):
+    """``[auth]``: who callers are (see :mod:`ep_server.auth`).
+
+    What the :class:`~ep_server.auth.Authenticator` is built from. The files
+    it names are read by the authenticator, which reports their problems.
+    """
+
+    #: TOML file of static bearer tokens (their SHA-256), for small sites;
+    #: its format is in :mod:`ep_server.auth.tokens`.
     tokens_file: FilePath | None = None
-    #: JWTs: the required issuer, and the JWKS file with its public keys.
+    #: JWTs (see :mod:`ep_server.auth.jwts`): the required issuer, and the
+    #: JWKS file with its public keys; the two go together.
     jwt_issuer: str | None = None
     jwks_file: FilePath | None = None
+    #: When set, a JWT's ``aud`` must contain it.
     jwt_audience: str | None = None
+    #: The JWS algorithms accepted, from :data:`ASYMMETRIC_ALGORITHMS`.
     jwt_algorithms: NameList = ["RS256", "ES256", "EdDSA"]
-    jwt_leeway: float = Field(30.0, ge=0)
-    groups_claim: str = "groups"
+    #: Seconds of clock skew allowed for ``exp``, ``nbf`` and ``iat``.
+    jwt_leeway: float = Field(30.0, ge=0, allow_inf_nan=False)
+    #: JWT claim holding the caller's groups (a list of strings).
+    groups_claim: str = Field("groups", min_length=1)
     #: RPCs that may be called without credentials; the others need them.
     anonymous: NameList = list(RPC_NAMES)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must not be empty")
+        refused = sorted(set(value) - ASYMMETRIC_ALGORITHMS)
+        if refused:
+            raise ValueError(
+                f"{refused} are not accepted; choose from {sorted(ASYMMETRIC_ALGORITHMS)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> AuthConfig:

@@ -31,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ep_server import wire
-from ep_server.auth import Authenticator, AuthSettings
+from ep_server.auth import Authenticator
 from ep_server.config import Settings
 from ep_server.errors import StartupError
 from ep_server.host import detect_host
@@ -172,17 +172,7 @@ def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
     auth, limits = settings.auth, settings.limits
     # Always an Authenticator, even with nothing configured: a caller who sends
     # credentials the site cannot verify is refused, never taken as anonymous.
-    authenticator = Authenticator(
-        AuthSettings(
-            tokens_file=auth.tokens_file,
-            jwt_issuer=auth.jwt_issuer,
-            jwt_audience=auth.jwt_audience,
-            jwks_file=auth.jwks_file,
-            jwt_algorithms=tuple(auth.jwt_algorithms),
-            jwt_leeway=auth.jwt_leeway,
-            groups_claim=auth.groups_claim,
-        )
-    )
+    authenticator = Authenticator(auth)
     if auth.jwt_issuer and not auth.jwt_audience:
         log.warning(
             "auth.jwt_audience is not set: any token from %s is accepted, even one "
