@@ -1,5 +1,8 @@
-"""Issue acceptance: the default configuration with every installed plugin,
-exactly as `make install` + `make run` serve it."""
+"""The default configuration with every installed plugin, exactly as
+`make install` + `make run` serve it: every plugin under plugins/ is loaded,
+the seed example gets a YES from the docker plugin, what a plugin cannot or
+will not run (too many cores, privileged, a malformed image, a missing kernel
+language) is a NO from that plugin, and a static claim offers beside it."""
 
 from __future__ import annotations
 

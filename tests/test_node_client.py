@@ -1,4 +1,4 @@
-"""A client in another language: the Node.js tests in tests/node/ (issue 4).
+"""A client in another language: the Node.js tests in tests/node/.
 
 A Node client built from protos/ with @grpc/grpc-js and @grpc/proto-loader
 asks a real ``ep-server`` (which the Node test starts and stops itself). This

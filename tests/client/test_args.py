@@ -1,4 +1,9 @@
-"""``ep`` argument parsing: pure, no gRPC."""
+"""``ep`` argument parsing: pure, no gRPC.
+
+A value the EP could not use (absurd numbers, a taskinfo no site would take)
+is a usage error, exit status 2 with a message and no traceback; the tests of
+that go through ``main`` to see the exit status and the output.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from ep_server.client.args import (
     set_arg,
     taskinfo_arg,
 )
+from ep_server.client.cli import main
 from ep_server.model import IntRange, Resources, TaskQuery
 
 GiB = 2**30
@@ -164,3 +170,75 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         build_parser().parse_args(argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_nan_given_with_set_is_a_plain_string() -> None:
+    args = build_parser().parse_args(
+        ["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--set", "a=NaN"]
+    )
+    assert query_from_args(args).taskinfo == {"a": "NaN"}
+
+
+def test_rank_is_chosen_from_the_query_unless_given() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["ask", "--tasktype", "uri://x", "--endpoint", "h:1"])
+    assert args.rank is None  # chosen from the query: earliest with --window
+    args = parser.parse_args(
+        ["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--rank", "most-memory"]
+    )
+    assert args.rank == "most-memory"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ask", "--tasktype", "uri://x", "--endpoint", "h:1", "--rank", "x"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cores", "99999999999999999999999"],
+        ["--memory", "99999999999999999999PiB"],
+        ["--window", "now/+9000000d", "--duration", "1h"],
+        ["--window", "now/+1h", "--duration", "999999999999d"],
+        ["--deadline", "1e10"],
+    ],
+    ids=["cores", "memory", "window", "duration", "deadline"],
+)
+def test_absurd_numbers_are_usage_errors(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["ask", "--tasktype", "uri://x", "--endpoint", "127.0.0.1:1", *args]
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "a=1e400"],
+        ["--taskinfo", '{"a": NaN}'],
+        ["--taskinfo", '{"a": Infinity}'],
+        ["--set", "a=12345678901234567890"],
+        ["--taskinfo", "@"],
+        ["--taskinfo", "@DEEP"],
+        ["--taskinfo", "@VERYDEEP"],
+        ["--taskinfo", "@LATIN1"],
+    ],
+    ids=["overflow", "nan", "infinity", "bigint", "no-file-name", "deep", "very-deep", "latin1"],
+)
+def test_unsendable_taskinfo_is_a_usage_error(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {
+        "@DEEP": '{"a": ' + "[" * 700 + "]" * 700 + "}",
+        "@VERYDEEP": '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
+        "@LATIN1": '{"a": "caf\u00e9"}',
+    }
+    if args[-1] in files:
+        path = tmp_path / "taskinfo.json"
+        encoding = "latin-1" if args[-1] == "@LATIN1" else "utf-8"
+        path.write_text(files[args[-1]], encoding=encoding)
+        args = [args[0], f"@{path}"]
+    argv = ["ask", "--tasktype", "uri://x", "--endpoint", "127.0.0.1:1", "--deadline", "1", *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error" in err

@@ -1,8 +1,18 @@
-"""``ep`` end to end: ``main(argv)`` against real EPs on loopback."""
+"""``ep`` end to end: ``main(argv)`` against real EPs on loopback.
+
+Besides the answers: usage errors exit 2 without a traceback, a site named
+twice is asked once, Ctrl-C still shows the answers already in, and a reader
+that goes away (``ep ask ... | head``) ends ``ep`` quietly.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +155,71 @@ def test_info_json(thread_ep: ThreadEP, capsys: Capsys) -> None:
 def test_info_unreachable_exits_1(refused_address: str, capsys: Capsys) -> None:
     assert main(["info", refused_address, "--deadline", "1"]) == 1
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_unreadable_files_and_tokens_are_usage_errors(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = tmp_path / "bad"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    base = ["ask", "--tasktype", "uri://x", "--deadline", "1"]
+    assert main([*base, "--sites", str(binary)]) == 2
+    assert main([*base, "--endpoint", "127.0.0.1:1", "--token-file", str(binary)]) == 2
+    monkeypatch.setenv("EP_TOKEN", "caf\u00e9 token")
+    assert main([*base, "--endpoint", "127.0.0.1:1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(thread_ep: ThreadEP) -> None:
+    address = thread_ep(cores=8)
+    ep = Path(sys.executable).with_name("ep")
+    command = (
+        f"{ep} ask --tasktype uri://docker-container --json "
+        + " ".join(f"--endpoint {address}" for _ in range(300))
+        + " | head -c 1"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "{"
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr
+
+
+def test_ctrl_c_still_shows_the_answers_already_in(
+    thread_ep: ThreadEP, unaccepting_address: str, capsys: Capsys
+) -> None:
+    """An interrupted ep ask prints what came back and exits 130."""
+    address = thread_ep(cores=8)
+    # A real SIGINT (not _thread.interrupt_main, which does not wake the loop)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = main(
+            [
+                "ask", "--tasktype", "uri://docker-container", "--json", "--deadline", "30",
+                "--endpoint", address, "--endpoint", unaccepting_address,
+            ]
+        )  # fmt: skip
+    finally:
+        timer.cancel()
+    out, err = capsys.readouterr()
+    assert code == 130
+    doc = json.loads(out)
+    assert [r["site"] for r in doc["results"]] == [address]
+    assert "1 site(s) not heard from" in err
+
+
+def test_sites_named_twice_are_asked_once_and_site_lists_add_up(
+    thread_ep: ThreadEP, tmp_path: Path, capsys: Capsys
+) -> None:
+    address = thread_ep(cores=8)
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text(f'[[site]]\nname = "one"\naddress = "{address}"\n')
+    second.write_text(f'[[site]]\nname = "two"\naddress = "{address}"\n')
+    argv = ["ask", "--tasktype", "uri://docker-container", "--json"]
+    argv += ["--sites", str(first), "--sites", str(second), "--endpoint", address]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [r["site"] for r in json.loads(out)["results"]] == ["one"]
+    assert "two is one again" in err

@@ -1,8 +1,18 @@
-"""The client's protobuf edge."""
+"""The client's protobuf edge.
+
+A taskinfo no site would take (NaN, integers too large for a double, keys
+that are not strings, nesting past the protocol's limit) is refused before
+anything is sent.
+"""
 
 from __future__ import annotations
 
-from ep_server.client.convert import answer_from_proto, request_from_query
+import re
+from typing import Any
+
+import pytest
+
+from ep_server.client.convert import MAX_TASKINFO_DEPTH, answer_from_proto, request_from_query
 from ep_server.model import Cause, IntRange, Resources, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 
@@ -46,3 +56,34 @@ def test_unspecified_cause_is_none() -> None:
     answer = answer_from_proto(pb.AskResponse(reasons=[pb.Reason(code="X")]))
     assert answer.reasons[0].cause is None
     assert answer.word == "RESPONSE_WORD_UNSPECIFIED"
+
+
+@pytest.mark.parametrize(
+    ("taskinfo", "problem"),
+    [
+        ({"a": float("nan")}, "taskinfo.a: nan is not a JSON number"),
+        ({"a": [1, float("inf")]}, "taskinfo.a[1]: inf"),
+        ({"a": 2**60}, "too large to send exactly"),
+        ({"a": {1: 2}}, "key 1 is not a string"),
+        ({"a": object()}, "is not JSON"),
+    ],
+)
+def test_a_taskinfo_no_site_would_take_is_refused_before_sending(
+    taskinfo: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        request_from_query(TaskQuery("uri://x", taskinfo))
+
+
+def test_nesting_is_checked_against_the_protocols_limit() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return value
+
+    request_from_query(TaskQuery("uri://x", nested(MAX_TASKINFO_DEPTH)))
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        request_from_query(TaskQuery("uri://x", nested(MAX_TASKINFO_DEPTH + 1)))
+    with pytest.raises(ValueError, match="nested deeper"):  # never a RecursionError
+        request_from_query(TaskQuery("uri://x", nested(5000)))

@@ -1,8 +1,13 @@
-"""The table, the JSON document and the info text: pure."""
+"""The table, the JSON document and the info text: pure.
+
+Text from a site is shown escaped (it cannot break the table or drive the
+terminal), and columns are measured in terminal cells, not characters.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -24,13 +29,16 @@ from ep_server.client import (
     rank,
 )
 from ep_server.client.render import (
+    cut,
     describe_resources,
     format_bytes,
     info_lines,
+    printable,
     results_json,
     table,
+    width,
 )
-from ep_server.model import Cause, HostInfo
+from ep_server.model import Cause, HostInfo, Slot
 
 GiB = 2**30
 
@@ -129,3 +137,65 @@ def test_info_lines() -> None:
         "    -> uri://s (plugin p)",
         "plugins: none",
     ]
+
+
+def _result(name: str, answer: Answer) -> Result:
+    return Result(Site(name, "127.0.0.1:1"), answer)
+
+
+def test_a_yes_without_offers_keeps_its_row() -> None:
+    rows = table([_result("empty", Answer("YES")), _result("no", Answer("NO"))]).splitlines()
+    assert len(rows) == 3  # the header, and one row per site
+    assert "YES (no offers)" in rows[1]
+
+
+def test_text_from_a_site_cannot_break_the_table_or_drive_the_terminal() -> None:
+    evil = "line1\nline2\ttab \x1b[31mRED\x1b[0m \r overwritten"
+    answer = Answer("NO", reasons=(Reason("X", evil),))
+    text = table([_result("site", answer)])
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "\t" not in text
+    assert len(text.splitlines()) == 2
+    assert "line1\\x0aline2\\x09tab \\x1b[31mRED" in text
+
+
+def test_wide_characters_keep_the_columns_aligned() -> None:
+    text = table([_result("東京", Answer("NO")), _result("ab", Answer("NO"))])
+    _header, tokyo, ab = text.splitlines()
+    # "NO" starts in the same terminal column on both rows (東京 is 4 columns wide)
+    assert tokyo.index("NO") + 2 == ab.index("NO")
+
+
+def test_json_gives_the_earliest_slot_of_a_reason() -> None:
+    start = datetime(2031, 3, 5, 9, tzinfo=UTC)
+    reason = Reason("NO_SLOT", "later", earliest_slot=Slot(start, start + timedelta(hours=2)))
+    doc = json.loads(results_json([_result("s", Answer("NO", reasons=(reason,)))]))
+    slot = doc["results"][0]["answer"]["reasons"][0]["earliest_slot"]
+    assert slot == {"start": "2031-03-05T09:00:00+00:00", "end": "2031-03-05T11:00:00+00:00"}
+
+
+@pytest.mark.parametrize(
+    ("text", "columns"),
+    [
+        ("abc", 3),
+        ("東京", 4),
+        ("\u0e01\u0e31", 1),  # Thai consonant + vowel mark (combining class 0)
+        ("e\u0301", 1),  # e + combining acute
+        ("\u1100\u1161\u11a8", 2),  # Hangul syllable from conjoining jamo
+        ("a\ufe0fb", 2),  # a variation selector takes no column
+    ],
+)
+def test_width_counts_terminal_columns(text: str, columns: int) -> None:
+    assert width(text) == columns
+
+
+def test_cut_shortens_by_terminal_columns_not_characters() -> None:
+    """The progress line is cut this way to fit the terminal."""
+    assert cut("東京東京東京", 7) == "東京..."
+    assert width(cut("東京" * 50, 20)) <= 20
+    assert cut("short", 20) == "short"
+
+
+def test_printable_escapes_invisible_tag_characters() -> None:
+    assert printable("\U000e0001") == "\\U000e0001"
