@@ -57,11 +57,11 @@ from typing import TypeVar
 import grpc
 
 from bench.report import describe, publish
-from ep_server.ledger_sqlite import SQLiteLedger
 from ep_server.model import Schedule, Slot, Window
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.schedule.ledger import Candidate, Placement
+from ep_server.schedule.sqlite import SQLiteLedger
 from ep_server.server import start_server
 from ep_server.testing import build_registry, build_settings
 
