@@ -105,6 +105,8 @@ class Run:
 
 
 EP = python_m("ep_server", "serve", "--listen", LOOPBACK)
+#: The names of (a) and (c), which the targets compare.
+BARE, EP20 = "a bare", "c ep+20"
 SYNTHETIC_ENV = {
     "EP_PLUGINS__MODULES": ",".join(
         f"synthetic{i:02d}=fake_plugins.synthetic:P{i:02d}" for i in range(20)
@@ -114,10 +116,10 @@ SYNTHETIC_ENV = {
 
 def servers() -> list[Server]:
     return [
-        Server("a bare", python_m("bench.bare", "--offers", "4"), SEED),
+        Server(BARE, python_m("bench.bare", "--offers", "4"), SEED),
         Server("a1 bare", python_m("bench.bare", "--offers", "1"), SEED),
         Server("b ep", EP, SEED),
-        Server("c ep+20", EP, SYNTHETIC, SYNTHETIC_ENV),
+        Server(EP20, EP, SYNTHETIC, SYNTHETIC_ENV),
         Server("s sync", python_m("bench.bare", "--sync", "--offers", "4"), SEED),
     ]
 
@@ -249,7 +251,7 @@ def worker_table(pair: list[Server], levels: list[int], results: Results) -> lis
 def targets(results: Results, memory_line: tuple[float, float] | None) -> list[str]:
     """The targets for the EP with 20 plugins (c) against the bare server (a),
     at 16 concurrent streams, checked against this run."""
-    a, c = Cell.of(results[("a bare", 16)]), Cell.of(results[("c ep+20", 16)])
+    a, c = Cell.of(results[(BARE, 16)]), Cell.of(results[(EP20, 16)])
     checks = [
         ("(c)/(a) QPS at 16 streams >= 0.85", c.qps / a.qps, 0.85, True),
         ("(c)/(a) CPU per call at 16 <= 1.15", c.cpu_us / a.cpu_us, 1.15, False),
@@ -280,7 +282,8 @@ def run(args: argparse.Namespace) -> list[str]:
         results = measure(all_servers, levels, args.rounds, args.seconds)
         lines = table(all_servers, levels, results)
         if args.memory_asks:
-            before, after, done = mem = memory(all_servers[2], args.memory_asks)
+            (c,) = (s for s in all_servers if s.name == EP20)
+            before, after, done = mem = memory(c, args.memory_asks)
             lines += [
                 "",
                 f"Resident memory of (c): {before:.1f} MB after warm-up, {after:.1f} MB after "
