@@ -124,8 +124,9 @@ def fill(path: Path, count: int) -> float:
             schedule = exactly(booking.start, booking.duration)
             exact = placement(f"owner{i % 500}", f"fill{i}", booking.need, schedule, max_offers=1)
             offers = ledger.place(exact, NOW)
-            if not offers:
-                raise SystemExit(f"generated booking {i} overbooks: {booking}")
+            slot = Slot(booking.start, booking.start + booking.duration)
+            if not offers or offers[0].slot != slot:
+                raise SystemExit(f"generated booking {i} does not fit as generated: {booking}")
             ledger.accept(offers[0].id, offers[0].owner, NOW)
     finally:
         ledger.close()
