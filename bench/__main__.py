@@ -2,7 +2,8 @@
 
 Servers, each its own process on a loopback port:
 
-  (a) bare  - bench/bare.py: our Ask signature, a fixed answer (the limit)
+  (a) bare  - bench/bare.py: our Ask signature, a fixed answer of four
+              offers (the limit); (a1) the same with one offer
   (b) ep    - ep-server with the default config, asked the IVOA note's example
   (c) ep+20 - ep-server with 20 synthetic plugins (tests/fake_plugins/synthetic.py),
               four of them claiming the asked task type
@@ -14,7 +15,16 @@ for a bounded time and call count. Measurements are interleaved a, b, c, a,
 b, c... so machine drift cancels, repeated, and reported as medians. Server
 CPU per call is read from /proc/<pid>/stat around each run. Every figure that
 matters is a ratio against (a) from the same run: the machine is shared and
-absolute numbers drift.
+absolute numbers drift. Every server runs with the packaged default config
+(``EP_CONFIG`` unset) and bookings off.
+
+Also measured: the resident memory of (c) after a warm-up and after
+``--memory-asks`` more asks; and (c) served by one process and by two
+(``--workers 2``), each over 4 connections.
+
+Targets, at 16 concurrent streams: (c)/(a) QPS >= 0.85, CPU per call
+<= 1.15, p99 <= 1.3; (c)'s RSS after the asks under 80 MB, and its growth
+over them under 5 MB. The report replaces bench/results.md.
 """
 
 from __future__ import annotations
