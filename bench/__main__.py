@@ -2,7 +2,8 @@
 
 Servers, each its own process on a loopback port:
 
-  (a) bare  - bench/bare.py: our Ask signature, a fixed answer (the limit)
+  (a) bare  - bench/bare.py: our Ask signature, a fixed answer of four
+              offers (the limit); (a1) the same with one offer
   (b) ep    - ep-server with the default config, asked the IVOA note's example
   (c) ep+20 - ep-server with 20 synthetic plugins (tests/fake_plugins/synthetic.py),
               four of them claiming the asked task type
@@ -14,96 +15,108 @@ for a bounded time and call count. Measurements are interleaved a, b, c, a,
 b, c... so machine drift cancels, repeated, and reported as medians. Server
 CPU per call is read from /proc/<pid>/stat around each run. Every figure that
 matters is a ratio against (a) from the same run: the machine is shared and
-absolute numbers drift.
+absolute numbers drift. Every server runs with the packaged default config
+(``EP_CONFIG`` unset) and bookings off.
+
+Also measured: the resident memory of (c) after a warm-up and after
+``--memory-asks`` more asks; and (c) served by one process and by two
+(``--workers 2``), each over 4 connections.
+
+Targets, at 16 concurrent streams: (c)/(a) QPS >= 0.85, CPU per call
+<= 1.15, p99 <= 1.3; (c)'s RSS after the asks under 80 MB, and its growth
+over them under 5 MB. The report replaces bench/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import re
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from google.protobuf import json_format
-
-from bench.report import describe
+from bench.harness import (
+    EXAMPLE_TASKINFO,
+    EXAMPLE_TASKTYPE,
+    LISTENING,
+    LOOPBACK,
+    ROOT,
+    BenchError,
+    ServerProcess,
+    machine,
+    median,
+    new_parser,
+    parse_args,
+    publish,
+    python_m,
+    utc_stamp,
+)
+from bench.load import LoadResult
 from ep_server.pb import execution_planner_pb2 as pb
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
-TICKS = os.sysconf("SC_CLK_TCK")
-SEED = {"tasktype": "uri://docker-container", "taskinfo": {"image": "docker.io/example:1.0"}}
-SYNTHETIC = {"tasktype": "uri://bench-task", "taskinfo": {"image": "docker.io/example:1.0"}}
+
+
+def _ask(tasktype: str) -> pb.AskRequest:
+    """An Ask for ``tasktype`` with the IVOA note's example taskinfo."""
+    request = pb.AskRequest(tasktype=tasktype)
+    request.taskinfo.update(EXAMPLE_TASKINFO)
+    return request
+
+
+SEED = _ask(EXAMPLE_TASKTYPE)
+SYNTHETIC = _ask("uri://bench-task")
 
 
 @dataclass
 class Server:
+    """One server under load: how to start it, what to ask it, and, once
+    started, its process and address."""
+
     name: str
     argv: list[str]
-    request: dict
+    request: pb.AskRequest
     env: dict[str, str] = field(default_factory=dict)
-    ready: str = "listening on"
+    #: The line that says it serves; group 1 is the address.
+    ready: str = LISTENING
     connections: int = 1
-    proc: subprocess.Popen | None = None
-    address: str = ""
+    process: ServerProcess | None = None
 
     def start(self) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT / "tests"),
-            # Bookings are benchmarked by bench/booking.py; --workers needs them off.
-            "EP_SCHEDULE__ENABLED": "false",
-            **self.env,
-        }
-        self.proc = subprocess.Popen(
-            self.argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-            if match and re.search(self.ready, line):
-                self.address = match[1]
-                return
-            if not line:
-                break
-        raise SystemExit(f"{self.name} did not start")
+        # Bookings are benchmarked by bench/booking.py; --workers needs them off.
+        env = {"EP_SCHEDULE__ENABLED": "false", **self.env}
+        self.process = ServerProcess.start(self.argv, self.ready, env=env)
 
-    def pids(self) -> list[int]:
-        """The server process and its workers (with --workers)."""
-        pid = self.proc.pid
-        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    @property
+    def running(self) -> ServerProcess:
+        if self.process is None:
+            raise BenchError(f"{self.name} is not running")
+        return self.process
 
-    def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total / TICKS
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    @property
+    def address(self) -> str:
+        return self.running.ready[1]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.process is not None:
+            self.process.stop()
 
 
-EP = [sys.executable, "-m", "ep_server", "serve", "--listen", "127.0.0.1:0"]
+@dataclass(frozen=True)
+class Run:
+    """One load run against one server (see bench/load.py)."""
+
+    calls: int
+    errors: dict[str, int]
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # server CPU per call, microseconds
+
+
+EP = python_m("ep_server", "serve", "--listen", LOOPBACK)
+#: The names of (a) and (c), which the targets compare.
+BARE, EP20 = "a bare", "c ep+20"
 SYNTHETIC_ENV = {
     "EP_PLUGINS__MODULES": ",".join(
         f"synthetic{i:02d}=fake_plugins.synthetic:P{i:02d}" for i in range(20)
@@ -112,73 +125,96 @@ SYNTHETIC_ENV = {
 
 
 def servers() -> list[Server]:
-    ep, synthetic = EP, SYNTHETIC_ENV["EP_PLUGINS__MODULES"]
     return [
-        Server("a bare", [sys.executable, "-m", "bench.bare", "--offers", "4"], SEED),
-        Server("a1 bare", [sys.executable, "-m", "bench.bare", "--offers", "1"], SEED),
-        Server("b ep", ep, SEED),
-        Server("c ep+20", ep, SYNTHETIC, {"EP_PLUGINS__MODULES": synthetic}),
-        Server("s sync", [sys.executable, "-m", "bench.bare", "--sync", "--offers", "4"], SEED),
+        Server(BARE, python_m("bench.bare", "--offers", "4"), SEED),
+        Server("a1 bare", python_m("bench.bare", "--offers", "1"), SEED),
+        Server("b ep", EP, SEED),
+        Server(EP20, EP, SYNTHETIC, SYNTHETIC_ENV),
+        Server("s sync", python_m("bench.bare", "--sync", "--offers", "4"), SEED),
     ]
 
 
-def load(server: Server, concurrency: int, seconds: float, max_calls: int) -> dict:
-    request = json_format.ParseDict(server.request, pb.AskRequest()).SerializeToString()
-    cpu0 = server.cpu_seconds()
-    out = subprocess.run(
-        [
-            sys.executable, "-m", "bench.load", "--target", server.address,
-            "--request-hex", request.hex(), "--concurrency", str(concurrency),
-            "--seconds", str(seconds), "--max-calls", str(max_calls),
-            "--connections", str(server.connections),
-        ],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
+def load(server: Server, concurrency: int, seconds: float, max_calls: int) -> Run:
+    """One bench/load.py run against ``server``, and the server's CPU per call."""
+    process = server.running
+    cpu0 = process.cpu_seconds()
+    argv = python_m(
+        "bench.load", "--target", server.address,
+        "--request-hex", server.request.SerializeToString().hex(),
+        "--concurrency", str(concurrency), "--seconds", str(seconds),
+        "--max-calls", str(max_calls), "--connections", str(server.connections),
     )  # fmt: skip
-    result = json.loads(out.stdout)
+    out = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=True
+    )
+    result: LoadResult = json.loads(out.stdout)
     calls = result["calls"] + server.connections  # and the checked first calls
-    result["cpu_us"] = 1e6 * (server.cpu_seconds() - cpu0) / calls
-    return result
+    nan = float("nan")
+    return Run(
+        calls=result["calls"],
+        errors=result["errors"],
+        qps=result["qps"],
+        p50_ms=nan if result["p50_ms"] is None else result["p50_ms"],
+        p99_ms=nan if result["p99_ms"] is None else result["p99_ms"],
+        cpu_us=1e6 * (process.cpu_seconds() - cpu0) / calls,
+    )
 
 
-def median(runs: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+Results = dict[tuple[str, int], list[Run]]  # (server name, concurrency) -> runs
 
 
-def measure(all_servers: list[Server], levels: list[int], rounds: int, seconds: float) -> dict:
-    results: dict[tuple[str, int], list[dict]] = {}
+@dataclass(frozen=True)
+class Cell:
+    """The medians of one server's runs at one concurrency."""
+
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Cell:
+        return cls(
+            median(r.qps for r in runs),
+            median(r.p50_ms for r in runs),
+            median(r.p99_ms for r in runs),
+            median(r.cpu_us for r in runs),
+        )
+
+
+def measure(all_servers: list[Server], levels: list[int], rounds: int, seconds: float) -> Results:
+    results: Results = {}
     for server in all_servers:  # warm up: imports, caches, first connections
         load(server, 16, 1.0, 100_000)
     for r in range(rounds):
         for concurrency in levels:
             for server in all_servers:  # interleaved: a, b, c, a, b, c...
-                result = load(server, concurrency, seconds, 1_000_000)
-                results.setdefault((server.name, concurrency), []).append(result)
+                run = load(server, concurrency, seconds, 1_000_000)
+                results.setdefault((server.name, concurrency), []).append(run)
                 print(
                     f"  round {r + 1} c={concurrency:<3} {server.name:<8} "
-                    f"{result['qps']:8.0f} qps  p50 {result['p50_ms']:.2f} ms  "
-                    f"p99 {result['p99_ms']:.2f} ms  {result['cpu_us']:.0f} cpu-us/call"
-                    + (f"  errors {result['errors']}" if result["errors"] else ""),
+                    f"{run.qps:8.0f} qps  p50 {run.p50_ms:.2f} ms  "
+                    f"p99 {run.p99_ms:.2f} ms  {run.cpu_us:.0f} cpu-us/call"
+                    + (f"  errors {run.errors}" if run.errors else ""),
                     flush=True,
                 )
     return results
 
 
-def table(all_servers: list[Server], levels: list[int], results: dict) -> list[str]:
+def table(all_servers: list[Server], levels: list[int], results: Results) -> list[str]:
     lines = [
         "| concurrency | server | QPS | p50 ms | p99 ms | server CPU µs/call "
         "| QPS ratio | CPU ratio | p99 ratio |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for concurrency in levels:
-        base = results[(all_servers[0].name, concurrency)]
+        base = Cell.of(results[(all_servers[0].name, concurrency)])
         for server in all_servers:
-            runs = results[(server.name, concurrency)]
-            qps, cpu = median(runs, "qps"), median(runs, "cpu_us")
-            p50, p99 = median(runs, "p50_ms"), median(runs, "p99_ms")
+            cell = Cell.of(results[(server.name, concurrency)])
             lines.append(
-                f"| {concurrency} | {server.name} | {qps:.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} "
-                f"| {qps / median(base, 'qps'):.2f} | {cpu / median(base, 'cpu_us'):.2f} "
-                f"| {p99 / median(base, 'p99_ms'):.2f} |"
+                f"| {concurrency} | {server.name} | {cell.qps:.0f} | {cell.p50_ms:.2f} "
+                f"| {cell.p99_ms:.2f} | {cell.cpu_us:.0f} | {cell.qps / base.qps:.2f} "
+                f"| {cell.cpu_us / base.cpu_us:.2f} | {cell.p99_ms / base.p99_ms:.2f} |"
             )
     return lines
 
@@ -186,23 +222,24 @@ def table(all_servers: list[Server], levels: list[int], results: dict) -> list[s
 def memory(server: Server, asks: int) -> tuple[float, float, int]:
     """RSS after a warm-up, and after ``asks`` more asks."""
     load(server, 16, 1.0, 2_000)
-    before = server.rss_mb()
+    before = server.running.rss_mb()
     done = 0
     while done < asks:
-        done += load(server, 16, 60.0, min(50_000, asks - done))["calls"] + 1
-    return before, server.rss_mb(), done
+        done += load(server, 16, 60.0, min(50_000, asks - done)).calls + 1
+    return before, server.running.rss_mb(), done
 
 
 def worker_servers() -> list[Server]:
     """(c) served by 1 and by 2 processes, each loaded over 4 connections so
     that SO_REUSEPORT can spread them."""
+    two = [*EP, "--workers", "2"]
     return [
         Server("c x1", EP, SYNTHETIC, SYNTHETIC_ENV, connections=4),
-        Server("c x2", [*EP, "--workers", "2"], SYNTHETIC, SYNTHETIC_ENV, r"with 2 workers", 4),
+        Server("c x2", two, SYNTHETIC, SYNTHETIC_ENV, LISTENING + " with 2 workers", 4),
     ]
 
 
-def worker_table(pair: list[Server], levels: list[int], results: dict) -> list[str]:
+def worker_table(pair: list[Server], levels: list[int], results: Results) -> list[str]:
     lines = [
         "",
         "Workers (`--workers N`), server (c), 4 connections; ratio against 1 worker:",
@@ -211,51 +248,39 @@ def worker_table(pair: list[Server], levels: list[int], results: dict) -> list[s
         "| --- | --- | ---: | ---: | ---: |",
     ]
     for concurrency in levels:
-        base = median(results[(pair[0].name, concurrency)], "qps")
+        base = Cell.of(results[(pair[0].name, concurrency)])
         for n, server in enumerate(pair, start=1):
-            runs = results[(server.name, concurrency)]
-            qps = median(runs, "qps")
+            cell = Cell.of(results[(server.name, concurrency)])
             lines.append(
-                f"| {concurrency} | {n} | {qps:.0f} | {median(runs, 'p99_ms'):.2f} "
-                f"| {qps / base:.2f} |"
+                f"| {concurrency} | {n} | {cell.qps:.0f} | {cell.p99_ms:.2f} "
+                f"| {cell.qps / base.qps:.2f} |"
             )
     return lines
 
 
-def targets(results: dict, memory_line: tuple[float, float] | None) -> list[str]:
-    """Issue 7's targets, checked against this run."""
-    a, c = results[("a bare", 16)], results[("c ep+20", 16)]
+def targets(results: Results, memory_line: tuple[float, float] | None) -> list[str]:
+    """The targets for the EP with 20 plugins (c) against the bare server (a),
+    at 16 concurrent streams, checked against this run."""
+    a, c = Cell.of(results[(BARE, 16)]), Cell.of(results[(EP20, 16)])
     checks = [
-        ("(c)/(a) QPS at 16 streams >= 0.85", median(c, "qps") / median(a, "qps"), 0.85, True),
-        (
-            "(c)/(a) CPU per call at 16 <= 1.15",
-            median(c, "cpu_us") / median(a, "cpu_us"),
-            1.15,
-            False,
-        ),
-        ("(c)/(a) p99 at 16 <= 1.3", median(c, "p99_ms") / median(a, "p99_ms"), 1.3, False),
+        ("(c)/(a) QPS at 16 streams >= 0.85", c.qps / a.qps, 0.85, True),
+        ("(c)/(a) CPU per call at 16 <= 1.15", c.cpu_us / a.cpu_us, 1.15, False),
+        ("(c)/(a) p99 at 16 <= 1.3", c.p99_ms / a.p99_ms, 1.3, False),
     ]
     if memory_line:
         checks.append(("(c) RSS after the asks < 80 MB", memory_line[1], 80, False))
         checks.append(
             ("(c) RSS growth over the asks < 5 MB", memory_line[1] - memory_line[0], 5, False)
         )
-    lines = ["", "Targets (issue 7):", ""]
+    lines = ["", "Targets:", ""]
     for label, value, limit, at_least in checks:
         met = value >= limit if at_least else value <= limit
         lines.append(f"- {label}: {value:.2f} -> {'met' if met else 'NOT MET'}")
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--levels", default="1,16,64")
-    parser.add_argument("--memory-asks", type=int, default=100_000)
-    parser.add_argument("--no-write", action="store_true", help="do not update bench/results.md")
-    parser.add_argument("--no-workers", action="store_true", help="skip the --workers runs")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> list[str]:
+    """Every measurement; the report's lines below its header."""
     levels = [int(x) for x in args.levels.split(",")]
     all_servers = servers()
     pair = [] if args.no_workers else worker_servers()
@@ -263,11 +288,12 @@ def main() -> None:
     try:
         for server in all_servers:
             server.start()
-            print(f"{server.name}: {server.address} (pid {server.proc.pid})", flush=True)
+            print(f"{server.name}: {server.address} (pid {server.running.pid})", flush=True)
         results = measure(all_servers, levels, args.rounds, args.seconds)
         lines = table(all_servers, levels, results)
         if args.memory_asks:
-            before, after, done = mem = memory(all_servers[2], args.memory_asks)
+            (c,) = (s for s in all_servers if s.name == EP20)
+            before, after, done = mem = memory(c, args.memory_asks)
             lines += [
                 "",
                 f"Resident memory of (c): {before:.1f} MB after warm-up, {after:.1f} MB after "
@@ -287,17 +313,30 @@ def main() -> None:
     finally:
         for server in all_servers + pair:
             server.stop()
+    return lines
+
+
+def main() -> None:
+    parser = new_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--levels", default="1,16,64")
+    parser.add_argument("--memory-asks", type=int, default=100_000)
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers runs")
+    quick = {"rounds": 1, "seconds": 0.5, "levels": "1,16", "memory_asks": 2_000}
+    args = parse_args(parser, quick, RESULTS)
+    try:
+        lines = run(args)
+    except BenchError as exc:
+        sys.exit(f"bench: {exc}")
     header = [
-        f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {describe()}; "
+        f"Run on {utc_stamp()}, {machine()}; "
         f"medians of {args.rounds} interleaved {args.seconds:g}-second runs per cell; "
         "ratios are against (a) bare at the same concurrency.",
         "",
     ]
-    report = "\n".join(header + lines)
-    print("\n" + report)
-    if not args.no_write:
-        RESULTS.write_text("# Latest `make bench`\n\n" + report + "\n")
-        print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    text = "\n".join(header + lines)
+    publish(text, RESULTS, "Latest `make bench`", write=not args.no_write, append=False)
 
 
 if __name__ == "__main__":

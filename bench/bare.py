@@ -12,13 +12,11 @@ import argparse
 import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import grpc
 
+from bench.harness import ASK_NAME, LOOPBACK, SERVICE_NAME
 from ep_server.pb import execution_planner_pb2 as pb
-
-SERVICE = "ivoa.ep.v1.ExecutionPlannerService"
 
 
 def fixed_answer(offers: int) -> pb.AskResponse:
@@ -34,21 +32,29 @@ def fixed_answer(offers: int) -> pb.AskResponse:
     return answer
 
 
-async def start(listen: str, answer: pb.AskResponse) -> tuple[grpc.aio.Server, int]:
-    """A started bare grpc.aio server answering ``answer`` to every Ask, and its port."""
+def _ask_handler(answer: pb.AskResponse, *, aio: bool) -> grpc.GenericRpcHandler:
+    """The Ask method, answering ``answer`` to every request (each decoded).
+    grpc.aio runs a coroutine in its event loop (a plain function would go to
+    a thread pool); grpc.server calls a plain function in its own pool."""
 
-    async def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
+    async def ask_aio(request: pb.AskRequest, context: object) -> pb.AskResponse:
         return answer
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    def ask_sync(request: pb.AskRequest, context: object) -> pb.AskResponse:
+        return answer
+
     handler = grpc.unary_unary_rpc_method_handler(
-        ask,
+        ask_aio if aio else ask_sync,
         request_deserializer=pb.AskRequest.FromString,
         response_serializer=pb.AskResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Ask": handler}),)
-    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {ASK_NAME: handler})
+
+
+async def start(listen: str, answer: pb.AskResponse) -> tuple[grpc.aio.Server, int]:
+    """A started bare grpc.aio server answering ``answer`` to every Ask, and its port."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((_ask_handler(answer, aio=True),))
     port = server.add_insecure_port(listen)
     await server.start()
     return server, port
@@ -61,19 +67,8 @@ async def main(listen: str, offers: int) -> None:
 
 
 def main_sync(listen: str, threads: int, offers: int) -> None:
-    answer = fixed_answer(offers)
-
-    def ask(request: pb.AskRequest, context: Any) -> pb.AskResponse:
-        return answer
-
     server = grpc.server(ThreadPoolExecutor(threads), options=[("grpc.so_reuseport", 0)])
-    handler = grpc.unary_unary_rpc_method_handler(
-        ask,
-        request_deserializer=pb.AskRequest.FromString,
-        response_serializer=pb.AskResponse.SerializeToString,
-    )
-    generic = grpc.method_handlers_generic_handler(SERVICE, {"Ask": handler})
-    server.add_generic_rpc_handlers((generic,))
+    server.add_generic_rpc_handlers((_ask_handler(fixed_answer(offers), aio=False),))
     port = server.add_insecure_port(listen)
     server.start()
     print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
@@ -82,7 +77,7 @@ def main_sync(listen: str, threads: int, offers: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--listen", default=LOOPBACK)
     parser.add_argument("--sync", action="store_true", help="thread-pool grpc.server")
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--offers", type=int, default=1, help="offers in the fixed answer")

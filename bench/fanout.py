@@ -1,4 +1,4 @@
-"""Fan-out benchmark (issue 4): ask 100 EP endpoints at once with ``ask_many``.
+"""Fan-out benchmark: ask 100 EP endpoints at once with ``ask_many``.
 
 Run: ``.venv/bin/python -m bench.fanout`` (``--help`` for the knobs).
 
@@ -27,13 +27,12 @@ time would. Connection set-up stays at loopback speed, which favours "one"
 (a real network would add round trips to "one" and to each concurrent fan-out
 connection alike). Both results are reported; neither is tuned.
 
-Second measurement: N endpoints plus one that accepts TCP connections and
-never answers, and one that refuses connections (a bound, non-listening
-socket). ask_many must return all N answers, report those two as failures
-(deadline exceeded; unreachable) and end when its deadline expires. Counts
-are printed and checked; the exit status is 1 when they are wrong.
+Second measurement (bench/fanout_failure.py): N endpoints plus one that
+accepts TCP connections and never answers, and one that refuses connections.
+ask_many must return all N answers, report those two as failures and end
+when its deadline expires; the exit status is 1 when it does not.
 
-Targets (issue 4): fan-out <= 2x one, sequential >= 20x fan-out. A missed
+Targets: fan-out <= 2x one, sequential >= 20x fan-out. A missed
 target is reported with its numbers (exit status 0 unless ``--strict``).
 Results are appended to bench/results-fanout.md.
 """
@@ -42,37 +41,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import os
-import socket
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
 import grpc
 
-from bench.report import describe, publish
-from ep_server.client import Client, FailureKind, Result, Site, TaskQuery
+from bench.fanout_failure import failure_runs, failure_table
+from bench.harness import (
+    EXAMPLE_TASKINFO,
+    EXAMPLE_TASKTYPE,
+    ROOT,
+    BenchError,
+    ServerProcess,
+    ask_bytes,
+    machine,
+    median,
+    new_parser,
+    parse_args,
+    publish,
+    python_m,
+    utc_stamp,
+)
+from ep_server.client import Client, Result, Site, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results-fanout.md"
-TICKS = os.sysconf("SC_CLK_TCK")
-SEED = TaskQuery("uri://docker-container", {"image": "docker.io/example:1.0"})
+SEED = TaskQuery(EXAMPLE_TASKTYPE, EXAMPLE_TASKINFO)
 SLOW_PLUGIN = "slow=fake_plugins.slow"  # tests/fake_plugins/slow.py, claims uri://slow
-START_TIMEOUT = 60.0
 CALL_DEADLINE = 30.0  # for the measured asks: generous, never expected to expire
 FANOUT_TARGET, SEQUENTIAL_TARGET = 2.0, 20.0
-
-
-class BenchError(Exception):
-    """A wrong answer or count: the benchmark itself failed."""
+GRPCIO = f"grpcio {version('grpcio')}"
 
 
 def query_for(latency_ms: float) -> TaskQuery:
@@ -84,67 +85,30 @@ def query_for(latency_ms: float) -> TaskQuery:
 # --- The server process -----------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Endpoints:
-    """bench/multiport.py running N EP ports (and a port that never answers)."""
+    """bench/multiport.py running N EP ports (and a port that never answers),
+    or with ``bare`` bench/bare.py's fixed answer on every port, no EP."""
 
-    ports: int
-    bare: bool = False  # bench/bare.py's fixed answer on every port, no EP
-    proc: subprocess.Popen[str] | None = None
-    addresses: list[str] = field(default_factory=list)
-    hang: str = ""
+    process: ServerProcess
+    addresses: list[str]
+    hang: str  # the never-answering port, if any
 
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), str(ROOT)])),
-            "EP_PLUGINS__MODULES": SLOW_PLUGIN,
-        }
-        env.pop("EP_CONFIG", None)  # the packaged default config
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "bench.multiport", "--ports", str(self.ports),
-                "--bare" if self.bare else "--hang",
-            ],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        line = _readline(self.proc, START_TIMEOUT)
-        words = line.split()
-        if not words or words[0] != "ready":
-            self.stop()
-            raise BenchError(f"bench.multiport did not start: {line!r}")
-        self.addresses = [w for w in words[1:] if not w.startswith("hang=")]
-        self.hang = next((w.removeprefix("hang=") for w in words if w.startswith("hang=")), "")
-        if len(self.addresses) != self.ports:
-            raise BenchError(f"asked for {self.ports} ports, got {len(self.addresses)}")
+    @classmethod
+    def start(cls, ports: int, bare: bool = False) -> Endpoints:
+        argv = python_m("bench.multiport", "--ports", str(ports), "--bare" if bare else "--hang")
+        env = {"EP_PLUGINS__MODULES": SLOW_PLUGIN}
+        process = ServerProcess.start(argv, r"^ready\b", stream="stdout", env=env)
+        words = process.ready.string.split()
+        addresses = [w for w in words[1:] if not w.startswith("hang=")]
+        hang = next((w.removeprefix("hang=") for w in words if w.startswith("hang=")), "")
+        if len(addresses) != ports:
+            process.stop()
+            raise BenchError(f"asked for {ports} ports, got {len(addresses)}")
+        return cls(process, addresses, hang)
 
     def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                return self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-
-def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    """The first stdout line, or "" when none comes within ``timeout``."""
-    stdout = proc.stdout
-    assert stdout is not None
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return lines[0] if lines else ""
+        return self.process.cpu_seconds()
 
 
 # --- The measurements -------------------------------------------------------------
@@ -184,9 +148,24 @@ CASES = [
 
 @dataclass(frozen=True)
 class Sample:
+    """Seconds of wall time, of this process's CPU and of the endpoints' CPU."""
+
     wall: float
     client_cpu: float
     server_cpu: float
+
+    @classmethod
+    def start(cls, endpoints: Endpoints) -> Sample:
+        """The three clocks' readings now (the wall clock read last)."""
+        server, client = endpoints.cpu_seconds(), time.process_time()
+        return cls(time.perf_counter(), client, server)
+
+    def stop(self, endpoints: Endpoints) -> Sample:
+        """What passed on each clock since these readings (the wall clock read first)."""
+        wall, client = time.perf_counter(), time.process_time()
+        return Sample(
+            wall - self.wall, client - self.client_cpu, endpoints.cpu_seconds() - self.server_cpu
+        )
 
 
 def check_yes(results: list[Result], expected: int, what: str) -> None:
@@ -204,16 +183,16 @@ async def sample(
     case: Case, sites: list[Site], query: TaskQuery, endpoints: Endpoints, connected: Client
 ) -> Sample:
     """Time one case from before the Client is made to the last answer in hand."""
-    server0, cpu0, t0 = endpoints.cpu_seconds(), time.process_time(), time.perf_counter()
+    begin = Sample.start(endpoints)
     if case.fresh:
         async with Client() as client:
             results = await case.asker(client, sites, query)
-            t1, cpu1, server1 = time.perf_counter(), time.process_time(), endpoints.cpu_seconds()
+            taken = begin.stop(endpoints)
     else:
         results = await case.asker(connected, sites, query)
-        t1, cpu1, server1 = time.perf_counter(), time.process_time(), endpoints.cpu_seconds()
+        taken = begin.stop(endpoints)
     check_yes(results, len(sites), case.name)
-    return Sample(t1 - t0, cpu1 - cpu0, server1 - server0)
+    return taken
 
 
 async def measure(endpoints: Endpoints, latency_ms: float, repeats: int) -> dict[str, list[Sample]]:
@@ -230,13 +209,30 @@ async def measure(endpoints: Endpoints, latency_ms: float, repeats: int) -> dict
                 # "one" asks another port each turn
                 chosen = sites if case.many else [sites[turn % len(sites)]]
                 samples[case.name].append(await sample(case, chosen, query, endpoints, connected))
-            done = ", ".join(f"{n} {1000 * s[-1].wall:.1f}" for n, s in samples.items())
-            print(f"  latency {latency_ms:g} ms, round {turn + 1}: {done} (ms)", flush=True)
+            print(f"  latency {latency_ms:g} ms, round {turn + 1}: {latest(samples)}", flush=True)
     return samples
 
 
-def med(samples: list[Sample], key: str) -> float:
-    return statistics.median(getattr(s, key) for s in samples)
+def latest(samples: dict[str, list[Sample]]) -> str:
+    """Each case's latest wall time, for the progress lines."""
+    return ", ".join(f"{n} {1000 * s[-1].wall:.1f}" for n, s in samples.items()) + " (ms)"
+
+
+def row(latency: str, label: str, runs: list[Sample]) -> str:
+    """One table row: wall time median and range, CPU medians, run count."""
+    walls = [1000 * s.wall for s in runs]
+    client = 1000 * median(s.client_cpu for s in runs)
+    server = 1000 * median(s.server_cpu for s in runs)
+    return (
+        f"| {latency} | {label} | {median(walls):.1f} | {min(walls):.1f} to {max(walls):.1f} "
+        f"| {client:.1f} | {server:.0f} | {len(runs)} |"
+    )
+
+
+def walls(samples: dict[str, list[Sample]]) -> tuple[float, float, float]:
+    """Median wall seconds of one, fan-out and sequential."""
+    one, fan, seq = (median(s.wall for s in samples[k]) for k in ("one", "fan-out", "sequential"))
+    return one, fan, seq
 
 
 def verdict(value: float, target: float, at_most: bool) -> str:
@@ -249,18 +245,11 @@ def report(
     latency_ms: float, samples: dict[str, list[Sample]], n: int
 ) -> tuple[list[str], str, bool]:
     """Table rows, the ratios line, and whether both targets were met."""
-    lines = []
-    for case in CASES:
-        runs = samples[case.name]
-        walls = [1000 * s.wall for s in runs]
-        lines.append(
-            f"| {latency_ms:g} | {case.name}{' (info)' if case.info else ''} "
-            f"| {statistics.median(walls):.1f} | {min(walls):.1f} to {max(walls):.1f} "
-            f"| {1000 * med(runs, 'client_cpu'):.1f} | {1000 * med(runs, 'server_cpu'):.0f} "
-            f"| {len(runs)} |"
-        )
-    one, fan = med(samples["one"], "wall"), med(samples["fan-out"], "wall")
-    seq = med(samples["sequential"], "wall")
+    lines = [
+        row(f"{latency_ms:g}", f"{case.name}{' (info)' if case.info else ''}", samples[case.name])
+        for case in CASES
+    ]
+    one, fan, seq = walls(samples)
     fan_ratio, seq_ratio = fan / one, seq / fan
     met = fan_ratio <= FANOUT_TARGET and seq_ratio >= SEQUENTIAL_TARGET
     note = (
@@ -275,7 +264,6 @@ def report(
 
 # --- The floor: bare gRPC on both sides ---------------------------------------------
 
-ASK_METHOD = "/ivoa.ep.v1.ExecutionPlannerService/Ask"
 FLOOR_CASES = ("one", "fan-out", "sequential")
 
 
@@ -284,20 +272,18 @@ async def floor_sample(how: str, addresses: list[str], endpoints: Endpoints) -> 
     channels (one per endpoint, made inside the timing) asking bench/bare.py
     servers for their fixed answer. What gRPC alone costs on this machine."""
     request = pb.AskRequest(tasktype=SEED.tasktype).SerializeToString()
-    server0, cpu0, t0 = endpoints.cpu_seconds(), time.process_time(), time.perf_counter()
+    begin = Sample.start(endpoints)
     channels = [grpc.aio.insecure_channel(a) for a in addresses]
-    calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
-        c.unary_unary(ASK_METHOD) for c in channels
-    ]
+    calls = [ask_bytes(c) for c in channels]
     if how == "sequential":
         replies = [await call(request, timeout=CALL_DEADLINE) for call in calls]
     else:
         replies = await asyncio.gather(*(call(request, timeout=CALL_DEADLINE) for call in calls))
-    t1, cpu1, server1 = time.perf_counter(), time.process_time(), endpoints.cpu_seconds()
+    taken = begin.stop(endpoints)
     await asyncio.gather(*(c.close() for c in channels))
     if any(pb.AskResponse.FromString(r).responseword != pb.YES for r in replies):
         raise BenchError(f"floor {how}: a bare server did not answer YES")
-    return Sample(t1 - t0, cpu1 - cpu0, server1 - server0)
+    return taken
 
 
 async def measure_floor(endpoints: Endpoints, repeats: int) -> dict[str, list[Sample]]:
@@ -309,21 +295,13 @@ async def measure_floor(endpoints: Endpoints, repeats: int) -> dict[str, list[Sa
         for how in FLOOR_CASES:
             chosen = [addresses[turn % len(addresses)]] if how == "one" else addresses
             samples[how].append(await floor_sample(how, chosen, endpoints))
-        done = ", ".join(f"{n} {1000 * s[-1].wall:.1f}" for n, s in samples.items())
-        print(f"  floor, round {turn + 1}: {done} (ms)", flush=True)
+        print(f"  floor, round {turn + 1}: {latest(samples)}", flush=True)
     return samples
 
 
 def report_floor(samples: dict[str, list[Sample]], n: int) -> tuple[list[str], str]:
-    lines = [
-        f"| 0 | floor: {name} (bare gRPC) | {1000 * med(runs, 'wall'):.1f} "
-        f"| {1000 * min(s.wall for s in runs):.1f} to {1000 * max(s.wall for s in runs):.1f} "
-        f"| {1000 * med(runs, 'client_cpu'):.1f} | {1000 * med(runs, 'server_cpu'):.0f} "
-        f"| {len(runs)} |"
-        for name, runs in samples.items()
-    ]
-    one, fan = med(samples["one"], "wall"), med(samples["fan-out"], "wall")
-    seq = med(samples["sequential"], "wall")
+    lines = [row("0", f"floor: {name} (bare gRPC)", runs) for name, runs in samples.items()]
+    one, fan, seq = walls(samples)
     note = (
         f"- floor (bare grpc.aio servers, bare channels, no EP, no client library; "
         f"latency 0): fan-out/one = {1000 * fan:.1f}/{1000 * one:.1f} ms = "
@@ -335,93 +313,7 @@ def report_floor(samples: dict[str, list[Sample]], n: int) -> tuple[list[str], s
     return lines, note
 
 
-# --- With an endpoint that never answers and one that refuses ---------------------
-
-
-@dataclass(frozen=True)
-class FailureRun:
-    answers: int  # YES answers from the N EP endpoints
-    hang: str  # how the never-answering endpoint ended
-    refused: str  # how the refusing endpoint ended
-    last_answer: float  # seconds until the last EP answer arrived
-    ended: float  # seconds until ask_many finished
-    ok: bool
-    problems: tuple[str, ...]
-
-
-def _refusing_socket() -> socket.socket:
-    """A bound loopback port with no listen(): connections get a RST."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def _probe(address: str, expect_refused: bool) -> None:
-    """Check that the endpoint really accepts, or really refuses, TCP."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
-    except ConnectionRefusedError:
-        if not expect_refused:
-            raise BenchError(f"{address} refused a connection; it should accept") from None
-        return
-    if expect_refused:
-        raise BenchError(f"{address} accepted a connection; it should refuse")
-
-
-async def failure_run(endpoints: Endpoints, deadline: float) -> FailureRun:
-    sites = [Site(f"ep{i:03d}", a) for i, a in enumerate(endpoints.addresses)]
-    with _refusing_socket() as refusing:
-        refused = Site("refused", f"127.0.0.1:{refusing.getsockname()[1]}")
-        hang = Site("hang", endpoints.hang)
-        _probe(hang.address, expect_refused=False)
-        _probe(refused.address, expect_refused=True)
-        arrivals: list[tuple[float, Result]] = []
-        start = time.perf_counter()
-        async with Client() as client:
-            async for result in client.ask_many([*sites, hang, refused], SEED, deadline=deadline):
-                arrivals.append((time.perf_counter() - start, result))
-            ended = time.perf_counter() - start
-    by_name = {r.site.name: (t, r) for t, r in arrivals}
-    ep_results = [by_name[s.name] for s in sites if s.name in by_name]
-    answers = sum(1 for _, r in ep_results if r.answer is not None and r.answer.yes)
-    last_answer = max((t for t, r in ep_results if r.answer is not None), default=float("nan"))
-
-    def ended_as(site: Site, kind: FailureKind, problems: list[str]) -> str:
-        if site.name not in by_name:
-            problems.append(f"{site.name}: no result at all")
-            return "missing"
-        t, result = by_name[site.name]
-        failure = result.failure
-        if failure is None:
-            problems.append(f"{site.name}: answered {result.answer}, expected a failure")
-            return "answered"
-        if failure.kind is not kind:
-            problems.append(f"{site.name}: {failure.kind.value}, expected {kind.value}")
-        return f"{failure.describe()} (after {failure.attempts} attempt(s), at {t:.2f} s)"
-
-    problems: list[str] = []
-    hang_text = ended_as(hang, FailureKind.DEADLINE_EXCEEDED, problems)
-    refused_text = ended_as(refused, FailureKind.UNREACHABLE, problems)
-    if len(arrivals) != len(sites) + 2:
-        problems.append(f"{len(arrivals)} results for {len(sites) + 2} endpoints")
-    if answers != len(sites):
-        problems.append(f"{answers} YES answers from {len(sites)} EP endpoints")
-    if not last_answer < deadline:
-        problems.append(f"last EP answer at {last_answer:.2f} s, deadline {deadline:g} s")
-    if not deadline * 0.9 <= ended <= deadline + 1.0:
-        problems.append(f"ask_many ended at {ended:.2f} s, deadline {deadline:g} s")
-    return FailureRun(
-        answers, hang_text, refused_text, last_answer, ended, not problems, tuple(problems)
-    )
-
-
 # --- The run ----------------------------------------------------------------------
-
-
-def machine() -> str:
-    return describe(f"grpcio {version('grpcio')}")
 
 
 async def run(
@@ -444,22 +336,15 @@ async def run(
         rows += floor_rows
         notes.append(floor_note)
 
-    print(f"failure measurement: {n} EP endpoints + 1 never answers + 1 refuses...", flush=True)
-    failures = []
-    for turn in range(args.failure_repeats):
-        failures.append(await failure_run(endpoints, args.failure_deadline))
-        f = failures[-1]
-        print(
-            f"  round {turn + 1}: {f.answers}/{n} YES, last at {f.last_answer:.3f} s, "
-            f"ended at {f.ended:.3f} s{'' if f.ok else ' WRONG: ' + '; '.join(f.problems)}",
-            flush=True,
-        )
+    failures = await failure_runs(
+        endpoints.addresses, endpoints.hang, SEED, args.failure_deadline, args.failure_repeats
+    )
     checks_ok = all(f.ok for f in failures)
 
     lines = [
-        f"## {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"## {utc_stamp()}",
         "",
-        f"Machine: {machine()}. Endpoints: {n} real EPs (default config, installed "
+        f"Machine: {machine(GRPCIO)}. Endpoints: {n} real EPs (default config, installed "
         "plugins, plus tests/fake_plugins/slow.py for uri://slow) on loopback ports of "
         "one bench/multiport.py process (N grpc.aio servers, one registry). Medians of "
         f"{args.repeats} interleaved repeats. Every time runs from before the Client is "
@@ -475,27 +360,17 @@ async def run(
         "",
         *notes,
         "",
-        f"Failure measurement ({args.failure_repeats} runs, ask_many deadline "
-        f"{args.failure_deadline:g} s, {n} EP endpoints + 1 that accepts TCP and never "
-        "answers + 1 that refuses connections):",
+        *failure_table(failures, n, args.failure_deadline),
         "",
-        "| run | YES answers | last answer s | ask_many ended s | never answers | refuses "
-        "| check |",
-        "| ---: | ---: | ---: | ---: | --- | --- | --- |",
-        *(
-            f"| {i} | {f.answers}/{n} | {f.last_answer:.3f} | {f.ended:.3f} | {f.hang} "
-            f"| {f.refused} | {'ok' if f.ok else 'WRONG: ' + '; '.join(f.problems)} |"
-            for i, f in enumerate(failures, start=1)
-        ),
-        "",
-        f"Targets (issue 4): {'all met' if targets_met else 'NOT all met, see the ratios'}; "
+        f"Targets (fan-out <= {FANOUT_TARGET:g}x one, sequential >= {SEQUENTIAL_TARGET:g}x "
+        f"fan-out): {'all met' if targets_met else 'NOT all met, see the ratios'}; "
         f"failure checks: {'passed' if checks_ok else 'FAILED'}.",
     ]
     return lines, targets_met, checks_ok
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--endpoints", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case")
     parser.add_argument(
@@ -506,32 +381,27 @@ def main() -> None:
     )
     parser.add_argument("--failure-deadline", type=float, default=2.0)
     parser.add_argument("--failure-repeats", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true", help="do not append to the results")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-gRPC floor")
-    args = parser.parse_args()
+    quick = {"endpoints": 10, "repeats": 1, "failure_repeats": 1}
+    args = parse_args(parser, quick, RESULTS)
     if not 2 <= args.endpoints <= 1000 or args.repeats < 1 or args.failure_repeats < 1:
         parser.error("--endpoints must be 2-1000; --repeats, --failure-repeats at least 1")
     if any(not 0 <= x <= 1000 for x in args.latency_ms) or not 0.2 <= args.failure_deadline <= 60:
         parser.error("--latency-ms values must be 0-1000; --failure-deadline 0.2-60 s")
 
-    endpoints = Endpoints(args.endpoints)
-    floor = None if args.no_floor else Endpoints(args.endpoints, bare=True)
+    endpoints = floor = None
     try:
-        endpoints.start()
-        print(f"{args.endpoints} EP endpoints in pid {endpoints.proc.pid}", flush=True)  # type: ignore[union-attr]
-        if floor is not None:
-            floor.start()
+        endpoints = Endpoints.start(args.endpoints)
+        print(f"{args.endpoints} EP endpoints in pid {endpoints.process.pid}", flush=True)
+        floor = None if args.no_floor else Endpoints.start(args.endpoints, bare=True)
         lines, targets_met, checks_ok = asyncio.run(run(args, endpoints, floor))
     except BenchError as exc:
-        endpoints.stop()
-        if floor is not None:
-            floor.stop()
         sys.exit(f"bench.fanout: {exc}")
     finally:
-        rc = endpoints.stop()
+        rc = None if endpoints is None else endpoints.process.stop()
         if floor is not None:
-            floor.stop()
+            floor.process.stop()
     if rc != 0:
         sys.exit(f"bench.fanout: bench.multiport exited {rc} after SIGTERM")
     report_text = "\n".join(lines)

@@ -12,27 +12,35 @@ import asyncio
 import json
 import sys
 import time
+from typing import TypedDict
 
 import grpc
 
+from bench.harness import ask_bytes, percentile
 from ep_server.pb import execution_planner_pb2 as pb
 
-METHOD = "/ivoa.ep.v1.ExecutionPlannerService/Ask"
+
+class LoadResult(TypedDict):
+    """What one run prints, as a JSON object."""
+
+    calls: int
+    errors: dict[str, int]  # status code name -> count
+    seconds: float
+    qps: float
+    p50_ms: float | None  # None when no call succeeded
+    p99_ms: float | None
 
 
 async def run(
     target: str, request: bytes, concurrency: int, seconds: float, max_calls: int, connections: int
-) -> dict:
+) -> LoadResult:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     # Each channel its own TCP connection (a local subchannel pool), so that
     # SO_REUSEPORT can spread them over several server processes.
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
-    calls = [
-        ch.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        for ch in channels
-    ]
+    calls = [ask_bytes(ch) for ch in channels]
     try:
         for call in calls:
             first = pb.AskResponse.FromString(await call(request, timeout=10))
@@ -40,7 +48,7 @@ async def run(
         started = time.perf_counter()
         stop_at = started + seconds
 
-        async def worker(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
+        async def worker(call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
             while time.perf_counter() < stop_at and len(latencies) < max_calls:
                 t0 = time.perf_counter()
                 try:
@@ -55,15 +63,14 @@ async def run(
     finally:
         for channel in channels:
             await channel.close()
-    latencies.sort()
     n = len(latencies)
     return {
         "calls": n,
         "errors": errors,
         "seconds": elapsed,
         "qps": n / elapsed,
-        "p50_ms": 1000 * latencies[n // 2] if n else None,
-        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else None,
+        "p50_ms": 1000 * percentile(latencies, 0.5) if n else None,
+        "p99_ms": 1000 * percentile(latencies, 0.99) if n else None,
     }
 
 

@@ -24,19 +24,17 @@ Run ``python -m bench.multiport --help``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 import sys
 
 from bench import bare
+from bench.harness import LOOPBACK, new_parser
 from ep_server.config import load_settings
 from ep_server.host import detect_host
 from ep_server.plugins import load_registry
 from ep_server.server import Running, start_server
-
-LISTEN = "127.0.0.1:0"
 
 
 class Silent:
@@ -80,7 +78,7 @@ async def run(ports: int, config: str | None, hang: bool, bare: bool = False) ->
         return
     # Each server would open (and lock) the same ledger file: give each its own,
     # in memory. The fan-out asks carry no schedule, so nothing is booked.
-    overrides = {"server.listen": LISTEN, "schedule.ledger": ":memory:"}
+    overrides = {"server.listen": LOOPBACK, "schedule.ledger": ":memory:"}
     settings = load_settings(config, overrides=overrides)
     registry = load_registry(settings, detect_host(settings.host))
     running: list[Running] = []
@@ -92,11 +90,7 @@ async def run(ports: int, config: str | None, hang: bool, bare: bool = False) ->
         if hang:
             words.append(f"hang=127.0.0.1:{await silent.start()}")
         print(" ".join(words), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
     finally:
         await silent.close()
         await asyncio.gather(*(r.shutdown(0) for r in running), return_exceptions=True)
@@ -106,20 +100,25 @@ async def run_bare(ports: int) -> None:
     """N bench/bare.py servers (a fixed YES, nothing else): the floor that
     gRPC itself sets, for comparison with the EP."""
     answer = bare.fixed_answer(1)
-    servers = [await bare.start(LISTEN, answer) for _ in range(ports)]
+    servers = [await bare.start(LOOPBACK, answer) for _ in range(ports)]
     print(" ".join(["ready", *(f"127.0.0.1:{port}" for _, port in servers)]), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await asyncio.gather(*(s.stop(0) for s, _ in servers), return_exceptions=True)
 
 
+async def until_signalled() -> None:
+    """Return when this process gets SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--ports", type=int, default=100, help="EP endpoints to serve (1-1000)")
     parser.add_argument("--config", metavar="FILE", help="as ep-server serve --config")
     parser.add_argument("--hang", action="store_true", help="also a port that never answers")
