@@ -1,4 +1,4 @@
-"""The plugin registry: discovery, isolation, configuration, the claim index."""
+"""Loading plugins: discovery, isolation, configuration, the claim index."""
 
 from __future__ import annotations
 
