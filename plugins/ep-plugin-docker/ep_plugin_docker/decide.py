@@ -16,7 +16,18 @@ from ep_plugin_docker import reasons as R
 from ep_plugin_docker.config import KNOWN_PROTOCOLS, DockerConfig, PortRange, Service
 from ep_plugin_docker.platforms import Platform, check_platforms, host_platform
 from ep_plugin_docker.taskinfo import ContainerRequest, PortRequest, read_taskinfo
-from ep_server import Claim, Fit, HostInfo, Limit, Offer, Reason, TaskQuery, Verdict, fit_resources
+from ep_server import (
+    Claim,
+    Fit,
+    HostInfo,
+    Limit,
+    Offer,
+    Reason,
+    Resources,
+    TaskQuery,
+    Verdict,
+    fit_resources,
+)
 
 __all__ = ["TASKTYPES", "Site", "check_policy", "decide", "offers_or_reasons"]
 
@@ -68,6 +79,10 @@ class Site:
         servicetypes = tuple(dict.fromkeys(s.servicetype for s in self.services))
         return [Claim(tasktype, servicetypes) for tasktype in TASKTYPES]
 
+    def fit(self, asked: Resources) -> Fit:
+        """The resources asked for, fitted under the per-task limits."""
+        return fit_resources(asked, cores=self.cores, memory=self.memory)
+
 
 # --- the decision ----------------------------------------------------------
 
@@ -77,7 +92,7 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     request, found = read_taskinfo(query.taskinfo)
     found += check_platforms(request.platforms, site.platforms)
     found += check_policy(request, site)
-    fit = fit_resources(query.resources, cores=site.cores, memory=site.memory)
+    fit = site.fit(query.resources)
     return offers_or_reasons(site, fit, [*found, *fit.reasons])
 
 
