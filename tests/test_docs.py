@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -45,11 +47,50 @@ def test_every_heading_in_the_guide_is_a_real_hook():
     assert documented == set(HOOKS)
 
 
-@pytest.mark.parametrize(
-    "path", ["pyproject.toml", "ep_plugin_hello/__init__.py", "tests/test_hello.py"]
-)
+EXAMPLE_FILES = [
+    "pyproject.toml",
+    "ep_plugin_hello/__init__.py",
+    "ep_plugin_hello/config.py",
+    "ep_plugin_hello/reasons.py",
+    "ep_plugin_hello/hooks.py",
+    "tests/test_hello.py",
+]
+#: The plugin distributions that follow the guide's layout.
+DISTRIBUTIONS = [EXAMPLE, *sorted((ROOT / "plugins").glob("ep-plugin-*"))]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES)
 def test_the_guide_shows_the_example_files_as_they_are(path):
     assert (EXAMPLE / path).read_text().rstrip() in GUIDE.read_text()
+
+
+def test_the_guide_shows_every_file_of_the_example():
+    sources = {"pyproject.toml"} | {
+        str(p.relative_to(EXAMPLE))
+        for d in ("ep_plugin_hello", "tests")
+        for p in (EXAMPLE / d).glob("*.py")
+    }
+    assert sources == set(EXAMPLE_FILES)
+
+
+@pytest.mark.parametrize("dist", DISTRIBUTIONS, ids=lambda d: d.name)
+def test_every_plugin_distribution_has_the_guide_s_layout(dist):
+    package = dist.name.replace("-", "_")
+    project = tomllib.loads((dist / "pyproject.toml").read_text())["project"]
+    [value] = project["entry-points"]["ep_server"].values()
+    assert value == f"{package}.hooks"
+    for module in ("hooks.py", "config.py", "reasons.py"):
+        assert (dist / package / module).is_file(), f"{dist.name} lacks {module}"
+    init = ast.parse((dist / package / "__init__.py").read_text())
+    assert ast.get_docstring(init)
+    assert all(_is_docstring_or_version(node) for node in init.body), f"{package}/__init__.py"
+
+
+def _is_docstring_or_version(node):
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    targets = node.targets if isinstance(node, ast.Assign) else []
+    return [getattr(t, "id", None) for t in targets] == ["__version__"]
 
 
 def test_the_public_api_is_complete_and_sorted():
@@ -77,4 +118,4 @@ def test_the_guide_example_installs_and_its_tests_pass(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout

@@ -11,10 +11,12 @@ A site can run an EP without writing Python::
     fallback = false    # true: only while no other plugin claims this task type
 
 Each claim whose task type is asked offers its service type and serviceinfo,
-unless the request's *minimum* cores or memory exceed the claim's limit (a NO
-with a CAPACITY reason). A requested maximum above the limit is capped in the
-offer, with a message saying so. Several claims may share a task type; each
-gives its own offer.
+with the resources fitted under the claim's limits by
+:func:`ep_server.fit_resources`: a *minimum* above a limit is a NO with a
+CAPACITY reason, a maximum above it is capped in the offer with a message
+saying so, an open maximum is offered up to the limit. A ``"host"`` limit the
+EP could not detect (memory 0) is no limit. Several claims may share a task
+type; each gives its own offer.
 
 Reason codes: ``INSUFFICIENT_CORES``, ``INSUFFICIENT_MEMORY``.
 """
@@ -26,19 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 
+from ep_server.fitting import Limit, fit_resources
 from ep_server.hookspecs import hookimpl
-from ep_server.model import (
-    Cause,
-    Claim,
-    HostInfo,
-    IntRange,
-    Offer,
-    Reason,
-    Resources,
-    TaskQuery,
-    Verdict,
-    parse_bytes,
-)
+from ep_server.model import Claim, HostInfo, Offer, Reason, TaskQuery, Verdict, parse_bytes
 from ep_server.settings_types import URI
 
 
@@ -81,8 +73,12 @@ class _Limits:
 
     def __init__(self, claim: StaticClaim, host: HostInfo) -> None:
         self.claim = claim
-        self.cores = host.cores if claim.cores == "host" else claim.cores
-        self.memory = host.memory if claim.memory == "host" else claim.memory
+        self.cores = _limit(claim.cores, host.cores)
+        self.memory = _limit(claim.memory, host.memory)
+
+
+def _limit(configured: int | Literal["host"] | None, host_amount: int) -> Limit:
+    return Limit.host(host_amount) if isinstance(configured, str) else Limit(configured)
 
 
 @hookimpl
@@ -115,40 +111,12 @@ async def ep_evaluate(query: TaskQuery, config: dict[str, list[_Limits]]) -> Ver
     offers: list[Offer] = []
     reasons: list[Reason] = []
     for limits in config.get(query.tasktype, ()):
-        cores, cores_note, cores_reason = _fit(query.resources.cores, limits.cores, "cores", "")
-        memory, memory_note, memory_reason = _fit(
-            query.resources.memory, limits.memory, "memory", " bytes"
+        fit = fit_resources(
+            query.resources, cores=limits.cores, memory=limits.memory, gets="this service offers"
         )
-        declined = [r for r in (cores_reason, memory_reason) if r]
-        if declined:
-            reasons.extend(declined)
+        if fit.reasons:
+            reasons.extend(fit.reasons)
             continue
-        offers.append(
-            Offer(
-                limits.claim.servicetype,
-                limits.claim.serviceinfo,
-                Resources(cores, memory),
-                "; ".join(n for n in (cores_note, memory_note) if n),
-            )
-        )
+        claim = limits.claim
+        offers.append(Offer(claim.servicetype, claim.serviceinfo, fit.resources, fit.message))
     return Verdict(tuple(offers), tuple(reasons)) if offers else Verdict.no(*reasons)
-
-
-def _fit(
-    asked: IntRange, limit: int | None, name: str, unit: str
-) -> tuple[IntRange, str, Reason | None]:
-    """Fit the asked range under ``limit``: the offered range, a note when
-    the maximum was capped, or a reason when even the minimum does not fit."""
-    if limit is None:
-        return asked, "", None
-    if asked.min is not None and asked.min > limit:
-        code = "INSUFFICIENT_CORES" if name == "cores" else "INSUFFICIENT_MEMORY"
-        message = (
-            f"asked for at least {asked.min}{unit} of {name}; "
-            f"this service offers at most {limit}{unit}"
-        )
-        return asked, "", Reason(code, message, Cause.CAPACITY, False, f"resources.{name}.min")
-    if asked.max is None or asked.max > limit:
-        note = f"{name} capped at the limit of {limit}{unit}" if asked.max is not None else ""
-        return IntRange(asked.min, limit), note, None
-    return asked, "", None

@@ -1,4 +1,5 @@
-"""OCI platforms (``os/architecture[/variant]``) and the host's.
+"""OCI platforms (``os/architecture[/variant]``), the host's, and the check
+that this host runs the platforms a request asks for.
 
 Names are normalised as containerd's ``platforms`` package does, so that
 ``x86_64`` and ``amd64``, ``aarch64`` and ``arm64`` (whose default variant is
@@ -8,9 +9,13 @@ Names are normalised as containerd's ``platforms`` package does, so that
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["InvalidPlatform", "Platform", "host_platform", "parse_platform"]
+from ep_plugin_docker import reasons as R
+from ep_server import Reason
+
+__all__ = ["InvalidPlatform", "Platform", "check_platforms", "host_platform", "parse_platform"]
 
 _ARCHITECTURES: dict[str, tuple[str, str | None]] = {
     "x86_64": ("amd64", None),
@@ -99,3 +104,22 @@ def host_platform(os: str, architecture: str) -> Platform:
     """The platform of a host described by ``sys.platform`` and ``platform.machine()``."""
     host_os = "linux" if os.startswith("linux") else os
     return normalise(host_os, architecture)
+
+
+def check_platforms(
+    wanted: Iterable[tuple[str, Platform]], runs: Sequence[Platform]
+) -> list[Reason]:
+    """A reason for every requested platform (with its field) that none of
+    ``runs``, the platforms this host runs, runs."""
+    return [
+        _unsupported(field, platform, runs)
+        for field, platform in wanted
+        if not any(have.runs(platform) for have in runs)
+    ]
+
+
+def _unsupported(field: str, wanted: Platform, runs: Sequence[Platform]) -> Reason:
+    names = ", ".join(str(p) for p in runs)
+    return R.reason(
+        R.UNSUPPORTED_PLATFORM, field, f"platform {wanted} asked for; this host runs {names}"
+    )

@@ -31,7 +31,7 @@ async def check_runtime(socket_path: str, seconds: float) -> Reason | None:
 
 
 def _unavailable(socket_path: str, why: str) -> Reason:
-    return R.capacity(
+    return R.reason(
         R.RUNTIME_UNAVAILABLE,
         "",
         f"the container runtime is not reachable at {socket_path}: {why}",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ep_plugin_docker import reasons as R
+from ep_plugin_docker.config import MAX_PORT
 from ep_plugin_docker.platforms import InvalidPlatform, Platform, normalise, parse_platform
 from ep_plugin_docker.reference import ImageRef, InvalidReference, parse_digest, parse_reference
 from ep_server import Reason
@@ -30,7 +31,6 @@ from ep_server import Reason
 __all__ = ["ContainerRequest", "PortRequest", "read_taskinfo"]
 
 ROOT = "taskinfo"
-MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class _Reader:
     ports: list[PortRequest] = field(default_factory=list)
 
     def fail(self, code: str, path: str, message: str) -> None:
-        self.reasons.append(R.request(code, path, f"{path}: {message}"))
+        self.reasons.append(R.reason(code, path, f"{path}: {message}"))
 
     def wrong_type(self, path: str, value: Any, expected: str) -> None:
         self.fail(R.INVALID_FIELD, path, f"must be {expected}, not {_kind(value)}")

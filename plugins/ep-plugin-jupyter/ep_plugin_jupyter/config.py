@@ -13,35 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ep_server.settings_types import ByteSize, NameList, ServiceEntry
 
-__all__ = ["DEFAULT_SERVICE", "TASKTYPES", "JupyterSettings", "ServiceSettings"]
-
-#: The task types this plugin claims: the seed's, and the ExecutionBroker's.
-TASKTYPES = (
-    "uri://jupyter-notebook",
-    "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/jupyter-notebook-1.0",
-)
-
+__all__ = ["DEFAULT_SERVICE", "JupyterConfig", "Service"]
 
 Names = NameList
 Bytes = Annotated[ByteSize, Field(ge=1)]
 
 
 #: One ``[[plugin.jupyter.services]]`` entry: a service this site offers.
-ServiceSettings = ServiceEntry
+Service = ServiceEntry
 
 
 #: Offered when no services are configured, so the default server answers.
-DEFAULT_SERVICE = ServiceSettings(
+DEFAULT_SERVICE = Service(
     servicetype="uri://jupyter-hub", serviceinfo={"endpoint": "http://example.org/hub"}
 )
 
 
-class JupyterSettings(BaseModel):
+class JupyterConfig(BaseModel):
     """The whole ``[plugin.jupyter]`` section."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    services: list[ServiceSettings] = Field([DEFAULT_SERVICE], min_length=1)
+    services: list[Service] = Field([DEFAULT_SERVICE], min_length=1)
     notebook_roots: Names = []
     allow_urls: bool = True
     kernels: Names | None = None

@@ -1,40 +1,64 @@
-"""The whole decision for one notebook request, with no gRPC and no pluggy.
+"""The site and the decision for one notebook request, with no gRPC and no pluggy.
 
 :class:`Site` is what the plugin knows after start-up (the validated config,
-the host's kernels, the resolved limits); :func:`decide` checks a query
-against it. Every problem found becomes a reason, so a NO lists them all.
+the host's kernels, the per-task limits resolved against the host);
+:func:`decide` checks a query against it. Every problem found becomes a
+reason, so a NO lists them all. It reads the filesystem (a local notebook's
+path), so it runs in a worker thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ep_plugin_jupyter.config import TASKTYPES, JupyterSettings, ServiceSettings
+from ep_plugin_jupyter.config import JupyterConfig, Service
 from ep_plugin_jupyter.kernels import Kernels, check_kernels, discover_kernels
 from ep_plugin_jupyter.location import LocationRules, check_location
-from ep_plugin_jupyter.resources import Fit, ResourceLimits, fit_resources
-from ep_server import Claim, HostInfo, Offer, Reason, TaskQuery, Verdict
+from ep_server import (
+    Claim,
+    Fit,
+    HostInfo,
+    Limit,
+    Offer,
+    Reason,
+    Resources,
+    TaskQuery,
+    Verdict,
+    fit_resources,
+)
 
-__all__ = ["Site", "decide"]
+__all__ = ["TASKTYPES", "Site", "decide"]
+
+#: The task types this plugin claims: the seed's, and the ExecutionBroker's.
+TASKTYPES = (
+    "uri://jupyter-notebook",
+    "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/jupyter-notebook-1.0",
+)
+
+#: How a refusal for resources says what a notebook may have.
+_GETS = "a notebook here gets"
 
 
 @dataclass(frozen=True, slots=True)
 class Site:
     """This site's services and rules, resolved once at start-up."""
 
-    services: tuple[ServiceSettings, ...]
+    services: tuple[Service, ...]
     location: LocationRules
     kernels: Kernels
-    limits: ResourceLimits
+    cores: Limit
+    memory: Limit
 
     @classmethod
-    def build(cls, settings: JupyterSettings, host: HostInfo) -> Site:
-        """Resolve the settings: notebook roots, kernel discovery, limits."""
+    def resolve(cls, config: JupyterConfig, host: HostInfo) -> Site:
+        """Resolve the config: notebook roots, kernel discovery, and each
+        per-task limit, the tighter of the host's and ``max_cores``/``max_memory``."""
         return cls(
-            tuple(settings.services),
-            LocationRules.from_settings(settings.notebook_roots, settings.allow_urls),
-            discover_kernels(settings.kernels),
-            ResourceLimits.of(host, settings.max_cores, settings.max_memory),
+            tuple(config.services),
+            LocationRules.from_settings(config.notebook_roots, config.allow_urls),
+            discover_kernels(config.kernels),
+            _tighter(host.cores, config.max_cores, "cores"),
+            _tighter(host.memory, config.max_memory, "memory"),
         )
 
     def claims(self) -> list[Claim]:
@@ -42,10 +66,22 @@ class Site:
         servicetypes = tuple(dict.fromkeys(s.servicetype for s in self.services))
         return [Claim(tasktype, servicetypes) for tasktype in TASKTYPES]
 
+    def fit(self, asked: Resources) -> Fit:
+        """The resources asked for, fitted under the per-task limits."""
+        return fit_resources(asked, cores=self.cores, memory=self.memory, gets=_GETS)
+
+
+def _tighter(host: int, configured: int | None, name: str) -> Limit:
+    """The tighter of the host's capacity (0: unknown) and the per-task limit,
+    with words saying which one it is."""
+    if configured is not None and (not host or configured < host):
+        return Limit(configured, f"the per-task limit of {name}")
+    return Limit.host(host, f"this host's {name}")
+
 
 def decide(query: TaskQuery, site: Site) -> Verdict:
     """YES with one offer per configured service, or NO with every reason."""
-    fit = fit_resources(query.resources, site.limits)
+    fit = site.fit(query.resources)
     location = check_location(query.taskinfo, site.location)
     reasons: list[Reason] = [location] if location else []
     reasons += check_kernels(query.taskinfo, site.kernels)
@@ -55,5 +91,5 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     return Verdict.yes(*(_offer(service, fit) for service in site.services))
 
 
-def _offer(service: ServiceSettings, fit: Fit) -> Offer:
-    return Offer(service.servicetype, service.serviceinfo, fit.resources, "; ".join(fit.notes))
+def _offer(service: Service, fit: Fit) -> Offer:
+    return Offer(service.servicetype, service.serviceinfo, fit.resources, fit.message)

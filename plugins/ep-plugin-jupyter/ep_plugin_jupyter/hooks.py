@@ -1,4 +1,4 @@
-"""The hook implementations: thin wrappers around :mod:`ep_plugin_jupyter.decide`."""
+"""The hook implementations, thin: the decision lives in :mod:`ep_plugin_jupyter.decide`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ep_plugin_jupyter.config import JupyterSettings
+from ep_plugin_jupyter.config import JupyterConfig
 from ep_plugin_jupyter.decide import Site, decide
 from ep_server import Claim, HostInfo, TaskQuery, Verdict, hookimpl
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @hookimpl
 def ep_configure(settings: Mapping[str, Any], host: HostInfo) -> Site:
     """Validate ``[plugin.jupyter]`` and discover the host's kernels, once."""
-    site = Site.build(JupyterSettings.model_validate(settings), host)
+    site = Site.resolve(JupyterConfig.model_validate(settings), host)
     kernels = ", ".join(site.kernels.languages()) or "none"
     log.info("jupyter kernels from %s: %s", site.kernels.source, kernels)
     return site

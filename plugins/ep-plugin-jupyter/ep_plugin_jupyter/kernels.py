@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ep_server import Cause, Reason
+from ep_plugin_jupyter import reasons as R
+from ep_server import Reason
 
 __all__ = [
     "Kernels",
@@ -34,9 +35,6 @@ __all__ = [
     "requested_languages",
     "scan_kernel_dirs",
 ]
-
-UNAVAILABLE = "KERNEL_UNAVAILABLE"
-INVALID = "INVALID_KERNEL"
 
 #: Taskinfo keys that name kernel languages: one string, or a list of them.
 _SINGLE = ("kernel", "language")
@@ -158,7 +156,7 @@ def _sort(field: str, value: Any, wanted: list[tuple[str, str]], bad: list[Reaso
         wanted.append((field, value.strip()))
     else:
         message = f"a kernel language must be a non-empty string such as 'python', not {value!r}"
-        bad.append(Reason(INVALID, message, Cause.REQUEST, field=field))
+        bad.append(R.reason(R.INVALID_KERNEL, field, message))
 
 
 def check_kernels(taskinfo: Mapping[str, Any], kernels: Kernels) -> list[Reason]:
@@ -172,4 +170,4 @@ def check_kernels(taskinfo: Mapping[str, Any], kernels: Kernels) -> list[Reason]
 def _unavailable(field: str, language: str, kernels: Kernels) -> Reason:
     have = ", ".join(kernels.languages()) or "none"
     message = f"no {language!r} kernel on this host (kernels available: {have})"
-    return Reason(UNAVAILABLE, message, Cause.CAPACITY, retryable=False, field=field)
+    return R.reason(R.KERNEL_UNAVAILABLE, field, message)

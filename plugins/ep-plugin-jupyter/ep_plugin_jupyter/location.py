@@ -22,15 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ep_server import Cause, Reason
+from ep_plugin_jupyter import reasons as R
+from ep_server import Reason
 
 __all__ = ["LocationRules", "check_location", "find_location"]
-
-MISSING = "NOTEBOOK_MISSING"
-INVALID = "INVALID_NOTEBOOK_LOCATION"
-URL_REFUSED = "NOTEBOOK_URL_REFUSED"
-OUTSIDE = "NOTEBOOK_OUTSIDE_ROOTS"
-NOT_FOUND = "NOTEBOOK_NOT_FOUND"
 
 _HINT = "an http(s) URL or an absolute path under a notebook root"
 
@@ -65,8 +60,8 @@ def check_location(taskinfo: Mapping[str, Any], rules: LocationRules) -> Reason 
     """Why the taskinfo's notebook location is unacceptable, or ``None``."""
     found = find_location(taskinfo)
     if found is None:
-        return Reason(
-            MISSING, f"taskinfo names no notebook; give {_HINT}", field="taskinfo.notebook"
+        return R.reason(
+            R.NOTEBOOK_MISSING, "taskinfo.notebook", f"taskinfo names no notebook; give {_HINT}"
         )
     field, value = found
     if not isinstance(value, str) or not value.strip():
@@ -93,7 +88,7 @@ def _check_url(field: str, hostname: str | None, rules: LocationRules) -> Reason
         return _invalid(field, "the notebook URL has no host")
     if not rules.allow_urls:
         message = "this site runs only local notebooks, not ones given by URL"
-        return Reason(URL_REFUSED, message, Cause.POLICY, field=field)
+        return R.reason(R.NOTEBOOK_URL_REFUSED, field, message)
     return None
 
 
@@ -102,17 +97,17 @@ def _check_path(field: str, text: str, rules: LocationRules) -> Reason | None:
     if not path.is_absolute():
         return _invalid(field, f"the notebook path {text!r} is relative: {_HINT}")
     if not rules.roots:
-        return Reason(OUTSIDE, "this site runs no local notebooks", field=field)
+        return R.reason(R.NOTEBOOK_OUTSIDE_ROOTS, field, "this site runs no local notebooks")
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop
-        return Reason(NOT_FOUND, f"the notebook path {text!r} does not resolve", field=field)
+        return R.reason(R.NOTEBOOK_NOT_FOUND, field, f"the notebook path {text!r} does not resolve")
     if not any(resolved.is_relative_to(root) for root in rules.roots):
         roots = ", ".join(str(root) for root in rules.roots)
         message = f"the notebook path {text!r} is not under a notebook root ({roots})"
-        return Reason(OUTSIDE, message, field=field)
+        return R.reason(R.NOTEBOOK_OUTSIDE_ROOTS, field, message)
     if not _is_file(resolved):
-        return Reason(NOT_FOUND, f"no notebook file at {text!r}", field=field)
+        return R.reason(R.NOTEBOOK_NOT_FOUND, field, f"no notebook file at {text!r}")
     return None
 
 
@@ -124,4 +119,4 @@ def _is_file(path: Path) -> bool:
 
 
 def _invalid(field: str, message: str) -> Reason:
-    return Reason(INVALID, message, Cause.REQUEST, field=field)
+    return R.reason(R.INVALID_NOTEBOOK_LOCATION, field, message)

@@ -29,6 +29,13 @@ def test_it_declines_a_bad_greeting(ep_server):
     assert answer["reasons"][0]["field"] == "taskinfo.greeting"
 
 
+def test_it_declines_more_cores_than_the_host_has(ep_server):
+    ep = ep_server({**CONFIG, "host": {"cores": 2}}, allow=["hello"])
+    answer = ep.ask("uri://hello-world", {}, resources={"cores": {"min": 4}})
+    assert answer["responseword"] == "NO"
+    assert answer["reasons"][0]["code"] == "INSUFFICIENT_CORES"
+
+
 def test_a_bad_endpoint_stops_startup(ep_server):
     with pytest.raises(StartupError, match=r"plugin\.hello\.endpoint"):
         ep_server({"plugin": {"hello": {"endpoint": "ftp://x"}}}, allow=["hello"])

@@ -1,4 +1,4 @@
-"""End to end: the installed plugin, in a real in-process EP, over gRPC."""
+"""End to end: the hooks of the installed plugin, in a real in-process EP, over gRPC."""
 
 from __future__ import annotations
 

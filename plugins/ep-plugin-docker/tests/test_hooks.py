@@ -1,4 +1,4 @@
-"""End to end: the installed plugin in a real in-process EP, asked over gRPC.
+"""End to end: the hooks of the installed plugin, in a real in-process EP, over gRPC.
 
 Host capacity comes from the ``[host]`` config section, never the machine.
 Answers are in the protocol's JSON form (int64 values are strings there).
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ep_plugin_docker import TASKTYPES
+from ep_plugin_docker.decide import TASKTYPES
 from ep_server.config import default_config_text
 from ep_server.errors import StartupError
 from ep_server.testing import EPTestServer

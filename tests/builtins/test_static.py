@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ep_server import Cause, IntRange, Resources, TaskQuery
+from ep_server import Cause, HostInfo, IntRange, Resources, TaskQuery
 from ep_server.builtins import static
 from ep_server.planner import Planner
 
 DOCKER = "uri://docker-container"
+GiB = 1024**3
 
 
 def claim(**extra):
@@ -52,6 +53,15 @@ async def test_a_minimum_above_the_limit_is_a_capacity_no(ask):
     assert reasons["resources.cores.min"].cause is Cause.CAPACITY
 
 
+async def test_the_messages_say_what_this_service_offers(ask):
+    declined = await ask([claim(cores=4)], Resources(IntRange(5)))
+    [(_, reason)] = declined.reasons
+    assert reason.message == "asked for at least 5 of cores; this service offers at most 4"
+    capped = await ask([claim(memory="1GiB")], Resources(memory=IntRange(1, 2 * GiB)))
+    [(_, offer)] = capped.offers
+    assert offer.message == f"memory capped at the limit of {GiB} bytes"
+
+
 async def test_a_minimum_at_the_limit_fits(ask):
     answer = await ask([claim(cores=4)], Resources(IntRange(4)))
     assert answer.offers[0][1].resources.cores == IntRange(4, 4)
@@ -76,3 +86,12 @@ async def test_one_claim_may_fit_when_another_does_not(ask):
     )
     assert [o.servicetype for _, o in answer.offers] == ["uri://big"]
     assert [r.code for _, r in answer.reasons] == ["INSUFFICIENT_CORES"]
+
+
+@pytest.mark.parametrize("memory", [IntRange(), IntRange(GiB)])
+async def test_host_memory_the_ep_could_not_detect_is_no_limit(memory):
+    undetected = HostInfo(cores=4, memory=0, architecture="x86_64", os="linux")
+    config = static.ep_configure({"claims": [claim(cores="host", memory="host")]}, undetected)
+    verdict = await static.ep_evaluate(TaskQuery(DOCKER, {}, Resources(memory=memory)), config)
+    [offer] = verdict.offers
+    assert offer.resources == Resources(IntRange(None, 4), memory)

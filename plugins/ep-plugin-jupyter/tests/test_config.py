@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ep_plugin_jupyter.config import JupyterSettings
+from ep_plugin_jupyter.config import JupyterConfig
 
 
 def error_keys(settings: dict[str, Any]) -> list[str]:
     with pytest.raises(ValidationError) as caught:
-        JupyterSettings.model_validate(settings)
+        JupyterConfig.model_validate(settings)
     return [".".join(str(p) for p in err["loc"]) for err in caught.value.errors()]
 
 
 def test_defaults_offer_an_example_hub() -> None:
-    settings = JupyterSettings.model_validate({})
+    settings = JupyterConfig.model_validate({})
     assert [(s.servicetype, s.serviceinfo) for s in settings.services] == [
         ("uri://jupyter-hub", {"endpoint": "http://example.org/hub"})
     ]
@@ -29,7 +29,7 @@ def test_defaults_offer_an_example_hub() -> None:
 
 
 def test_a_full_section(tmp_path: Path) -> None:
-    settings = JupyterSettings.model_validate(
+    settings = JupyterConfig.model_validate(
         {
             "services": [
                 {"servicetype": "uri://jupyter-hub", "serviceinfo": {"endpoint": "https://h"}},

@@ -8,8 +8,7 @@ import pytest
 
 from ep_plugin_docker import reasons as R
 from ep_plugin_docker.config import DockerConfig
-from ep_plugin_docker.decide import decide
-from ep_plugin_docker.policy import Site
+from ep_plugin_docker.decide import Site, decide
 from ep_server import Cause, HostInfo, IntRange, Offer, Reason, Resources, TaskQuery, Verdict
 
 GiB = 1024**3
