@@ -7,6 +7,7 @@ import pytest
 from ep_server import Cause, HostInfo, IntRange, Resources, TaskQuery
 from ep_server.builtins import static
 from ep_server.planner import Planner
+from ep_server.plugins import PluginCaller
 
 DOCKER = "uri://docker-container"
 GiB = 1024**3
@@ -27,12 +28,12 @@ def ask(registry_of):
 
     async def run(claims, resources=None):
         registry = registry_of({"plugin": {"static": {"claims": claims}}}, static=static)
-        planners.append(Planner(registry, 1.0))
+        planners.append(Planner(registry, PluginCaller(deadline=1.0)))
         return await planners[-1].ask(TaskQuery(DOCKER, {}, resources or Resources()))
 
     yield run
     for planner in planners:
-        planner.close()
+        planner.caller.close()
 
 
 async def test_offers_each_claim(ask):

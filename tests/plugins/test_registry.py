@@ -40,15 +40,18 @@ def test_each_hook_has_a_method_and_the_implementation_is_bound(registry_of):
     resources = registry.ep_resources("s")
     slot = registry.ep_slot("s")
     booked, cancelled = registry.ep_booked("s"), registry.ep_cancelled("s")
-    assert resources is not None and slot is not None
-    assert booked is not None and cancelled is not None
+    assert resources is not None
+    assert slot is not None
+    assert booked is not None
+    assert cancelled is not None
     assert (resources.hook, slot.hook, booked.hook, cancelled.hook) == (
         "ep_resources", "ep_slot", "ep_booked", "ep_cancelled",
     )  # fmt: skip
     assert resources.function("query") == {"cores": 2}
     assert slot.function("query", "slot").message == "slot query"  # per-call order, by name
     assert cancelled.function("booking") == "ignored"
-    assert booked.is_async and not slot.is_async
+    assert booked.is_async
+    assert not slot.is_async
     assert registry.ep_slot("o") is None
     assert registry.implementers("ep_slot") == frozenset({"s"})
 
