@@ -90,8 +90,8 @@ def ep_evaluate(query: TaskQuery, config: Any, host: HostInfo) -> Verdict | Awai
     Keep it free of blocking calls. A plain function runs in a worker thread,
     so it may block (read a socket, run a command); at the deadline the EP
     stops waiting for it, and one plugin may hold at most half the worker
-    threads (beyond that its calls get ``PLUGIN_BUSY`` at once). Pure, quick
-    checks are fastest as ``async def``.
+    threads, counting the calls of all its hooks (beyond that its calls get
+    ``PLUGIN_BUSY`` at once). Pure, quick checks are fastest as ``async def``.
 
     A plugin that raises, returns something other than a :class:`Verdict`,
     or runs past the per-plugin deadline does not fail the ``Ask``: it adds a
