@@ -122,7 +122,7 @@ class PluginCaller:
                 if impl.is_async:
                     future = _task(impl.function(*args, **kwargs), loop)
                 else:
-                    jobs[i] = self._submit(impl, args)
+                    jobs[i] = self._submit(impl, args, kwargs)
                     future = asyncio.wrap_future(jobs[i], loop=loop)
             except _Busy as busy:
                 outcomes[i] = Outcome(impl.plugin, Status.BUSY, problem=str(busy))
@@ -171,7 +171,7 @@ class PluginCaller:
             return Outcome(impl.plugin, Status.RAISED, problem=problem)
         started = time.perf_counter()
         try:
-            job = self._submit(impl, args)
+            job = self._submit(impl, args, kwargs)
         except _Busy as busy:
             return Outcome(impl.plugin, Status.BUSY, problem=str(busy))
         concurrent.futures.wait([job], timeout=max(0.0, timeout))
@@ -187,7 +187,7 @@ class PluginCaller:
 
     # --- the threads and what each plugin holds ------------------------------
 
-    def _submit(self, impl: Impl[P, T], args: tuple[Any, ...]) -> _Job:
+    def _submit(self, impl: Impl[P, T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Job:
         """Start a plain call in a worker thread, unless its plugin is busy."""
         key = (impl.plugin, impl.hook)
         with self._lock:
@@ -202,8 +202,9 @@ class PluginCaller:
             self._held[impl.plugin] = held + 1
         job = _Job(impl.plugin, impl.hook)
         job.add_done_callback(functools.partial(self._returned, impl))
+        function = functools.partial(impl.function, **kwargs) if kwargs else impl.function
         context = contextvars.copy_context()
-        self._workers.run(job, context.run, _timed(job, impl.function), *args)
+        self._workers.run(job, context.run, _timed(job, function), *args)
         return job
 
     def _returned(self, impl: Impl[Any, Any], job: _Job) -> None:
