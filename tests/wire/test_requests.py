@@ -1,4 +1,5 @@
-"""The protobuf edge: the seed's JSON, validation of every field, conversion."""
+"""Requests at the edge: the seed's JSON, validation of every field, conversion
+to plain objects, and requests protobuf refused to decode."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import math
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from ep_server import Cause, Offer, Reason, Resources
+from ep_server import Resources
 from ep_server.errors import InvalidArgument
 from ep_server.model import IntRange
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.planner import Answer
-from ep_server.wire import Limits, Undecodable, answer_to_proto, decoder, query_from_request
+from ep_server.wire import Limits, Undecodable, decoder, query_from_request
 
 LIMITS = Limits()
 decode_ask = decoder(pb.AskRequest)
@@ -59,34 +59,6 @@ def test_the_seed_requests_parse_as_written(text):
     assert query.taskinfo == json.loads(text)["taskinfo"]
 
 
-@pytest.mark.parametrize(("servicetype", "serviceinfo"), SEED_OFFERS)
-def test_a_yes_prints_as_the_seed_answer(servicetype, serviceinfo):
-    answer = Answer([("static", Offer(servicetype, serviceinfo))], [])
-    printed = json.loads(json_format.MessageToJson(answer_to_proto(answer)))
-    assert printed["responseword"] == "YES"
-    assert printed["offers"][0]["servicetype"] == servicetype
-    assert printed["offers"][0]["serviceinfo"] == serviceinfo
-    assert printed["offers"][0]["plugin"] == "static"
-
-
-def test_a_no_prints_with_its_reasons():
-    reason = Reason("INSUFFICIENT_CORES", "too many", Cause.CAPACITY, True, "resources.cores.min")
-    printed = json.loads(json_format.MessageToJson(answer_to_proto(Answer([], [("p", reason)]))))
-    assert printed == {
-        "responseword": "NO",
-        "reasons": [
-            {
-                "code": "INSUFFICIENT_CORES",
-                "plugin": "p",
-                "cause": "REASON_CAUSE_CAPACITY",
-                "retryable": True,
-                "message": "too many",
-                "field": "resources.cores.min",
-            }
-        ],
-    }
-
-
 def test_resources_are_converted():
     request = json_format.ParseDict(
         {
@@ -98,15 +70,6 @@ def test_resources_are_converted():
     assert query_from_request(request, LIMITS).resources == Resources(
         IntRange(2, 4), IntRange(None, 1024)
     )
-
-
-def test_offered_resources_are_sent():
-    offer = Offer("uri://s", {}, Resources(IntRange(1, 4), IntRange(None, 2048)), "capped")
-    [sent] = answer_to_proto(Answer([("p", offer)], [])).offers
-    assert (sent.resources.cores.min, sent.resources.cores.max) == (1, 4)
-    assert not sent.resources.memory.HasField("min")
-    assert sent.resources.memory.max == 2048
-    assert sent.message == "capped"
 
 
 @pytest.mark.parametrize(
@@ -245,13 +208,3 @@ def test_taskinfo_values_become_plain_python():
     assert taskinfo == {"s": "a", "n": 2.0, "b": True, "z": None, "l": [1.0, {"k": "v"}]}
     assert type(taskinfo["l"]) is list
     assert type(taskinfo["l"][1]) is dict
-
-
-def test_an_offer_with_unusable_serviceinfo_becomes_a_reason():
-    answer = Answer(
-        [("bad", Offer("uri://s", {"when": object()})), ("good", Offer("uri://t", {"n": 1}))], []
-    )
-    response = answer_to_proto(answer)
-    assert response.responseword == pb.YES
-    assert [o.plugin for o in response.offers] == ["good"]
-    assert [(r.plugin, r.code) for r in response.reasons] == [("bad", "PLUGIN_ERROR")]
