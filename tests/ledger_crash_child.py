@@ -23,7 +23,7 @@ def main() -> None:
     ledger = SQLiteLedger(path, spec["pools"], synchronous="FULL")
     print("ready", flush=True)
     for offer_id, owner in spec["offers"]:
-        booking = ledger.accept(offer_id, owner, now)
+        booking, _ = ledger.accept(offer_id, owner, now)
         print(f"{booking.id} {owner}", flush=True)
     ledger.close()
     print("done", flush=True)

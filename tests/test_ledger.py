@@ -94,7 +94,7 @@ def book(led: SQLiteLedger, start: float, end: float, owner: str = "alice", **ne
     )
     assert offers, f"[{start}, {end}) does not fit {need}"
     assert offers[0].slot == Slot(at(start), at(end))
-    return led.accept(offers[0].id, owner, T0)
+    return led.accept(offers[0].id, owner, T0)[0]
 
 
 def starts(offers: Iterable[HeldOffer]) -> list[datetime]:
@@ -298,12 +298,12 @@ def test_a_clock_set_back_across_a_restart_revives_no_expired_offer(tmp_path: Pa
     first = led.place(ask((1, 1), shortest=1, ask_id="a1"), T0)[0]
     later = T0 + 10 * M  # first has expired: its core goes to a second offer
     second = led.place(ask((1, 1), shortest=1, ask_id="a2"), later)[0]
-    led.accept(second.id, "alice", later)
+    led.accept(second.id, "alice", later)[0]
     led.close()
     led = SQLiteLedger(path, {"cores": 1})  # restarted, with the clock set back
     try:
         with pytest.raises(OfferExpired):
-            led.accept(first.id, "alice", T0 + 1 * M)
+            led.accept(first.id, "alice", T0 + 1 * M)[0]
         assert led.peak("cores", ALL_TIME, T0 + 1 * M) <= 1
     finally:
         led.close()
@@ -372,16 +372,16 @@ def test_an_expiring_offer_frees_capacity(ledger: SQLiteLedger) -> None:
 def test_accept_after_expiry_is_offer_expired(ledger: SQLiteLedger) -> None:
     (offer,) = ledger.place(ask((1, 1), ttl=5 * M), T0)
     with pytest.raises(OfferExpired):
-        ledger.accept(offer.id, "alice", T0 + 5 * M)
+        ledger.accept(offer.id, "alice", T0 + 5 * M)[0]
     with pytest.raises(OfferNotFound):  # another owner learns nothing
-        ledger.accept(offer.id, "bob", T0 + 5 * M)
+        ledger.accept(offer.id, "bob", T0 + 5 * M)[0]
 
 
 def test_the_clock_never_runs_back_for_expiry(ledger: SQLiteLedger) -> None:
     (offer,) = ledger.place(ask((1, 1), ttl=5 * M), T0)
     ledger.peak("cores", ALL_TIME, T0 + 10 * M)
     with pytest.raises(OfferExpired):
-        ledger.accept(offer.id, "alice", T0)
+        ledger.accept(offer.id, "alice", T0)[0]
 
 
 def test_expired_offers_are_purged_later() -> None:
@@ -389,10 +389,10 @@ def test_expired_offers_are_purged_later() -> None:
     (offer,) = led.place(ask((1, 1), ttl=5 * M), T0)
     led.place(ask((1, 1), ask_id="b", hold=False), T0 + 30 * M)  # not yet: expired 25 min ago
     with pytest.raises(OfferExpired):
-        led.accept(offer.id, "alice", T0 + 30 * M)
+        led.accept(offer.id, "alice", T0 + 30 * M)[0]
     led.place(ask((3, 3), ask_id="c"), T0 + 2 * H)
     with pytest.raises(OfferNotFound):
-        led.accept(offer.id, "alice", T0 + 2 * H)
+        led.accept(offer.id, "alice", T0 + 2 * H)[0]
     led.close()
 
 
@@ -407,7 +407,7 @@ def test_reject(ledger: SQLiteLedger) -> None:
     with pytest.raises(OfferNotFound):
         ledger.reject(offer.id, "alice", T0)
     with pytest.raises(OfferNotFound):
-        ledger.accept(offer.id, "alice", T0)
+        ledger.accept(offer.id, "alice", T0)[0]
 
 
 # --- Accepting -------------------------------------------------------------------------
@@ -417,22 +417,22 @@ def test_accept_releases_siblings(ledger: SQLiteLedger) -> None:
     offers = ledger.place(ask((0, 24), need={"cores": 16}, max_offers=3), T0)
     assert len(offers) == 3
     other = ledger.place(ask((0, 24), need={"cores": 0, "gpus": 1}, ask_id="other"), T0)
-    booking = ledger.accept(offers[1].id, "alice", T0)
+    booking = ledger.accept(offers[1].id, "alice", T0)[0]
     assert booking.slot == offers[1].slot
     assert booking.state is BookingState.BOOKED
     assert booking.offer_id == offers[1].id
     for sibling in (offers[0], offers[2]):
         with pytest.raises(OfferNotFound):
-            ledger.accept(sibling.id, "alice", T0)
+            ledger.accept(sibling.id, "alice", T0)[0]
     assert ledger.peak("cores", ALL_TIME, T0) == 16
     assert ledger.peak("cores", offers[0].slot, T0) == 0
-    assert ledger.accept(other[0].id, "alice", T0).need == {"gpus": 1}  # other asks stay
+    assert ledger.accept(other[0].id, "alice", T0)[0].need == {"gpus": 1}  # other asks stay
 
 
 def test_accept_is_idempotent(ledger: SQLiteLedger) -> None:
     (offer,) = ledger.place(ask((0, 0), need={"cores": 4}), T0)
-    first = ledger.accept(offer.id, "alice", T0)
-    again = ledger.accept(offer.id, "alice", T0 + M)
+    first = ledger.accept(offer.id, "alice", T0)[0]
+    again = ledger.accept(offer.id, "alice", T0 + M)[0]
     assert again.id == first.id
     assert first.serviceinfo == {"plugin": "p"}
     assert first.servicetype == "svc-p"
@@ -441,8 +441,8 @@ def test_accept_is_idempotent(ledger: SQLiteLedger) -> None:
     assert first.owner == "alice"
     assert len(ledger.bookings("alice", T0)) == 1
     assert ledger.peak("cores", ALL_TIME, T0) == 4
-    ledger.cancel(first.id, "alice", T0)
-    assert ledger.accept(offer.id, "alice", T0).state is BookingState.CANCELLED
+    ledger.cancel(first.id, "alice", T0)[0]
+    assert ledger.accept(offer.id, "alice", T0)[0].state is BookingState.CANCELLED
     assert ledger.peak("cores", ALL_TIME, T0) == 0
 
 
@@ -450,23 +450,23 @@ def test_accept_after_expiry_of_an_accepted_offer_still_returns_the_booking(
     ledger: SQLiteLedger,
 ) -> None:
     (offer,) = ledger.place(ask((1, 1), ttl=5 * M), T0)
-    booking = ledger.accept(offer.id, "alice", T0)
-    assert ledger.accept(offer.id, "alice", T0 + 10 * M).id == booking.id
+    booking = ledger.accept(offer.id, "alice", T0)[0]
+    assert ledger.accept(offer.id, "alice", T0 + 10 * M)[0].id == booking.id
 
 
 def test_other_owners_cannot_touch(ledger: SQLiteLedger) -> None:
     (offer,) = ledger.place(ask((0, 0), need={"cores": 4}), T0)
     with pytest.raises(OfferNotFound):
-        ledger.accept(offer.id, "bob", T0)
+        ledger.accept(offer.id, "bob", T0)[0]
     with pytest.raises(OfferNotFound):
         ledger.reject(offer.id, "bob", T0)
-    booking = ledger.accept(offer.id, "alice", T0)
+    booking = ledger.accept(offer.id, "alice", T0)[0]
     with pytest.raises(OfferNotFound):
-        ledger.accept(offer.id, "bob", T0)
+        ledger.accept(offer.id, "bob", T0)[0]
     with pytest.raises(BookingNotFound):
         ledger.get(booking.id, "bob", T0)
     with pytest.raises(BookingNotFound):
-        ledger.cancel(booking.id, "bob", T0)
+        ledger.cancel(booking.id, "bob", T0)[0]
     assert ledger.bookings("bob", T0) == []
     assert ledger.get(booking.id, "alice", T0).state is BookingState.BOOKED
 
@@ -495,15 +495,15 @@ def test_too_many_offers(ledger: SQLiteLedger) -> None:
 def test_cancel_releases_and_is_idempotent(ledger: SQLiteLedger) -> None:
     booking = book(ledger, 0, 4, cores=16)
     assert ledger.place(ask((0, 0), ask_id="b", owner="bob"), T0) == []
-    cancelled = ledger.cancel(booking.id, "alice", T0 + M)
+    cancelled = ledger.cancel(booking.id, "alice", T0 + M)[0]
     assert cancelled.state is BookingState.CANCELLED
     assert cancelled.cancel_time == T0 + M
-    assert ledger.cancel(booking.id, "alice", T0 + 2 * M) == cancelled
+    assert ledger.cancel(booking.id, "alice", T0 + 2 * M)[0] == cancelled
     assert ledger.peak("cores", ALL_TIME, T0 + 2 * M) == 0
     assert ledger.place(ask((0, 0), ask_id="c", owner="bob"), T0 + 2 * M) == []  # now > 0:00
     assert ledger.place(ask((1, 1), ask_id="d", owner="bob", need={"cores": 16}), T0 + 2 * M)
     with pytest.raises(BookingNotFound):
-        ledger.cancel("nope", "alice", T0)
+        ledger.cancel("nope", "alice", T0)[0]
 
 
 def test_finished_is_derived_and_cannot_be_cancelled(ledger: SQLiteLedger) -> None:
@@ -512,7 +512,7 @@ def test_finished_is_derived_and_cannot_be_cancelled(ledger: SQLiteLedger) -> No
         BookingState.BOOKED
     )
     assert ledger.get(booking.id, "alice", at(3)).state is BookingState.FINISHED
-    assert ledger.cancel(booking.id, "alice", at(4)).state is BookingState.FINISHED
+    assert ledger.cancel(booking.id, "alice", at(4))[0].state is BookingState.FINISHED
     assert ledger.bookings("alice", at(4))[0].cancel_time is None
 
 
@@ -533,7 +533,7 @@ def test_bookings_survive_a_restart(tmp_path: Path) -> None:
     short = led.place(ask((0, 0), need={"cores": 4}, ask_id="short", ttl=5 * M), T0)
     long_ = led.place(ask((0, 0), need={"cores": 2}, ask_id="long", ttl=60 * M), T0)
     gone = book(led, 5, 6, cores=8)
-    led.cancel(gone.id, "alice", T0)
+    led.cancel(gone.id, "alice", T0)[0]
     led.close()
 
     led = SQLiteLedger(path, POOLS)
@@ -544,8 +544,8 @@ def test_bookings_survive_a_restart(tmp_path: Path) -> None:
     assert led.get(gone.id, "alice", T0).state is BookingState.CANCELLED
     assert led.peak("cores", Slot(at(0), at(4)), T0 + 10 * M) == 10  # the expired 4 is gone
     with pytest.raises(OfferExpired):
-        led.accept(short[0].id, "alice", T0 + 10 * M)
-    assert led.accept(long_[0].id, "alice", T0 + 10 * M).need == {"cores": 2}
+        led.accept(short[0].id, "alice", T0 + 10 * M)[0]
+    assert led.accept(long_[0].id, "alice", T0 + 10 * M)[0].need == {"cores": 2}
     led.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -641,7 +641,7 @@ def test_sigkill_during_accepts_loses_no_acknowledged_booking(tmp_path: Path) ->
         mine = led.bookings(offer.owner, T0)
         assert len(mine) <= 1
         if not mine:
-            assert led.accept(offer.id, offer.owner, T0).offer_id == offer.id
+            assert led.accept(offer.id, offer.owner, T0)[0].offer_id == offer.id
     for pool, cap in pools.items():
         assert led.peak(pool, ALL_TIME, T0) <= cap
     led.close()
@@ -671,7 +671,7 @@ def test_200_threads_racing_accepts_and_places_never_overbook(tmp_path: Path) ->
     def accept(offer: HeldOffer) -> None:
         barrier.wait()
         try:
-            booked.append(led.accept(offer.id, offer.owner, T0))
+            booked.append(led.accept(offer.id, offer.owner, T0)[0])
         except BaseException as exc:
             errors.append(exc)
 
@@ -680,7 +680,7 @@ def test_200_threads_racing_accepts_and_places_never_overbook(tmp_path: Path) ->
         try:
             placement = ask((0, 96), need={"cores": 32}, owner=f"racer{i}", ask_id="r")
             for offer in led.place(placement, T0)[:1]:
-                booked.append(led.accept(offer.id, offer.owner, T0))
+                booked.append(led.accept(offer.id, offer.owner, T0)[0])
         except BaseException as exc:
             errors.append(exc)
 
@@ -702,7 +702,7 @@ def test_200_threads_accepting_one_offer_make_one_booking(ledger: SQLiteLedger) 
 
     def accept() -> None:
         barrier.wait()
-        ids.append(ledger.accept(offer.id, "alice", T0).id)
+        ids.append(ledger.accept(offer.id, "alice", T0)[0].id)
 
     _run_threads([threading.Thread(target=accept) for _ in range(200)])
     assert len(ids) == 200
@@ -860,18 +860,18 @@ class LedgerMachine(RuleBasedStateMachine):
     def accept(self, data: st.DataObject, owner: str) -> None:
         offer_id = data.draw(st.sampled_from(self.known_offers))
         if offer_id in self.booked and self.booked[offer_id].owner == owner:
-            assert self.led.accept(offer_id, owner, self.now).id == self.booked[offer_id].id
+            assert self.led.accept(offer_id, owner, self.now)[0].id == self.booked[offer_id].id
             return
         entry = self.offers.get(offer_id)
         if entry is None or entry[0] != owner:
             with pytest.raises(OfferNotFound):
-                self.led.accept(offer_id, owner, self.now)
+                self.led.accept(offer_id, owner, self.now)[0]
             return
         if entry[3] <= self.now:
             with pytest.raises(OfferExpired):
-                self.led.accept(offer_id, owner, self.now)
+                self.led.accept(offer_id, owner, self.now)[0]
             return
-        booking = self.led.accept(offer_id, owner, self.now)
+        booking = self.led.accept(offer_id, owner, self.now)[0]
         assert (booking.slot.start, booking.slot.end) == entry[2][:2]
         self.booked[offer_id] = booking
         for sibling, (o, a, _, _) in list(self.offers.items()):
@@ -896,9 +896,9 @@ class LedgerMachine(RuleBasedStateMachine):
         booking = data.draw(st.sampled_from(sorted(self.booked.values(), key=lambda b: b.id)))
         if booking.owner != owner:
             with pytest.raises(BookingNotFound):
-                self.led.cancel(booking.id, owner, self.now)
+                self.led.cancel(booking.id, owner, self.now)[0]
             return
-        result = self.led.cancel(booking.id, owner, self.now)
+        result = self.led.cancel(booking.id, owner, self.now)[0]
         if booking.id in self.cancelled:
             assert result.state is BookingState.CANCELLED
         elif booking.slot.end <= self.now:

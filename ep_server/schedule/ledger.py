@@ -13,8 +13,11 @@ its siblings (the other offers made for the same ask). Because an offer
 already holds its resources, accepting a valid, unexpired offer never fails
 for lack of capacity.
 
-Times are timezone-aware UTC datetimes throughout; the ledger takes "now" as
-an argument, so tests control the clock.
+Times are timezone-aware UTC datetimes throughout (a naive one is taken as
+UTC); the ledger takes "now" as an argument, so tests control the clock.
+Inside, a ledger works in integer microseconds since the Unix epoch and
+finds slots with the pure :mod:`ep_server.schedule.calendar`; the helpers at
+the end of this module convert both ways, the same for every backend.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ep_server.errors import FailedPrecondition, NotFound
 from ep_server.model import Booking, Schedule, Slot
+from ep_server.schedule.calendar import Calendar, Found
 
 __all__ = [
     "BookingNotFound",
@@ -37,6 +41,11 @@ __all__ = [
     "OfferNotFound",
     "Placement",
     "TooManyOffers",
+    "find_slots",
+    "from_us",
+    "held_offer",
+    "span_us",
+    "to_us",
 ]
 
 
@@ -68,6 +77,8 @@ class Placement:
     #: False: find the slots but hold nothing (offers get no id).
     hold: bool = True
     #: Called per candidate slot; True refuses it (plugins' ep_slot hooks).
+    #: It runs while the ledger places (under its lock or in its
+    #: transaction), so it must be quick and must not call the ledger.
     refuse: Callable[[Candidate, Slot], bool] | None = None
 
 
@@ -108,13 +119,27 @@ class TooManyOffers(FailedPrecondition):
 
 
 class Ledger(abc.ABC):
-    """Where offers and bookings live. Implementations must keep the
-    invariant under any concurrency: SQLite (:mod:`ep_server.schedule.sqlite`)
-    serializes writers; a PostgreSQL one shared by several EP replicas would
-    use SERIALIZABLE transactions or a lock per pool.
+    """Where offers and bookings live.
 
-    Methods are synchronous and may block (disk); the server calls them from
-    one worker thread.
+    The contract every backend keeps (``tests/schedule/test_ledger_contract.py``
+    runs it against each one):
+
+    - The invariant holds under any concurrency: whatever calls run at once,
+      from any thread (or, for a store shared by several EP processes, from
+      any process). Each offer becomes at most one booking. A call changes
+      the store wholly or not at all, and a call that returned has been
+      committed (how durably is the backend's setting), so a crash at any
+      instant loses no acknowledged booking.
+    - The ledger's clock is the latest ``now`` any call gave it, and expiry
+      reads that clock: once an offer has expired it stays released even if
+      a later call (or a restart) passes an earlier ``now``; otherwise an
+      offer whose capacity went to others could be accepted again.
+    - Slots are found by the rules of :mod:`ep_server.schedule.calendar`
+      (pairing of candidates, the longest slot that fits, the horizon).
+
+    Methods are synchronous and may block (disk, network); the server calls
+    them from one worker thread. A ``ValueError`` means a caller's bug
+    (a negative need, a duration that is not positive).
     """
 
     @abc.abstractmethod
@@ -122,7 +147,9 @@ class Ledger(abc.ABC):
         """Find up to ``max_offers`` slots for the candidates, earliest
         first, and (when ``hold``) hold each as an offer, atomically: every
         offer fits alongside all bookings, unexpired offers and the offers
-        placed before it. Returns [] when nothing fits.
+        placed before it. Returns [] when nothing fits. With ``hold``, at
+        most ``max_outstanding`` minus the owner's unexpired offers are
+        placed, so the cap is never exceeded.
 
         :raises TooManyOffers: when ``hold`` and the owner is at the cap.
         """
@@ -132,23 +159,33 @@ class Ledger(abc.ABC):
         self, need: Mapping[str, int], duration: timedelta, after: datetime, now: datetime
     ) -> Slot | None:
         """The earliest slot of ``duration`` starting at or after ``after``
-        where ``need`` fits, if any within the ledger's horizon."""
+        (and ``now``) where ``need`` fits, if any within the ledger's
+        horizon."""
 
     @abc.abstractmethod
     def accept(self, offer_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
-        """Turn an offer into a booking and release its siblings. Accepting
-        an already-accepted offer returns the same booking.
+        """Turn an offer into a booking and release its siblings (the other
+        offers of its ask). Accepting an already-accepted offer returns the
+        same booking, even after the offer's expiry or the booking's
+        cancellation. The flag is True only for the call that created the
+        booking, so the caller can announce it exactly once.
 
-        :raises OfferNotFound, OfferExpired:
+        :raises OfferNotFound: no such offer for this owner (never made,
+            rejected, released as a sibling, or purged long after expiry).
+        :raises OfferExpired: the offer expired; expired offers are kept
+            for a while (a backend's ``purge_after``) so that this is said
+            rather than "not found".
         """
 
     @abc.abstractmethod
     def reject(self, offer_id: str, owner: str, now: datetime) -> None:
-        """Release an offer. :raises OfferNotFound:"""
+        """Release an offer; rejecting an expired one is allowed and
+        forgets it. :raises OfferNotFound:"""
 
     @abc.abstractmethod
     def get(self, booking_id: str, owner: str, now: datetime) -> Booking:
-        """One of the owner's bookings. :raises BookingNotFound:"""
+        """One of the owner's bookings; a BOOKED one whose slot has ended
+        reads as FINISHED. :raises BookingNotFound:"""
 
     @abc.abstractmethod
     def bookings(self, owner: str, now: datetime) -> Sequence[Booking]:
@@ -156,8 +193,13 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
-        """Cancel a booking (idempotent) and release what it holds.
-        :raises BookingNotFound:"""
+        """Cancel a booking and release what it holds. Idempotent: the flag
+        is True only for the call that cancelled a live BOOKED booking;
+        cancelling again, or cancelling a FINISHED booking (which changes
+        nothing), returns the booking and False.
+
+        :raises BookingNotFound:
+        """
 
     @abc.abstractmethod
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
@@ -166,4 +208,60 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the storage."""
+        """Release the storage; closing twice is harmless."""
+
+
+# --- Ledger time: every backend converts the same way -----------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the Unix epoch; a naive datetime is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    """The UTC datetime ``us`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def span_us(span: timedelta) -> int:
+    """A duration in whole microseconds."""
+    return span // _US
+
+
+def find_slots(
+    calendar: Calendar, placement: Placement, *, limit: int, now: int, horizon: int
+) -> list[Found]:
+    """The calendar's search for ``placement`` (at most ``limit`` slots;
+    ``now`` and ``horizon`` in microseconds), with its ``refuse`` asked
+    about each candidate slot as a :class:`Candidate` and a :class:`Slot`."""
+    schedule, candidates, refuse = placement.schedule, placement.candidates, placement.refuse
+    longest = schedule.max_duration
+    return calendar.search(
+        [(to_us(w.start), to_us(w.end)) for w in schedule.windows],
+        span_us(schedule.min_duration),
+        None if longest is None else span_us(longest),
+        [c.need for c in candidates],
+        limit=limit,
+        now=now,
+        horizon=horizon,
+        refuse=None
+        if refuse is None
+        else (lambda i, start, end: refuse(candidates[i], Slot(from_us(start), from_us(end)))),
+    )
+
+
+def held_offer(
+    placement: Placement, found: Found, offer_id: str = "", expire: int | None = None
+) -> HeldOffer:
+    """The offer of a slot the search found; without ``offer_id`` nothing
+    is held."""
+    slot = Slot(from_us(found.hold.start), from_us(found.hold.end))
+    candidate = placement.candidates[found.candidate]
+    expire_time = None if expire is None else from_us(expire)
+    return HeldOffer(offer_id, placement.ask_id, placement.owner, candidate, slot, expire_time)
