@@ -1,4 +1,4 @@
-"""Child process for tests/test_ledger.py's crash test: accept prepared offers.
+"""Child process for tests/schedule/test_sqlite.py's crash test: accept prepared offers.
 
 Usage: ``python ledger_crash_child.py DB NOW OFFERS_JSON``. OFFERS_JSON is a
 file holding ``{"pools": {...}, "offers": [[offer_id, owner], ...]}``. For
