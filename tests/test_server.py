@@ -123,7 +123,7 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> dict[str, str]:
 
 
 def deep_taskinfo_request(depth: int) -> bytes:
-    from test_wire import nested, taskinfo_field
+    from request_generation.encoding import nested, taskinfo_field
 
     return pb.AskRequest(tasktype="uri://docker-container").SerializeToString() + taskinfo_field(
         nested(depth)

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 
 @dataclass(frozen=True)
 class BadUtf8:
@@ -132,3 +134,23 @@ class Ask:
             f"unknown={self.unknown!r})"
         )
         return text if len(text) < 2000 else text[:1000] + f"...<{len(text)} chars>"
+
+
+def nested(depth: int, via_list: bool = False) -> struct_pb2.Struct:
+    """A taskinfo ``depth`` levels deep (the top-level object is level 1)."""
+    top = struct_pb2.Struct()
+    node = top
+    for _ in range(depth - 1):
+        if via_list:
+            node = node.fields["a"].list_value.values.add().struct_value
+            depth -= 1
+        else:
+            node = node.fields["a"].struct_value
+    node.fields["leaf"].string_value = "x"
+    return top
+
+
+def taskinfo_field(taskinfo: struct_pb2.Struct) -> bytes:
+    """Field 2 of AskRequest on the wire, built by hand: protobuf itself
+    refuses to copy a Struct this deep into a message."""
+    return length_delimited(2, taskinfo.SerializeToString())

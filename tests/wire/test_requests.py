@@ -8,6 +8,7 @@ import math
 
 import pytest
 from google.protobuf import json_format, struct_pb2
+from request_generation.encoding import nested, taskinfo_field
 
 from ep_server import Resources
 from ep_server.errors import InvalidArgument
@@ -122,32 +123,6 @@ def test_every_bad_field_is_named_in_one_answer():
         "resources.cores",
         "resources.memory.min",
     }
-
-
-def nested(depth: int, via_list: bool = False) -> struct_pb2.Struct:
-    """A taskinfo ``depth`` levels deep (the top-level object is level 1)."""
-    top = struct_pb2.Struct()
-    node = top
-    for _ in range(depth - 1):
-        if via_list:
-            node = node.fields["a"].list_value.values.add().struct_value
-            depth -= 1
-        else:
-            node = node.fields["a"].struct_value
-    node.fields["leaf"].string_value = "x"
-    return top
-
-
-def taskinfo_field(struct: struct_pb2.Struct) -> bytes:
-    """Field 2 of AskRequest on the wire, built by hand: protobuf itself
-    refuses to copy a Struct this deep into a message."""
-    payload = struct.SerializeToString()
-    length, size = b"", len(payload)
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        length += bytes([byte | (0x80 if size else 0)])
-        if not size:
-            return b"\x12" + length + payload
 
 
 def test_32_levels_are_accepted_and_33_refused():
