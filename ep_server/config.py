@@ -94,6 +94,15 @@ class ServerSettings(_Section):
     max_taskinfo_bytes: ByteSize = 256 * KiB
     #: Deepest taskinfo nesting accepted (the top-level object is level 1).
     max_taskinfo_depth: int = Field(MAX_TASKINFO_DEPTH, ge=1, le=MAX_TASKINFO_DEPTH)
+    #: Seconds a client connection may live before the server sends GOAWAY
+    #: and the client reconnects, so that clients behind a load balancer or
+    #: resolving many replicas rebalance when replicas come and go. gRPC adds
+    #: +/-10% jitter. 0 = unlimited. The upper bound is gRPC's: it takes
+    #: milliseconds in a C int (about 24.8 days).
+    max_connection_age: float = Field(0.0, ge=0, le=2_147_483)
+    #: Seconds the calls in flight on an aged connection get to finish
+    #: before it is closed. 0 = unlimited.
+    max_connection_age_grace: float = Field(0.0, ge=0, le=2_147_483)
 
     @field_validator("listen")
     @classmethod

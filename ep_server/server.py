@@ -140,7 +140,7 @@ def _bookings(
 
 def _options(settings: Settings) -> list[tuple[str, Any]]:
     cfg, limits = settings.server, settings.limits
-    return [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
         ("grpc.max_send_message_length", cfg.max_send_message_bytes),
         # One process per port unless asked (--workers): a second EP on a
@@ -154,6 +154,14 @@ def _options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", int(limits.min_ping_interval * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
     ]
+    # 0 means unlimited, which is gRPC's default when the option is absent;
+    # passed as 0, gRPC would read it as "at once" (its minimum, 1 ms).
+    if cfg.max_connection_age:
+        options.append(("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)))
+    if cfg.max_connection_age_grace:
+        grace_ms = int(cfg.max_connection_age_grace * 1000)
+        options.append(("grpc.max_connection_age_grace_ms", grace_ms))
+    return options
 
 
 def _tracing(settings: Settings) -> list[Any] | None:
