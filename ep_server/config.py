@@ -203,10 +203,17 @@ class ScheduleSettings(_Section):
 
     #: Off: an Ask with a schedule is a NO (SCHEDULING_UNSUPPORTED).
     enabled: bool = True
-    #: The booking ledger, a SQLite file (":memory:" for a throwaway one).
+    #: The booking ledger: a SQLite file (":memory:" for a throwaway one),
+    #: for one EP process; or a PostgreSQL connection URI
+    #: (``postgresql://user@host:5432/db``, libpq syntax; the password from
+    #: the URI, ``PGPASSWORD`` or a passfile), shared by any number of replicas.
     ledger: str = Field(default_factory=_default_ledger)
-    #: PRAGMA synchronous: FULL survives power loss, NORMAL a process crash.
+    #: SQLite only: PRAGMA synchronous: FULL survives power loss, NORMAL a
+    #: process crash.
     synchronous: str = Field("FULL", pattern="^(FULL|NORMAL)$")
+    #: PostgreSQL only: connections each EP process keeps to the ledger (its
+    #: ledger calls run on as many threads).
+    ledger_connections: int = Field(4, ge=1, le=64)
     #: The pools bookings draw on: "host" = this host's cores or memory;
     #: other pools (e.g. gpus = 4) as plain numbers; sizes accept "64GiB".
     pools: dict[str, PoolAmount] = {"cores": "host", "memory": "host"}
@@ -222,9 +229,21 @@ class ScheduleSettings(_Section):
     @field_validator("ledger")
     @classmethod
     def _ledger_path(cls, value: str, info: ValidationInfo) -> str:
-        if value == ":memory:":
+        if value == ":memory:" or is_postgres_uri(value):
             return value
+        if "://" in value:
+            raise ValueError("expected a SQLite file path or a postgresql:// URI")
         return str(_relative_to_config(Path(value).expanduser(), info))
+
+    @property
+    def postgres(self) -> bool:
+        """True when the ledger is a PostgreSQL database."""
+        return is_postgres_uri(self.ledger)
+
+
+def is_postgres_uri(value: str) -> bool:
+    """Whether a ``[schedule] ledger`` value names a PostgreSQL database."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 #: The JWS algorithms that ``[auth].jwt_algorithms`` may name, and that a JWKS
