@@ -7,6 +7,8 @@
      |    +-- InvalidArgument    INVALID_ARGUMENT + BadRequest naming every bad field
      |    +-- Unauthenticated    UNAUTHENTICATED: no, or bad, credentials
      |    +-- ResourceExhausted  RESOURCE_EXHAUSTED + RetryInfo: over a rate limit
+     |    +-- Unavailable        UNAVAILABLE + RetryInfo: a store cannot be reached now
+     |    |    +-- LedgerUnavailable                       (ep_server.schedule.ledger)
      |    +-- NotFound           NOT_FOUND: no such offer or booking (for this caller)
      |    |    +-- OfferNotFound, BookingNotFound          (ep_server.schedule.ledger)
      |    +-- FailedPrecondition FAILED_PRECONDITION: not in a state to do this
@@ -45,6 +47,7 @@ __all__ = [
     "ResourceExhausted",
     "StartupError",
     "Unauthenticated",
+    "Unavailable",
 ]
 
 #: ``google.rpc.ErrorInfo.domain`` of every error this service raises.
@@ -128,6 +131,21 @@ class ResourceExhausted(EPError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after: float, *, reason: str | None = None) -> None:
+        super().__init__(
+            message, reason=reason, metadata={"retry_after_seconds": f"{retry_after:.3f}"}
+        )
+        self.retry_after = retry_after
+
+
+class Unavailable(EPError):
+    """Something the answer needs cannot be reached now (the booking
+    ledger's database); asking again after ``retry_after`` seconds can work.
+    The message is safe to send: where the thing lives is not in it."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
 
     def __init__(self, message: str, retry_after: float, *, reason: str | None = None) -> None:
         super().__init__(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ep_server.errors import FailedPrecondition, NotFound
+from ep_server.errors import FailedPrecondition, NotFound, Unavailable
 from ep_server.model import Booking, Schedule, Slot
 from ep_server.schedule.calendar import Calendar, Found
 
@@ -37,6 +37,7 @@ __all__ = [
     "Candidate",
     "HeldOffer",
     "Ledger",
+    "LedgerUnavailable",
     "OfferExpired",
     "OfferNotFound",
     "Placement",
@@ -77,8 +78,9 @@ class Placement:
     #: False: find the slots but hold nothing (offers get no id).
     hold: bool = True
     #: Called per candidate slot; True refuses it (plugins' ep_slot hooks).
-    #: It runs while the ledger places (under its lock or in its
-    #: transaction), so it must be quick and must not call the ledger.
+    #: A ledger may call it under its lock (SQLite does; PostgreSQL calls
+    #: it outside any lock or transaction), so it must be quick and must
+    #: not call the ledger.
     refuse: Callable[[Candidate, Slot], bool] | None = None
 
 
@@ -118,6 +120,21 @@ class TooManyOffers(FailedPrecondition):
     reason = "TOO_MANY_OFFERS"
 
 
+class LedgerUnavailable(Unavailable):
+    """The ledger's storage cannot be reached now (its database is down,
+    restarting, or too busy to grant a lock in time); retrying can work.
+
+    The message, sent to callers, says only that; :attr:`detail` says where
+    and why, for the operator's log (never with a password).
+    """
+
+    reason = "LEDGER_UNAVAILABLE"
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__("the booking ledger is unavailable now; try again later", retry_after)
+        self.detail = detail
+
+
 class Ledger(abc.ABC):
     """Where offers and bookings live.
 
@@ -138,9 +155,14 @@ class Ledger(abc.ABC):
       (pairing of candidates, the longest slot that fits, the horizon).
 
     Methods are synchronous and may block (disk, network); the server calls
-    them from one worker thread. A ``ValueError`` means a caller's bug
-    (a negative need, a duration that is not positive).
+    them from :attr:`threads` worker threads. A ``ValueError`` means a
+    caller's bug (a negative need, a duration that is not positive); a
+    :class:`LedgerUnavailable` that the storage cannot be reached now.
     """
+
+    #: How many calls the server may run at once on this ledger: the size
+    #: of its pool of worker threads.
+    threads: int = 1
 
     @abc.abstractmethod
     def place(self, placement: Placement, now: datetime) -> list[HeldOffer]:
@@ -205,6 +227,17 @@ class Ledger(abc.ABC):
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         """The most held in ``pool`` at any instant of ``slot`` by bookings
         and unexpired offers (for checks and tests)."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Check that the storage can be reached now (for health checks).
+
+        :raises LedgerUnavailable: when it cannot.
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the ledger lives, safe to log: never a password."""
 
     @abc.abstractmethod
     def close(self) -> None:

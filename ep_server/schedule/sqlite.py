@@ -20,7 +20,8 @@ Time
     resumes from there when the file is opened again.
 
 Threading contract
-    The server calls every method from one worker thread. The connection is
+    The server calls every method from one worker thread (``threads`` is
+    1: the calls would wait for one another anyway). The connection is
     opened with ``check_same_thread=False`` and every public method takes
     one lock, so calls from several threads are serialized and the
     invariant holds at any concurrency. ``Placement.refuse`` runs under that
@@ -88,6 +89,8 @@ class SQLiteLedger(Ledger):
     :param purge_after: expired offers are deleted this long after expiry.
     """
 
+    threads = 1
+
     def __init__(
         self,
         path: str | Path,
@@ -103,7 +106,8 @@ class SQLiteLedger(Ledger):
         self._lock = threading.Lock()
         self._clock = to_us(datetime.min.replace(tzinfo=UTC))
         self._next_purge = self._clock
-        self._db = connect(str(path), synchronous)
+        self._path = str(path)
+        self._db = connect(self._path, synchronous)
         self._closed = False
         self._load()
 
@@ -184,6 +188,12 @@ class SQLiteLedger(Ledger):
         with self._lock:
             self._tick(now)
             return self._calendar.peak(pool, to_us(slot.start), to_us(slot.end))
+
+    def ping(self) -> None:
+        """A file the process holds open: nothing to reach."""
+
+    def describe(self) -> str:
+        return self._path
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,13 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from ep_server.errors import ERROR_DOMAIN, EPError, InvalidArgument, ResourceExhausted
+from ep_server.errors import (
+    ERROR_DOMAIN,
+    EPError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 
 __all__ = ["status_proto"]
 
@@ -31,7 +37,7 @@ def status_proto(exc: EPError) -> status_pb2.Status:
     details.append(
         error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
     )
-    if isinstance(exc, ResourceExhausted):
+    if isinstance(exc, ResourceExhausted | Unavailable):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))

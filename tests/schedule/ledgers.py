@@ -6,22 +6,34 @@ The invariant is checked against a brute-force sweep, never only against
 the ledger's own ``peak``.
 
 A backend is a :class:`Store` factory: each store is one empty place for a
-ledger's data (a SQLite file; later a PostgreSQL schema) that tests open a
-ledger on, and open again to see what survived.
+ledger's data (a SQLite file, or a schema of its own in the test PostgreSQL
+database) that tests open a ledger on, and open again to see what survived.
+
+PostgreSQL is required: the server at :data:`POSTGRES` (``EP_TEST_POSTGRES``
+overrides it) must be running, or every PostgreSQL test fails saying so.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import os
 import random
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ep_server.model import Booking, Schedule, Slot, Window
 from ep_server.schedule.ledger import Candidate, HeldOffer, Ledger, Placement
+from ep_server.schedule.postgres import PostgresLedger
 from ep_server.schedule.sqlite import SQLiteLedger
 
 T0 = datetime(2030, 1, 7, tzinfo=UTC)
@@ -198,5 +210,67 @@ class SQLiteStore(Store):
             path.unlink()
 
 
+#: The PostgreSQL database the tests use (trust authentication); each store
+#: is a schema of its own in it, dropped when the store closes.
+POSTGRES = os.environ.get("EP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_connect(dsn: str = POSTGRES) -> psycopg.Connection[Any]:
+    """An autocommit connection; a test fails (never skips) when the
+    server cannot be reached."""
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"these tests need PostgreSQL at {dsn} (EP_TEST_POSTGRES): {exc}\nStart it "
+            "with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            pytrace=False,
+        )
+
+
+class PostgresStore(Store):
+    """A schema of its own in the test database; its ledgers find it
+    through the DSN's ``search_path``, as a site's replicas do.
+    ``synchronous_commit=off``: as for SQLiteStore, these tests reopen a
+    ledger after closing it, never after a crash of the server."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        super().__init__()
+        self.schema = f"ep_test_{uuid.uuid4().hex[:16]}"
+        self.dsn = make_conninfo(
+            POSTGRES, options=f"-csearch_path={self.schema} -csynchronous_commit=off"
+        )
+        with postgres_connect() as admin:
+            admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+
+    def _open(self, pools: Mapping[str, int], horizon: timedelta, purge_after: timedelta) -> Ledger:
+        return PostgresLedger(self.dsn, pools, horizon, purge_after, connections=2, timeout=30)
+
+    def holds(self, now: datetime) -> list[Interval]:
+        us = int((now - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+        with postgres_connect(self.dsn) as db:
+            rows = db.execute(
+                "SELECT start_us, end_us, need FROM ep_bookings WHERE state = 1 UNION ALL "
+                "SELECT start_us, end_us, need FROM ep_offers WHERE expire_us > %s",
+                (us,),
+            ).fetchall()
+            accepted_still_offered = db.execute(
+                "SELECT count(*) FROM ep_offers o JOIN ep_bookings b ON b.offer_id = o.id"
+            ).fetchone()
+            states = db.execute("SELECT DISTINCT state FROM ep_bookings").fetchall()
+        assert accepted_still_offered == (0,), "an accepted offer is still offered"
+        assert {state for (state,) in states} <= {1, 2}
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        micro = timedelta(microseconds=1)
+        return [(epoch + s * micro, epoch + e * micro, n) for s, e, n in rows]
+
+    def close(self) -> None:
+        super().close()
+        with postgres_connect() as admin:
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+            )
+
+
 #: Backend name -> a store factory given a fresh, empty directory.
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore}
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": SQLiteStore, "postgres": PostgresStore}

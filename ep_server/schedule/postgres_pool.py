@@ -1,0 +1,125 @@
+"""Connecting to the PostgreSQL ledger's database: a fixed-size pool whose
+connections all carry the ledger's settings, what a failure to reach the
+database becomes, and the DSN as it may be logged.
+
+Every connection is in autocommit mode (a ledger call opens a transaction
+only where it writes), checked before each use (a connection broken by a
+server restart is replaced, not handed out), and set with ``lock_timeout``
+(no statement waits for a lock forever) and
+``idle_in_transaction_session_timeout`` (a replica stopped in the middle of
+a transaction does not hold its locks for long). Any
+``psycopg.OperationalError`` (connection lost or refused, a lock not granted
+in time, no free connection within ``timeout``) becomes
+:class:`~ep_server.schedule.ledger.LedgerUnavailable`, whose detail names
+the database (never the password) and says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ep_server.errors import ConfigError
+from ep_server.schedule.ledger import LedgerUnavailable
+
+__all__ = ["LedgerPool", "describe_dsn"]
+
+
+def describe_dsn(dsn: str) -> str:
+    """The connection string without its password, safe to log.
+
+    :raises ConfigError: when ``dsn`` is not a libpq connection string or
+        URI (the message does not repeat it: it may hold a password).
+    """
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ConfigError("schedule.ledger: not a valid PostgreSQL connection URI") from None
+    params.pop("password", None)
+    return make_conninfo("", **params) or "PostgreSQL at libpq's defaults (PGHOST, ...)"
+
+
+class LedgerPool:
+    """``size`` connections to ``dsn``, opened in the background.
+
+    :param timeout: seconds to connect, or to wait for a free connection.
+    :param lock_timeout: seconds a statement may wait for a lock.
+    :param idle_timeout: seconds a transaction may sit idle.
+    """
+
+    def __init__(
+        self, dsn: str, *, size: int, timeout: float, lock_timeout: float, idle_timeout: float
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"connections must be at least 1, not {size}")
+        #: The database, safe to log.
+        self.where = describe_dsn(dsn)
+        self._dsn = dsn
+        self._settings = (f"{round(lock_timeout * 1000)}ms", f"{round(idle_timeout * 1000)}ms")
+        self._kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            self._kwargs["connect_timeout"] = max(2, math.ceil(timeout))
+        self._pool = ConnectionPool(
+            dsn,
+            kwargs=self._kwargs,
+            min_size=size,
+            max_size=size,
+            open=False,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=timeout,
+            reconnect_timeout=max(timeout, 1.0),
+            name=f"ep-ledger {self.where}",
+        )
+        self._pool.open(wait=False)
+
+    @contextmanager
+    def first(self) -> Iterator[psycopg.Connection[Any]]:
+        """The first connection, to set the ledger up; when none can be
+        made, connecting once more says why (the pool only says it timed
+        out)."""
+        with self.unavailable("cannot open the ledger"):
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout:
+                with psycopg.connect(self._dsn, **self._kwargs):  # fails again, saying why
+                    pass
+                raise
+        try:
+            with self.unavailable("cannot open the ledger"):
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one ledger call, returned to the pool after it
+        (rolled back if a transaction was left open, replaced if broken)."""
+        with self.unavailable("ledger call failed"), self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def unavailable(self, doing: str) -> Iterator[None]:
+        """Turn a failure to reach the database into LedgerUnavailable."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            lines = str(exc).strip().splitlines()
+            reason = lines[0] if lines else type(exc).__name__
+            raise LedgerUnavailable(f"{doing} ({self.where}): {reason}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('idle_in_transaction_session_timeout', %s, false)",
+            self._settings,
+        )

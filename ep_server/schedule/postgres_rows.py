@@ -1,0 +1,225 @@
+"""The PostgreSQL ledger's statements, its rows as plain objects, and the
+holds the calendar reads from the tables.
+
+Every statement names its tables unqualified: they are found through the
+connection's ``search_path`` (see :mod:`ep_server.schedule.postgres_schema`).
+``%(clock)s`` in a statement is the ledger's clock as that statement sees
+it: the stored clock, or the caller's value when that is later, so that a
+statement run after the clock was advanced in its transaction reads the
+advanced one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ep_server.model import Booking, BookingState, Slot
+from ep_server.schedule.calendar import Hold
+from ep_server.schedule.holds import HoldIndex
+from ep_server.schedule.ledger import HeldOffer, from_us
+
+__all__ = [
+    "ACCEPT",
+    "ADVANCE_CLOCK",
+    "BOOKING",
+    "BOOKINGS",
+    "CANCEL",
+    "FIND_BOOKING",
+    "HOLDS",
+    "INSERT_OFFER",
+    "LOCK",
+    "OFFER_EXPIRY",
+    "OUTSTANDING",
+    "OVERBOOKED",
+    "PURGE",
+    "PURGE_DUE",
+    "READ_CLOCK",
+    "REJECT",
+    "TRY_LOCK",
+    "SqlHolds",
+    "booking",
+    "load_holds",
+    "offer_row",
+]
+
+_CLOCK = "greatest(%(clock)s, (SELECT value FROM ep_state WHERE key = 'clock'))"
+_COLUMNS = (
+    "id, offer_id, owner, plugin, servicetype, serviceinfo, start_us, end_us, need, state,"
+    " create_us, cancel_us, extra"
+)
+
+LOCK = "SELECT pg_advisory_xact_lock(%s)"
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
+READ_CLOCK = "SELECT value FROM ep_state WHERE key = 'clock'"
+#: Every write transaction advances the clock first: the row lock it takes
+#: orders the transaction after every other write to the ledger.
+ADVANCE_CLOCK = (
+    "UPDATE ep_state SET value = greatest(value, %s) WHERE key = 'clock' RETURNING value"
+)
+
+#: The holds over ``[lo, hi)``: BOOKED bookings and unexpired offers.
+HOLDS = f"""
+    SELECT id, start_us, end_us, need FROM ep_bookings
+     WHERE state = 1 AND int8range(start_us, end_us) && int8range(%(lo)s, %(hi)s)
+    UNION ALL
+    SELECT id, start_us, end_us, need FROM ep_offers
+     WHERE int8range(start_us, end_us) && int8range(%(lo)s, %(hi)s)
+       AND expire_us > {_CLOCK}"""
+OUTSTANDING = f"SELECT count(*) FROM ep_offers WHERE owner = %(owner)s AND expire_us > {_CLOCK}"
+INSERT_OFFER = "INSERT INTO ep_offers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+#: The offer, if unexpired, becomes a booking; it and its siblings go.
+ACCEPT = f"""
+    WITH offer AS (
+        SELECT * FROM ep_offers
+         WHERE id = %(offer)s AND owner = %(owner)s AND expire_us > {_CLOCK}
+           FOR UPDATE),
+    released AS (
+        DELETE FROM ep_offers s USING offer
+         WHERE s.owner = offer.owner AND s.ask_id = offer.ask_id)
+    INSERT INTO ep_bookings (id, offer_id, owner, plugin, servicetype, serviceinfo,
+                             start_us, end_us, need, state, create_us)
+    SELECT %(booking)s, id, owner, plugin, servicetype, serviceinfo, start_us, end_us, need,
+           1, {_CLOCK}
+      FROM offer
+    RETURNING {_COLUMNS}"""
+FIND_BOOKING = f"SELECT {_COLUMNS} FROM ep_bookings WHERE offer_id = %s AND owner = %s"
+BOOKING = f"SELECT {_COLUMNS} FROM ep_bookings WHERE id = %s AND owner = %s"
+BOOKINGS = f"SELECT {_COLUMNS} FROM ep_bookings WHERE owner = %s ORDER BY start_us, id"
+#: A live BOOKED booking is cancelled; anything else is left as it is.
+CANCEL = f"""
+    UPDATE ep_bookings SET state = 2, cancel_us = {_CLOCK}
+     WHERE id = %(booking)s AND owner = %(owner)s AND state = 1 AND end_us > {_CLOCK}
+    RETURNING {_COLUMNS}"""
+REJECT = "DELETE FROM ep_offers WHERE id = %s AND owner = %s"
+OFFER_EXPIRY = "SELECT expire_us FROM ep_offers WHERE id = %s AND owner = %s"
+
+#: Claims the next purge (``%(every)s`` after now) when one is due.
+PURGE_DUE = """
+    UPDATE ep_state SET value = %(now)s + %(every)s
+     WHERE key = 'purge_due' AND value <= %(now)s RETURNING value"""
+PURGE = "DELETE FROM ep_offers WHERE expire_us <= %s"
+
+#: Instants (a hold's start) where a pool's holds exceed its capacity, as
+#: of ``%(clock)s``: (pool, instant, held, capacity). Never any rows.
+OVERBOOKED = f"""
+    WITH holds AS (
+        SELECT start_us, end_us, need FROM ep_bookings WHERE state = 1
+        UNION ALL
+        SELECT start_us, end_us, need FROM ep_offers WHERE expire_us > {_CLOCK}),
+    amounts AS (
+        SELECT p.name, p.capacity, h.start_us, h.end_us, (h.need ->> p.name)::bigint AS amount
+          FROM holds h JOIN ep_pools p ON h.need ? p.name)
+    SELECT a.name, a.start_us, sum(b.amount), a.capacity
+      FROM amounts a JOIN amounts b
+        ON b.name = a.name AND b.start_us <= a.start_us AND a.start_us < b.end_us
+     GROUP BY a.name, a.start_us, a.capacity
+    HAVING sum(b.amount) > a.capacity
+     ORDER BY a.name, a.start_us"""
+
+
+def offer_row(offer: HeldOffer, hold: Hold, expire: int) -> tuple[object, ...]:
+    """An ``ep_offers`` row, in column order."""
+    cand = offer.candidate
+    return (
+        offer.id,
+        offer.ask_id,
+        offer.owner,
+        cand.plugin,
+        cand.servicetype,
+        Jsonb(dict(cand.serviceinfo)),
+        hold.start,
+        hold.end,
+        Jsonb(dict(hold.need)),
+        expire,
+    )
+
+
+def booking(row: tuple[Any, ...], now: int) -> Booking:
+    """A booking from its row (the columns of :data:`BOOKING`); a BOOKED
+    one whose slot has ended at ``now`` reads as FINISHED."""
+    (id_, offer_id, owner, plugin, servicetype, serviceinfo, start, end, need, state) = row[:10]
+    create, cancel, extra = row[10:13]
+    status = BookingState(state)
+    if status is BookingState.BOOKED and end <= now:
+        status = BookingState.FINISHED
+    return Booking(
+        id=id_,
+        offer_id=offer_id,
+        owner=owner,
+        plugin=plugin,
+        servicetype=servicetype,
+        serviceinfo=serviceinfo,
+        slot=Slot(from_us(start), from_us(end)),
+        need=need,
+        state=status,
+        create_time=from_us(create),
+        cancel_time=None if cancel is None else from_us(cancel),
+        extra=extra,
+    )
+
+
+class SqlHolds:
+    """The holds (BOOKED bookings, offers unexpired at ``clock``) as the
+    calendar asks for them: read from the tables the first time a stretch
+    of time is asked about, then answered from a :class:`HoldIndex`.
+
+    The first read covers at least ``span`` microseconds; a read further on
+    covers at least as much again as is covered (searches walk forward, so
+    a long walk costs a few reads, not one per step). Each read is its own
+    statement: the holds are those committed when it ran, and a caller that
+    must not act on a stale view re-reads under the ledger's lock.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], clock: int, span: int) -> None:
+        self.index = HoldIndex()
+        self._conn, self._clock, self._span = conn, clock, span
+        self._lo = self._hi = 0
+
+    def overlapping(self, lo: int, hi: int) -> Iterator[Hold]:
+        self._cover(lo, max(hi, lo + 1))
+        return self.index.overlapping(lo, hi)
+
+    def _cover(self, lo: int, hi: int) -> None:
+        if self._lo == self._hi:
+            self._lo, self._hi = lo, min(max(hi, lo + self._span), _LAST)
+            self._read(self._lo, self._hi)
+            return
+        if lo < self._lo:
+            self._read(lo, self._lo)
+            self._lo = lo
+        if hi > self._hi:
+            top = min(max(hi, 2 * self._hi - self._lo), _LAST)
+            self._read(self._hi, top)
+            self._hi = top
+
+    def _read(self, lo: int, hi: int) -> None:
+        rows = self._conn.execute(HOLDS, {"lo": lo, "hi": hi, "clock": self._clock})
+        self.index.load(_new(self.index, rows))
+
+
+def load_holds(rows: Iterable[tuple[Any, ...]]) -> HoldIndex:
+    """A :class:`HoldIndex` of ``(id, start, end, need)`` rows."""
+    index = HoldIndex()
+    index.load(_new(index, rows))
+    return index
+
+
+#: Reads stop here (2**62 microseconds is some 146,000 years after 1970).
+_LAST = 1 << 62
+
+
+def _new(index: HoldIndex, rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, Hold]]:
+    """The rows not already in ``index`` (a hold across the edge of two
+    reads comes in both), as ``(id, Hold)``."""
+    for key, start, end, need in rows:
+        if key not in index:  # load() claims each key as it goes
+            yield key, Hold(start, end, _amounts(need))
+
+
+def _amounts(need: Mapping[str, Any]) -> dict[str, int]:
+    return {pool: int(amount) for pool, amount in need.items()}
