@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="serve from N processes sharing the port (SO_REUSEPORT); default 1",
     )
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the booking ledger's schema, then exit",
+        description="Create or upgrade the schema of the ledger [schedule] ledger names "
+        "(a PostgreSQL database, or a SQLite file), ahead of serving. Safe to run "
+        "again, and from several hosts at once.",
+    )
+    migrate.add_argument(
+        "--config", metavar="FILE", help="TOML config file (default: $EP_CONFIG, else built-in)"
+    )
     return parser
 
 
@@ -50,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ep-server`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args.config)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     overrides = {"server.listen": args.listen} if args.listen else {}
@@ -66,20 +78,33 @@ def main(argv: list[str] | None = None) -> int:
                     "--workers > 1 cannot share one metrics port: unset [metrics] listen, "
                     "or serve from one process"
                 )
-            if settings.schedule.enabled:
+            if settings.schedule.enabled and not settings.schedule.postgres:
                 # One ledger file, one writer: the SQLite ledger keeps its
                 # index in memory and takes a lock, so N workers cannot share
-                # it without overbooking. A shared PostgreSQL ledger could.
+                # it without overbooking. A PostgreSQL ledger they can.
                 raise StartupError(
-                    "--workers > 1 cannot share the booking ledger: set "
-                    "[schedule] enabled = false (EP_SCHEDULE__ENABLED=false) to take no "
-                    "bookings, or serve from one process"
+                    "--workers > 1 cannot share the booking ledger: set [schedule] ledger to "
+                    "a postgresql:// URI to share one, set [schedule] enabled = false "
+                    "(EP_SCHEDULE__ENABLED=false) to take no bookings, or serve from one process"
                 )
 
             worker_argv = ["--log-level", args.log_level]
             worker_argv += ["--config", args.config] if args.config else []
             return run_workers(settings, worker_argv, args.workers)
         asyncio.run(serve(settings))
+    except (StartupError, OSError) as exc:
+        print(f"ep-server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate(config: str | None) -> int:
+    """``ep-server migrate``: the ledger's schema created or upgraded."""
+    try:
+        settings = load_settings(config)
+        from ep_server.schedule.backends import migrate_ledger
+
+        print(migrate_ledger(settings.schedule))
     except (StartupError, OSError) as exc:
         print(f"ep-server: {exc}", file=sys.stderr)
         return 1

@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
 from ep_server.plugins import PluginCaller, PluginRecord, PluginState, Registry, load_registry
 from ep_server.ratelimit import RateLimiter
+from ep_server.schedule.backends import describe_ledger, open_ledger
 from ep_server.schedule.bookings import Bookings, resolve_pools, utcnow
 from ep_server.schedule.placing import Placer
 from ep_server.servicer import SERVICE, ExecutionPlannerServicer, grpc_handler, server_version
@@ -66,11 +66,15 @@ class Running:
     bookings: Bookings | None = None
     #: The port of the ``/metrics`` endpoint, when one is served.
     metrics_port: int | None = None
+    #: Watches a shared ledger for the health service.
+    watcher: asyncio.Future[None] | None = None
 
     async def shutdown(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for up to ``grace``
         seconds, then stop: the bookings (their last notifications, then
         the ledger), the plugin threads, the metrics endpoint."""
+        if self.watcher is not None:
+            self.watcher.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.bookings is not None:
@@ -102,6 +106,8 @@ async def start_server(
     server.add_generic_rpc_handlers((grpc_handler(servicer, _pipeline(settings, metrics)),))
     health_servicer = await _add_health_and_reflection(server)
     running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
+    if bookings is not None and settings.schedule.postgres:
+        running.watcher = asyncio.ensure_future(_watch_ledger(bookings, health_servicer))
     try:
         running.port = _bind(server, settings)
         await server.start()
@@ -127,15 +133,28 @@ def _bookings(
     if not cfg.enabled:
         return None, {}
     pools = resolve_pools(cfg, registry.host)
-    from ep_server.schedule.sqlite import SQLiteLedger
+    return Bookings(open_ledger(cfg, pools), registry, caller, clock, metrics), pools
 
-    try:
-        if cfg.ledger != ":memory:":
-            Path(cfg.ledger).parent.mkdir(parents=True, exist_ok=True)
-        ledger = SQLiteLedger(cfg.ledger, pools, timedelta(days=cfg.horizon_days), cfg.synchronous)
-    except (OSError, sqlite3.Error, RuntimeError) as exc:
-        raise StartupError(f"schedule.ledger: cannot open {cfg.ledger}: {exc}") from exc
-    return Bookings(ledger, registry, caller, clock, metrics), pools
+
+async def _watch_ledger(
+    bookings: Bookings, health: health.aio.HealthServicer, every: float = 1.0
+) -> None:
+    """Report the service NOT_SERVING while the ledger is unreachable, so
+    that load balancers route around this replica, and SERVING again once
+    it answers. The server as a whole ("") stays SERVING: it is alive, and
+    answers what needs no ledger."""
+    serving = True
+    while True:
+        reachable = await bookings.reachable()
+        if reachable != serving:
+            serving = reachable
+            status = health_pb2.HealthCheckResponse.SERVING
+            if not serving:
+                status = health_pb2.HealthCheckResponse.NOT_SERVING
+            await health.set(SERVICE_NAME, status)
+            log.warning("booking ledger %s: %s", "reachable again" if serving else "unreachable",
+                        "serving" if serving else "not serving until it answers")  # fmt: skip
+        await asyncio.sleep(every)
 
 
 def _options(settings: Settings) -> list[tuple[str, Any]]:
@@ -276,7 +295,7 @@ def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
         if names:
             parts.append(f"{state.name.lower()}: {', '.join(names)}")
     parts.append(
-        f"bookings: ledger {settings.schedule.ledger}"
+        f"bookings: ledger {describe_ledger(settings.schedule.ledger)}"
         if settings.schedule.enabled
         else "bookings: off"
     )

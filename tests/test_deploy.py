@@ -246,11 +246,6 @@ def test_the_configmap_loads_with_the_deployments_environment(settings):
     assert [r.name for r in registry.records if r.state is PluginState.LOADED] == ["static"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="[schedule] ledger still reads every value as a SQLite path relative to the "
-    "config file; taking a postgresql:// URI as it is comes with the PostgreSQL ledger",
-)
 def test_the_ledger_uri_reaches_the_server_unchanged(objects, settings):
     assert settings.schedule.ledger == pod_environment(objects)["EP_SCHEDULE__LEDGER"]
 

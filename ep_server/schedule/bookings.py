@@ -1,8 +1,10 @@
 """Bookings: accepting, rejecting, reading and cancelling offers and
 bookings, over a :class:`~ep_server.schedule.ledger.Ledger`.
 
-Every ledger call runs on one thread of its own, in order: the ledger may
-block on its disk, and never on the event loop. Offers and bookings belong
+Every ledger call runs on the ledger's own threads (as many as the ledger
+can take calls at once: one for SQLite, in order; one per connection for
+PostgreSQL): the ledger may block on its disk or network, never the event
+loop. Offers and bookings belong
 to their owner (:func:`owner_of`); another caller's are NOT_FOUND, as the
 ledger's errors say. Plugins hear of bookings and cancellations
 (``ep_booked``, ``ep_cancelled``) after they are committed, once each: the
@@ -23,7 +25,7 @@ from ep_server.errors import FieldViolation, InvalidArgument
 from ep_server.model import Booking, HostInfo, Identity
 from ep_server.plugins.caller import PluginCaller
 from ep_server.plugins.registry import NotifyImpl, Registry
-from ep_server.schedule.ledger import Ledger
+from ep_server.schedule.ledger import Ledger, LedgerUnavailable
 
 __all__ = ["Bookings", "owner_of", "resolve_pools", "utcnow"]
 
@@ -74,7 +76,11 @@ class Bookings:
         self.caller = caller
         self.clock = clock
         self.metrics = metrics
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger")
+        # One thread per call the ledger can take at once (SQLite: one, in
+        # order; PostgreSQL: one per connection).
+        self._thread = ThreadPoolExecutor(ledger.threads, thread_name_prefix="ep-ledger")
+        # Health checks run beside the calls, never queued behind them.
+        self._pinger = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger-ping")
         self._notifications: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -88,6 +94,15 @@ class Bookings:
         """One ledger call on the ledger's thread, awaited."""
         return await asyncio.wrap_future(self.submit(fn, *args))
 
+    async def reachable(self) -> bool:
+        """Whether the ledger's storage answers now (for the health service)."""
+        try:
+            await asyncio.wrap_future(self._pinger.submit(self.ledger.ping))
+        except LedgerUnavailable as exc:
+            log.warning("the booking ledger is unreachable: %s", exc.detail)
+            return False
+        return True
+
     async def close(self) -> None:
         """Let pending notifications finish (briefly), then close the ledger.
         Closing twice is harmless."""
@@ -98,6 +113,7 @@ class Bookings:
             await asyncio.wait(self._notifications, timeout=self.caller.deadline)
         await self.run(self.ledger.close)
         self._thread.shutdown(wait=True)
+        self._pinger.shutdown(wait=False, cancel_futures=True)
 
     # --- the RPCs' work ----------------------------------------------------
 
