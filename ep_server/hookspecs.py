@@ -159,9 +159,10 @@ def ep_slot(query: TaskQuery, slot: Slot, config: Any) -> Reason | None:
     """Refuse a time slot the scheduler found for this plugin's offer.
 
     For example, a maintenance window, or a service that only runs at night.
-    Called while the ledger's transaction waits, from a worker thread: it
-    must be a plain, quick, thread-safe function (not ``async``) that does no
-    I/O. A plugin that raises refuses the slot. One Ask waits for ``ep_slot``
+    Called while the ledger's search waits (a SQLite ledger holds its lock
+    meanwhile; a PostgreSQL ledger searches outside any lock), from a worker
+    thread: it must be a plain, quick, thread-safe function (not ``async``)
+    that does no I/O. A plugin that raises refuses the slot. One Ask waits for ``ep_slot``
     calls at most ``[plugins] deadline`` seconds in all, shared equally by
     the plugins that implement it; a plugin past its share has the rest of
     its slots for that Ask refused. A call still running then is left to
