@@ -113,13 +113,14 @@ OVERBOOKED = f"""
         SELECT start_us, end_us, need FROM ep_offers WHERE expire_us > {_CLOCK}),
     amounts AS (
         SELECT p.name, p.capacity, h.start_us, h.end_us, (h.need ->> p.name)::bigint AS amount
-          FROM holds h JOIN ep_pools p ON h.need ? p.name)
-    SELECT a.name, a.start_us, sum(b.amount), a.capacity
-      FROM amounts a JOIN amounts b
-        ON b.name = a.name AND b.start_us <= a.start_us AND a.start_us < b.end_us
-     GROUP BY a.name, a.start_us, a.capacity
-    HAVING sum(b.amount) > a.capacity
-     ORDER BY a.name, a.start_us"""
+          FROM holds h JOIN ep_pools p ON h.need ? p.name),
+    instants AS (SELECT DISTINCT name, capacity, start_us FROM amounts)
+    SELECT i.name, i.start_us, sum(a.amount), i.capacity
+      FROM instants i JOIN amounts a
+        ON a.name = i.name AND a.start_us <= i.start_us AND i.start_us < a.end_us
+     GROUP BY i.name, i.start_us, i.capacity
+    HAVING sum(a.amount) > i.capacity
+     ORDER BY i.name, i.start_us"""
 
 
 def offer_row(offer: HeldOffer, hold: Hold, expire: int) -> tuple[object, ...]:
