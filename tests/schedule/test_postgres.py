@@ -281,6 +281,21 @@ def test_a_slot_taken_while_searching_is_not_held_and_the_search_runs_again(
     assert one.peak("cores", ALL_TIME, T0) == 16
 
 
+def test_a_slot_starting_now_is_held_though_another_replica_moved_the_clock_on(
+    replicas: Callable[..., list[PostgresLedger]],
+) -> None:
+    one, other = replicas(2)
+
+    def refuse(candidate: object, slot: Slot) -> bool:
+        # A write through another replica, a second later, while this one
+        # searches: the shared clock is now past the slot's start.
+        other.place(ask((0, 10), ask_id="later", owner="bob"), T0 + timedelta(seconds=1))
+        return False
+
+    offers = one.place(ask((-1, 10), max_offers=1, refuse=refuse), T0)
+    assert [o.slot.start for o in offers] == [T0]
+
+
 def test_reads_take_no_lock_and_a_lock_held_too_long_is_unavailable(
     replicas: Callable[..., list[PostgresLedger]], pg_store: PostgresStore
 ) -> None:
