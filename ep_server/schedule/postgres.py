@@ -24,10 +24,13 @@ Placing
     ``Placement.refuse`` (plugins' ``ep_slot`` hooks) as it goes, so a slow
     plugin stalls no other call. Then, under the lock, each slot found is
     checked again against the holds committed by then and the slots kept
-    before it, and those that still fit (and still start at or after the
-    clock, within the owner's cap) are inserted. If none does, another
-    replica took the room meanwhile: the search runs again, at most
-    ``_ATTEMPTS`` times in all; then the answer is that nothing fits.
+    before it, and those that still fit (within the owner's cap, counted
+    again) are inserted. If none does, another replica took the room
+    meanwhile: the search runs again, at most ``_ATTEMPTS`` times in all;
+    then the answer is that nothing fits. A slot keeps the start the search
+    gave it, even if other replicas have moved the clock on meanwhile (as a
+    slot from a ledger that holds its lock while searching starts at the
+    call's now, however long the search took).
 
 One truth for all replicas
     The clock is the ``ep_state`` row ``clock``, advanced to the caller's
@@ -53,6 +56,7 @@ Connections
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -168,7 +172,10 @@ class PostgresLedger(Ledger):
                     break
             if t >= self._purge_hint:
                 self._purge_hint = t + _PURGE_EVERY_US
-                self._purge(conn, t)
+                # The offers are committed: a purge that fails now is tried
+                # at the next one due, and must not make this call fail.
+                with contextlib.suppress(psycopg.Error):
+                    self._purge(conn, t)
             return offers
 
     def earliest(
@@ -245,9 +252,9 @@ class PostgresLedger(Ledger):
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         lo, hi = to_us(slot.start), to_us(slot.end)
         t = self._seen(to_us(now))  # HOLDS reads the stored clock when it is later
-        if hi <= lo:
-            return 0
         with self._connection() as conn:
+            if hi <= lo:
+                return 0
             rows = conn.execute(sql.HOLDS, {"lo": lo, "hi": hi, "clock": t})
             return Calendar(sql.load_holds(rows), self._pools).peak(pool, lo, hi)
 
@@ -304,8 +311,7 @@ class PostgresLedger(Ledger):
             kept: list[Found] = []
             for f in found:
                 hold, extra = f.hold, [k.hold for k in kept]
-                fits = hold.start >= t and calendar.fits(hold.need, hold.start, hold.end, extra)
-                if fits and len(kept) < room:
+                if len(kept) < room and calendar.fits(hold.need, hold.start, hold.end, extra):
                     kept.append(f)
             expire = t + span_us(placement.ttl)
             offers = [held_offer(placement, f, uuid.uuid4().hex, expire) for f in kept]

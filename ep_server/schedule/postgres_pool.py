@@ -3,8 +3,8 @@ connections all carry the ledger's settings, what a failure to reach the
 database becomes, and the DSN as it may be logged.
 
 Every connection is in autocommit mode (a ledger call opens a transaction
-only where it writes), checked before each use (a connection broken by a
-server restart is replaced, not handed out), and set with ``lock_timeout``
+only where it writes), checked before each use (connections broken by a
+server restart are replaced, not handed out), and set with ``lock_timeout``
 (no statement waits for a lock forever) and
 ``idle_in_transaction_session_timeout`` (a replica stopped in the middle of
 a transaction does not hold its locks for long). Any
@@ -62,9 +62,12 @@ class LedgerPool:
         self.where = describe_dsn(dsn)
         self._dsn = dsn
         self._settings = (f"{round(lock_timeout * 1000)}ms", f"{round(idle_timeout * 1000)}ms")
+        given = conninfo_to_dict(dsn)
         self._kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in conninfo_to_dict(dsn):
+        if "connect_timeout" not in given:
             self._kwargs["connect_timeout"] = max(2, math.ceil(timeout))
+        if "application_name" not in given:  # how pg_stat_activity names it
+            self._kwargs["application_name"] = "ep-server ledger"
         self._pool = ConnectionPool(
             dsn,
             kwargs=self._kwargs,
@@ -72,9 +75,12 @@ class LedgerPool:
             max_size=size,
             open=False,
             configure=self._configure,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             timeout=timeout,
-            reconnect_timeout=max(timeout, 1.0),
+            # A lost connection is retried in the background for a second,
+            # then anew at the next call that needs one: a ledger is back
+            # within about a second of its database, however long it was down.
+            reconnect_timeout=1.0,
             name=f"ep-ledger {self.where}",
         )
         self._pool.open(wait=False)
@@ -116,6 +122,17 @@ class LedgerPool:
 
     def close(self) -> None:
         self._pool.close()
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """Before each use: is the connection alive? When one is not, the
+        server has likely dropped them all (a restart), so every idle one
+        is checked now and the broken ones replaced, rather than found one
+        per call, each after a longer back-off."""
+        try:
+            ConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            self._pool.check()
+            raise
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(

@@ -104,22 +104,24 @@ PURGE_DUE = """
      WHERE key = 'purge_due' AND value <= %(now)s RETURNING value"""
 PURGE = "DELETE FROM ep_offers WHERE expire_us <= %s"
 
-#: Instants (a hold's start) where a pool's holds exceed its capacity, as
-#: of ``%(clock)s``: (pool, instant, held, capacity). Never any rows.
+#: Where a pool's holds exceed its capacity, as of ``%(clock)s``: (pool,
+#: instant, held, capacity) at each instant the total changes to more than
+#: the pool; a sweep over the holds' starts and ends. Never any rows.
 OVERBOOKED = f"""
     WITH holds AS (
         SELECT start_us, end_us, need FROM ep_bookings WHERE state = 1
         UNION ALL
         SELECT start_us, end_us, need FROM ep_offers WHERE expire_us > {_CLOCK}),
-    amounts AS (
-        SELECT p.name, p.capacity, h.start_us, h.end_us, (h.need ->> p.name)::bigint AS amount
-          FROM holds h JOIN ep_pools p ON h.need ? p.name)
-    SELECT a.name, a.start_us, sum(b.amount), a.capacity
-      FROM amounts a JOIN amounts b
-        ON b.name = a.name AND b.start_us <= a.start_us AND a.start_us < b.end_us
-     GROUP BY a.name, a.start_us, a.capacity
-    HAVING sum(b.amount) > a.capacity
-     ORDER BY a.name, a.start_us"""
+    changes AS (
+        SELECT p.name, p.capacity, t.at, sum(t.delta) AS delta
+          FROM holds h JOIN ep_pools p ON h.need ? p.name
+         CROSS JOIN LATERAL (VALUES (h.start_us, (h.need ->> p.name)::bigint),
+                                    (h.end_us, -(h.need ->> p.name)::bigint)) AS t (at, delta)
+         GROUP BY p.name, p.capacity, t.at),
+    sweep AS (
+        SELECT name, capacity, at, sum(delta) OVER (PARTITION BY name ORDER BY at) AS held
+          FROM changes)
+    SELECT name, at, held, capacity FROM sweep WHERE held > capacity ORDER BY name, at"""
 
 
 def offer_row(offer: HeldOffer, hold: Hold, expire: int) -> tuple[object, ...]:

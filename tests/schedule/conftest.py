@@ -1,9 +1,10 @@
 """Fixtures for the schedule's tests.
 
 The ledger contract: every test that takes ``ledger``, ``store`` or
-``new_store`` runs once per backend in ``ledgers.BACKENDS``. Bookings on a
-real server: ``site`` starts EPs with a booking plugin and two callers with
-tokens; ``slot_site`` starts EPs with a 0.3 s plugin deadline for the
+``new_store`` runs once per backend in ``ledgers.BACKENDS``; ``pg_store``
+is an empty PostgreSQL store, for what only that backend promises.
+Bookings on a real server: ``site`` starts EPs with a booking plugin and
+two callers with tokens; ``slot_site`` starts EPs with a 0.3 s plugin deadline for the
 ``ep_slot``/``ep_resources`` budget tests."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fake_plugins.common import FakeSource
-from schedule.ledgers import BACKENDS, Store
+from schedule.ledgers import BACKENDS, PostgresStore, Store
 from schedule.rpc_site import Booker, Clock, tokens_file
 
 from ep_server.host import detect_host
@@ -41,6 +42,14 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
     yield new
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[PostgresStore]:
+    """An empty schema of its own in the test PostgreSQL database."""
+    store = PostgresStore()
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -468,6 +468,14 @@ def test_closing_twice_is_harmless(store: Store) -> None:
     led.close()
 
 
+def test_a_ledger_says_its_threads_answers_a_ping_and_describes_where_it_lives(
+    ledger: Ledger,
+) -> None:
+    assert ledger.threads >= 1
+    ledger.ping()
+    assert ledger.describe()
+
+
 # --- Concurrency -----------------------------------------------------------------------
 
 

@@ -84,6 +84,16 @@ def test_an_unknown_synchronous_value_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "ledger.db").exists()
 
 
+def test_one_thread_no_ping_needed_and_described_by_its_path(tmp_path: Path) -> None:
+    led = SQLiteLedger(tmp_path / "ledger.db", POOLS)
+    try:
+        assert led.threads == 1
+        led.ping()
+        assert led.describe() == str(tmp_path / "ledger.db")
+    finally:
+        led.close()
+
+
 def test_a_second_opener_is_refused(tmp_path: Path) -> None:
     led = SQLiteLedger(tmp_path / "ledger.db", POOLS)
     path = str(tmp_path / "ledger.db")
