@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -233,12 +234,22 @@ class ScheduleSettings(_Section):
             return value
         if "://" in value:
             raise ValueError("expected a SQLite file path or a postgresql:// URI")
+        if _CONNINFO.match(value):
+            raise ValueError(
+                "looks like a libpq key=value connection string; write it as a "
+                "postgresql:// URI (postgresql://user@host:5432/dbname?options=...)"
+            )
         return str(_relative_to_config(Path(value).expanduser(), info))
 
     @property
     def postgres(self) -> bool:
         """True when the ledger is a PostgreSQL database."""
         return is_postgres_uri(self.ledger)
+
+
+#: A libpq key=value connection string (``host=db dbname=ep``), which would
+#: otherwise be taken for the name of a SQLite file.
+_CONNINFO = re.compile(r"^\s*[a-z_]+\s*=\s*\S+(\s+[a-z_]+\s*=|\s*$)")
 
 
 def is_postgres_uri(value: str) -> bool:

@@ -259,8 +259,9 @@ class PostgresLedger(Ledger):
             return Calendar(sql.load_holds(rows), self._pools).peak(pool, lo, hi)
 
     def ping(self) -> None:
-        with self._connection() as conn:
-            conn.execute("SELECT 1")
+        """Reach the server on a connection of its own, never one of the
+        pool's (those may all be busy with calls)."""
+        self._db.reach()
 
     def describe(self) -> str:
         return self._db.where

@@ -110,6 +110,19 @@ class LedgerPool:
         with self.unavailable("ledger call failed"), self._pool.connection() as conn:
             yield conn
 
+    def reach(self) -> None:
+        """Connect afresh and ask the server one trivial question: for the
+        health service, which must not wait behind busy pool connections
+        (a flood of bookings is not an outage).
+
+        :raises LedgerUnavailable: when the server cannot be reached now.
+        """
+        with (
+            self.unavailable("ledger unreachable"),
+            psycopg.connect(self._dsn, **self._kwargs) as conn,
+        ):
+            conn.execute("SELECT 1")
+
     @contextmanager
     def unavailable(self, doing: str) -> Iterator[None]:
         """Turn a failure to reach the database into LedgerUnavailable."""
