@@ -84,3 +84,23 @@ def test_bad_toml_and_missing_files_are_clear(tmp_path):
         load_settings(write(tmp_path, "[server\n"), environ={})
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "missing.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("ledger", "kept"),
+    [
+        ("postgresql://ep@db.example:5432/ep?options=-csearch_path%3Dsite", True),
+        ("postgres://ep@db/ep", True),
+        (":memory:", True),
+    ],
+)
+def test_a_postgresql_uri_is_taken_as_it_is(ledger, kept):
+    settings = load_settings(environ={}, overrides={"schedule.ledger": ledger})
+    assert (settings.schedule.ledger == ledger) is kept
+    assert settings.schedule.postgres is ledger.startswith("postgres")
+
+
+@pytest.mark.parametrize("ledger", ["host=db dbname=ep", "mysql://db/ep", "https://x/y"])
+def test_a_ledger_that_is_neither_a_file_nor_a_postgresql_uri_is_refused(ledger):
+    with pytest.raises(ConfigError, match=r"schedule\.ledger"):
+        load_settings(environ={}, overrides={"schedule.ledger": ledger})
