@@ -79,8 +79,8 @@ class Cluster:
 
         config = folder / "haproxy.cfg"
         stats = folder / "haproxy.sock"
-        named = [(r.name, r.port) for r in replicas]
-        config.write_text(haproxy.config(balancer_port, named, stats))
+        named = [(r.name, r.address) for r in replicas]
+        config.write_text(haproxy.config(f"127.0.0.1:{balancer_port}", named, str(stats)))
         run([binary, "-c", "-q", "-f", str(config)], logs / "haproxy.log", timeout=30)
         balancer = Child("haproxy", [binary, "-db", "-f", str(config)], logs / "haproxy.log")
         self._stack.callback(balancer.stop, signal.SIGTERM, 10)

@@ -96,25 +96,21 @@ def health_request(service: str = SERVICE) -> bytes:
 
 
 def config(
-    port: int,
-    replicas: Sequence[tuple[str, int]],
-    stats_socket: Path,
+    bind: str,
+    servers: Sequence[tuple[str, str]],
+    stats_socket: str,
     *,
     check_interval: str = "1s",
 ) -> str:
-    """The HAProxy configuration: one frontend on 127.0.0.1:``port``, one
-    backend with a server per ``(name, port)`` replica on 127.0.0.1."""
-    servers = "\n".join(
-        f"    server {name} 127.0.0.1:{replica_port} proto h2 check"
-        for name, replica_port in replicas
-    )
+    """The HAProxy configuration: a frontend on ``bind`` (``HOST:PORT``), a
+    backend with one server per ``(name, HOST:PORT)`` replica, and the
+    stats socket (``show stat``) at ``stats_socket``, a path (relative to
+    HAProxy's working directory, or absolute)."""
+    lines = "\n".join(f"    server {name} {address} proto h2 check" for name, address in servers)
     return f"""\
-# Made by tools/cluster/haproxy.py for one `make cluster` run.
 global
     log stderr format raw local0 info
-    stats socket {stats_socket} mode 600 level admin
-    nbthread 1
-    maxconn 1000
+    stats socket unix@{stats_socket} mode 600 level admin
 
 defaults
     mode http
@@ -127,7 +123,7 @@ defaults
 
 frontend grpc
     # HTTP/2 without TLS (h2c, prior knowledge), as gRPC clients speak it.
-    bind 127.0.0.1:{port} proto h2
+    bind {bind} proto h2
     default_backend replicas
 
 backend replicas
@@ -140,7 +136,7 @@ backend replicas
     tcp-check expect min-recv 1 binary {SERVING_MESSAGE.hex()} comment "SERVING"
     # Out after two failed checks in a row, back after two good ones.
     default-server inter {check_interval} fall 2 rise 2
-{servers}
+{lines}
 """
 
 

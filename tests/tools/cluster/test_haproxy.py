@@ -75,11 +75,11 @@ async def test_not_serving_and_unknown_services_give_no_serving_message(
 
 
 def test_the_health_request_is_the_one_in_the_config() -> None:
-    text = haproxy.config(8080, [("a", 1), ("b", 2)], Path("/run/x.sock"))
+    text = haproxy.config("127.0.0.1:8080", [("a", "127.0.0.1:1"), ("b", "[::1]:2")], "/x.sock")
     assert f"tcp-check send-binary {haproxy.health_request().hex()} " in text
     assert "bind 127.0.0.1:8080 proto h2" in text
     assert "    server a 127.0.0.1:1 proto h2 check\n" in text
-    assert "    server b 127.0.0.1:2 proto h2 check\n" in text
+    assert "    server b [::1]:2 proto h2 check\n" in text
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,8 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_haproxy_accepts_the_config(binary: str, tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy.config(8080, [("a", 1), ("b", 2)], tmp_path / "s.sock"))
+    servers = [("a", "127.0.0.1:1"), ("b", "[::1]:2")]
+    config.write_text(haproxy.config("127.0.0.1:8080", servers, str(tmp_path / "s.sock")))
     check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert re.fullmatch(r"2\.\d+\.\d+.*", haproxy.version(binary))
@@ -117,9 +118,10 @@ async def balancer(
     """HAProxy in front of the two EPs, checking once every 200 ms."""
     port = free_ports(1)[0]
     stats = tmp_path / "haproxy.sock"
-    named = [(f"ep{i}", server.port) for i, server in enumerate(eps)]
+    named = [(f"ep{i}", f"127.0.0.1:{server.port}") for i, server in enumerate(eps)]
     config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy.config(port, named, stats, check_interval="200ms"))
+    text = haproxy.config(f"127.0.0.1:{port}", named, str(stats), check_interval="200ms")
+    config.write_text(text)
     child = Child("haproxy", [binary, "-db", "-f", str(config)], tmp_path / "haproxy.log")
     try:
         await _states(stats, {"ep0": ("UP", "L7OK"), "ep1": ("UP", "L7OK")})
