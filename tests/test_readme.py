@@ -102,7 +102,9 @@ class Walk:
         for group in self.groups:
             _signal_group(group, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while any(_members(g) for g in self.groups) and time.monotonic() < deadline:
+        for _ in range(200):
+            if not any(_members(g) for g in self.groups) or time.monotonic() > deadline:
+                break
             time.sleep(0.1)
         for group in self.groups:
             _signal_group(group, signal.SIGKILL)

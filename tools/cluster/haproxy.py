@@ -26,6 +26,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -186,14 +187,15 @@ def version(binary: str) -> str:
 def server_states(stats_socket: Path) -> dict[str, tuple[str, str]]:
     """Each backend server's state and last check, from the stats socket:
     ``{"replica-1": ("UP", "L7OK"), ...}``."""
+    deadline = time.monotonic() + 5
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(5)
         sock.connect(str(stats_socket))
         sock.sendall(b"show stat\n")
         chunks = []
-        for _ in range(1000):  # a few KiB at most; the socket closes after one command
+        for _ in range(1000):  # a few KiB; HAProxy closes the socket after one command
             chunk = sock.recv(65536)
-            if not chunk:
+            if not chunk or time.monotonic() > deadline:
                 break
             chunks.append(chunk)
     lines = b"".join(chunks).decode().splitlines()

@@ -46,11 +46,11 @@ async def _exchange(port: int, request: bytes, seconds: float = 5.0) -> bytes:
     try:
         writer.write(request)
         async with asyncio.timeout(seconds):
-            while haproxy.TRAILERS not in received:
+            for _ in range(1000):
                 chunk = await reader.read(65536)
-                if not chunk:
-                    break
                 received += chunk
+                if not chunk or haproxy.TRAILERS in received:
+                    break
     finally:
         writer.close()
     return received
