@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools.cluster.processes import ClusterError, run
+from tools.cluster.processes import ClusterError, run, signals_deferred
 
 __all__ = [
     "SERVICE",
@@ -150,7 +150,9 @@ def _binary() -> str | None:
 
 def ensure_haproxy(log: Path) -> str:
     """The haproxy program, installed with apt-get when it is missing
-    (``apt-get update`` first when the package is not found).
+    (``apt-get update`` first when the package is not found). Ctrl-C waits
+    for apt-get to finish: a package manager cut short can leave the
+    package database half changed.
 
     :raises ClusterError: when it cannot be installed, saying why.
     """
@@ -164,11 +166,13 @@ def ensure_haproxy(log: Path) -> str:
         )
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", "haproxy"]
-    try:
-        run(install, log, timeout=600, env=env)
-    except ClusterError:
-        run(["apt-get", "update"], log, timeout=600, env=env)
-        run(install, log, timeout=600, env=env)
+    print(f"ep-cluster: installing haproxy with apt-get; log {log}", flush=True)
+    with signals_deferred("ep-cluster: stopping once apt-get has finished"):
+        try:
+            run(install, log, timeout=600, env=env)
+        except ClusterError:
+            run(["apt-get", "update"], log, timeout=600, env=env)
+            run(install, log, timeout=600, env=env)
     found = _binary()
     if not found:
         raise ClusterError(

@@ -14,15 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
-__all__ = ["Child", "ClusterError", "free_ports", "log_tail", "run", "wait_until"]
+__all__ = [
+    "Child",
+    "ClusterError",
+    "free_ports",
+    "log_tail",
+    "run",
+    "signals_deferred",
+    "wait_until",
+]
 
 
 class ClusterError(RuntimeError):
@@ -50,7 +61,31 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "    (empty log)"
 
 
+@contextlib.contextmanager
+def signals_deferred(message: str) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs (printing ``message``
+    when one comes), then act on them: for a step that must not be cut
+    short, such as apt-get installing a package."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            print(message, file=sys.stderr, flush=True)
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        signal.raise_signal(received[0])
+
+
 def _command(argv: Sequence[str], user: str | None) -> list[str]:
+    if shutil.which("setpriv") is None:
+        raise ClusterError("setpriv (from util-linux) is needed to start the cluster's processes")
     switch = ["--reuid", user, "--regid", user, "--init-groups"] if user else []
     return ["setpriv", *switch, "--pdeathsig", "TERM", "--", *argv]
 

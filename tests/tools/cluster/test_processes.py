@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tools.cluster.processes import Child, ClusterError, free_ports, log_tail, run, wait_until
+from tools.cluster.processes import (
+    Child,
+    ClusterError,
+    free_ports,
+    log_tail,
+    run,
+    signals_deferred,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -110,3 +118,20 @@ def test_log_tail(tmp_path: Path) -> None:
     path.write_text("".join(f"line {i}\n" for i in range(30)))
     assert log_tail(path, 2) == "    line 28\n    line 29"
     assert log_tail(tmp_path / "missing") == "    (no log)"
+
+
+def test_signals_wait_for_a_step_that_must_not_be_cut_short(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    done = []
+
+    def step() -> None:
+        with signals_deferred("waiting for the step"):
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            done.append("the step went on")
+
+    with pytest.raises(KeyboardInterrupt):
+        step()
+    assert done == ["the step went on"]
+    assert capsys.readouterr().err == "waiting for the step\n"
