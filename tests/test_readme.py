@@ -67,6 +67,7 @@ class Walk:
         path = [str(Path(sys.executable).parent), str(Path(binary).parent), os.environ["PATH"]]
         self.env = {**os.environ, "PATH": os.pathsep.join(path)}
         self.groups: list[int] = []
+        self.blocks = 0
 
     def adapt(self, text: str) -> str:
         """The block with this run's ports and database."""
@@ -80,22 +81,26 @@ class Walk:
         return text.replace(ledger, f"postgresql://{name}@127.0.0.1:5432/{name}")
 
     def sh(self, text: str, timeout: float = 120) -> str:
-        """Run a block with bash (-e, pipefail); its background jobs stay in
-        its process group, stopped at the end."""
-        process = subprocess.Popen(
-            ["bash", "-e", "-o", "pipefail", "-c", self.adapt(text)],
-            cwd=self.folder,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        """Run a block with bash (-e, pipefail) and return what it printed.
+        Its background jobs stay in its process group, stopped at the end,
+        and write to a file, so that bash's end is not theirs."""
+        self.blocks += 1
+        log = self.folder / f"block-{self.blocks}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                ["bash", "-e", "-o", "pipefail", "-c", self.adapt(text)],
+                cwd=self.folder,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.groups.append(process.pid)
-        out, _ = process.communicate(timeout=timeout)
-        assert process.returncode == 0, f"{text}\n---\n{out}"
-        return out
+        process.wait(timeout)
+        printed = log.read_text(errors="replace")
+        assert process.returncode == 0, f"{text}\n---\n{printed}"
+        return printed
 
     def stop(self) -> None:
         """SIGTERM every background process, SIGKILL after 20 s."""

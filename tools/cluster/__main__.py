@@ -20,7 +20,7 @@ from types import FrameType
 from tools.cluster.cluster import Cluster, State
 from tools.cluster.processes import ClusterError
 
-__all__ = ["main"]
+__all__ = ["StopRequested", "instructions", "main", "stop_on_signals"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,12 +84,19 @@ def instructions(state: State) -> str:
     return "\n".join(lines)
 
 
-class _Stop(BaseException):
+class StopRequested(BaseException):
     """SIGTERM: stop like Ctrl-C."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+    raise StopRequested
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the cluster, even when the tool was
+    started with SIGINT ignored, as a shell starts a background job."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 1 <= args.replicas <= 16:
         _parser().error("--replicas must be from 1 to 16")
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop_on_signals()
     cluster = Cluster(args.replicas, args.port, args.logs)
     code = 0
     try:
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(state.as_dict(), indent=2))
             partial.replace(args.ready_file)
         cluster.watch()
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, StopRequested):
         print("\nep-cluster: stopping", flush=True)
     except ClusterError as exc:
         print(f"ep-cluster: {exc}", file=sys.stderr, flush=True)
