@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 
-.PHONY: install run test lint proto breaking bench clean
+.PHONY: install run test lint proto breaking bench cluster clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -61,6 +61,13 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.booking
+
+# A replicated site on this machine until Ctrl-C (tools/cluster): a throwaway
+# PostgreSQL server, `ep-server migrate`, 3 replicas on that ledger and HAProxy
+# in front of them. HAProxy is installed with apt-get when missing (as root).
+# CLUSTER_ARGS passes options on (python -m tools.cluster --help).
+cluster: install
+	$(BIN)/python -m tools.cluster $(CLUSTER_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

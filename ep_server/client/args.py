@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ep_server.client.convert import check_taskinfo
-from ep_server.client.sites import parse_address
+from ep_server.client.targets import parse_endpoint
 from ep_server.model import IntRange, Resources, Schedule, TaskQuery, Window, parse_bytes
 from ep_server.uri import uri_problem
 
@@ -159,9 +159,10 @@ def uri_arg(text: str) -> str:
 
 
 def endpoint_arg(text: str) -> str:
-    """``HOST:PORT``."""
+    """``HOST:PORT``, ``dns:///NAME:PORT`` or ``HOST:PORT,HOST:PORT,...``
+    (the replicas of one site)."""
     try:
-        return parse_address(text)
+        return parse_endpoint(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -178,6 +179,11 @@ def seconds_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_DEADLINE:g} seconds")
     return value
 
+
+_ADDRESS = (
+    "the EP's HOST:PORT; or dns:///NAME:PORT or HOST:PORT,HOST:PORT,...: "
+    "one site's replicas, calls spread over them"
+)
 
 #: ``--rank`` choices (see ep_server.client.choose).
 RANKINGS = ("most-cores", "most-memory", "earliest", "fastest")
@@ -197,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel one of your bookings (CancelBooking)", "booking_id"),
     ):
         command = commands.add_parser(name, help=what)
-        command.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+        command.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
         command.add_argument(key, metavar=key.upper().replace("_", "-"))
         _add_common(command)
     bookings = commands.add_parser("bookings", help="list your bookings at one EP")
-    bookings.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+    bookings.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
     _add_common(bookings)
     return parser
 
@@ -227,7 +233,9 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ask.add_argument(
         "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
-        metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more",
+        metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more. "
+        "Also dns:///NAME:PORT or HOST:PORT,HOST:PORT,...: one site's replicas, "
+        "calls spread over them",
     )  # fmt: skip
     ask.add_argument(
         "--window", dest="windows", action="append", type=window_arg, default=[],
@@ -251,7 +259,7 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
 
 
 def _add_info(info: argparse.ArgumentParser) -> None:
-    info.add_argument("address", type=endpoint_arg, metavar="HOST:PORT")
+    info.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
     _add_common(info)
 
 

@@ -35,6 +35,7 @@ from ep_server.client.convert import (
 from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
 from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
 from ep_server.client.sites import Site
+from ep_server.client.targets import TargetError
 from ep_server.model import Booking, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
 
@@ -205,13 +206,15 @@ class Client:
         """One unary call with retries; every error becomes a :class:`Failure`."""
         try:
             async with asyncio.timeout(deadline.remaining() + _GUARD):
-                channel = self.pool.channel(site)
+                channel = await self.pool.open(site)
                 call: Call[R] = channel.unary_unary(_SERVICE + method, response_deserializer=decode)
                 return await self._with_retries(channel, call, payload, deadline)
         except TimeoutError:
             return Failure(FailureKind.DEADLINE_EXCEEDED, "no answer before the deadline")
         except CredentialsError as exc:
             return Failure(FailureKind.TLS, str(exc), attempts=0)
+        except TargetError as exc:  # names of replicas not found
+            return Failure(FailureKind.UNREACHABLE, str(exc), attempts=0)
         except Exception as exc:  # one endpoint's bug must not lose the other answers
             return Failure(FailureKind.CLIENT_ERROR, f"{type(exc).__name__}: {exc}")
 

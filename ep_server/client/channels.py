@@ -2,7 +2,9 @@
 
 A channel is made the first time a target is asked and reused afterwards, so
 asking the same sites again costs no new connection. Close the pool (or use
-it as an ``async with`` block) when done.
+it as an ``async with`` block) when done. An address that names several
+replicas (``dns:///NAME:PORT``, ``HOST:PORT,HOST:PORT``) gets one channel
+that spreads calls over them (see :mod:`ep_server.client.targets`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import grpc
 
 from ep_server.client.sites import TLS, Site
+from ep_server.client.targets import Target, look_up, look_up_blocking, target
 
 __all__ = ["ChannelPool", "CredentialsError", "channel_credentials"]
 
@@ -59,33 +62,53 @@ RECONNECT_OPTIONS: ChannelOptions = (
 
 class ChannelPool:
     """Channels keyed by (address, TLS settings); ``options`` apply to all
-    (after :data:`RECONNECT_OPTIONS`, which they may override)."""
+    (after :data:`RECONNECT_OPTIONS` and a target's round-robin options,
+    which they may override)."""
 
     def __init__(self, options: ChannelOptions = ()) -> None:
-        self._options = [*RECONNECT_OPTIONS, *options]
+        self._options = list(options)
         self._channels: dict[tuple[str, TLS | None], grpc.aio.Channel] = {}
 
     def __len__(self) -> int:
         return len(self._channels)
 
     def channel(self, site: Site) -> grpc.aio.Channel:
-        """The channel for ``site``, made on first use.
+        """The channel for ``site``, made on first use. Host names in a list
+        of replicas are looked up here, blocking: from a coroutine, use
+        :meth:`open`.
 
         :raises CredentialsError: when the site's TLS files cannot be read.
+        :raises TargetError: when a list of replicas cannot be made a target.
         """
-        key = (site.address, site.tls)
-        channel = self._channels.get(key)
+        channel = self._channels.get((site.address, site.tls))
         if channel is None:
-            channel = self._channels[key] = self._open(site.address, site.tls)
+            found = look_up_blocking(site.address)
+            channel = self._add(site, target(site.address, found))
         return channel
 
-    def _open(self, address: str, tls: TLS | None) -> grpc.aio.Channel:
+    async def open(self, site: Site) -> grpc.aio.Channel:
+        """:meth:`channel`, with the names in a list of replicas looked up
+        without blocking the event loop."""
+        channel = self._channels.get((site.address, site.tls))
+        if channel is None:
+            found = await look_up(site.address)
+            channel = self._channels.get((site.address, site.tls)) or self._add(
+                site, target(site.address, found)
+            )
+        return channel
+
+    def _add(self, site: Site, where: Target) -> grpc.aio.Channel:
+        channel = self._channels[(site.address, site.tls)] = self._open(where, site.tls)
+        return channel
+
+    def _open(self, where: Target, tls: TLS | None) -> grpc.aio.Channel:
+        # Later options override earlier ones: the pool's own come last.
+        options = [*RECONNECT_OPTIONS, *where.options, *self._options]
         if tls is None:
-            return grpc.aio.insecure_channel(address, options=self._options)
-        options = list(self._options)
+            return grpc.aio.insecure_channel(where.target, options=options)
         if tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))
-        return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
+        return grpc.aio.secure_channel(where.target, channel_credentials(tls), options=options)
 
     async def close(self, grace: float | None = None) -> None:
         """Close every channel (cancelling calls still running after ``grace``)."""

@@ -10,6 +10,13 @@
     address = "ep.cloud.example.org:443"
     tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", server_name = "ep" }
 
+    [[site]]
+    name = "replicated"
+    addresses = ["ep1.example.org:50051", "ep2.example.org:50051"]
+
+``address`` takes any form :mod:`ep_server.client.targets` describes
+(``HOST:PORT``, ``dns:///NAME:PORT``, replicas joined by commas);
+``addresses`` lists a site's replicas, and calls are spread over them.
 ``tls`` is optional; without it the connection is plaintext. An empty
 ``tls = {}`` means TLS with the system's root certificates. Relative paths are
 read relative to the site file. ``cert`` and ``key`` (a client certificate)
@@ -24,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ep_server.client.targets import parse_address, parse_endpoint
+
 __all__ = ["TLS", "Site", "SiteListError", "load_sites", "parse_address", "parse_sites"]
 
-_SITE_KEYS = frozenset({"name", "address", "tls"})
+_SITE_KEYS = frozenset({"name", "address", "addresses", "tls"})
 _TLS_KEYS = ("ca", "cert", "key", "server_name")
 
 
@@ -49,26 +58,15 @@ class TLS:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """One EP endpoint: a name for people, a ``HOST:PORT`` and optional TLS."""
+    """One EP site: a name for people, its address and optional TLS.
+
+    ``address`` is ``HOST:PORT``, ``dns:///NAME:PORT`` or the ``HOST:PORT``
+    of each replica joined by commas (see :mod:`ep_server.client.targets`).
+    """
 
     name: str
     address: str
     tls: TLS | None = None
-
-
-def parse_address(text: str) -> str:
-    """Check ``HOST:PORT`` (``[::1]:50051`` for IPv6) and return it.
-
-    :raises ValueError: saying what is wrong.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError(f"port must be a number from 1 to 65535, got {port!r} in {text!r}")
-    if host.startswith("[") != host.endswith("]"):
-        raise ValueError(f"unbalanced brackets in {text!r} (IPv6 is written [::1]:50051)")
-    return text
 
 
 def load_sites(path: str | Path) -> list[Site]:
@@ -122,14 +120,39 @@ def _site(index: int, entry: Any, base: Path | None, problems: list[str]) -> Sit
     before = len(problems)
     problems.extend(f"{label}: unknown key {key!r}" for key in entry if key not in _SITE_KEYS)
     name = _text(entry, "name", label, problems)
-    address = _text(entry, "address", label, problems)
-    if address:
-        try:
-            parse_address(address)
-        except ValueError as exc:
-            problems.append(f"{label}: address: {exc}")
+    address = _address(entry, label, problems)
     tls = _tls(entry["tls"], label, base, problems) if "tls" in entry else None
     return Site(name, address, tls) if len(problems) == before else None
+
+
+def _address(entry: Mapping[str, Any], label: str, problems: list[str]) -> str:
+    """``address``, or ``addresses`` joined with commas; exactly one of them."""
+    if "addresses" in entry:
+        value = entry["addresses"]
+        if "address" in entry:
+            problems.append(f"{label}: give address or addresses, not both")
+            return ""
+        if not isinstance(value, list) or not value or not all(_nonblank(v) for v in value):
+            problems.append(f"{label}: addresses: must be a list of HOST:PORT strings")
+            return ""
+        bad = [v for v in value if "," in v or v.strip().startswith("dns:")]
+        if bad:
+            problems.append(f"{label}: addresses: each entry is one HOST:PORT, got {bad[0]!r}")
+            return ""
+        text, key = ",".join(value), "addresses"
+    else:
+        text, key = _text(entry, "address", label, problems), "address"
+    if not text:
+        return ""
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        problems.append(f"{label}: {key}: {exc}")
+        return ""
+
+
+def _nonblank(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _text(entry: Mapping[str, Any], key: str, label: str, problems: list[str]) -> str:

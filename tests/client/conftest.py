@@ -4,6 +4,7 @@ that hang or refuse. Loopback only."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from ep_server.client import Site
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.server import start_server
+from ep_server.server import Running, start_server
 from ep_server.testing import build_registry, build_settings
 
 DOCKER = "uri://docker-container"
@@ -48,6 +49,36 @@ async def start_ep() -> AsyncIterator[StartEP]:
         return Site(name, f"127.0.0.1:{server.port}")
 
     yield start
+    for server in running:
+        await server.shutdown(0)
+
+
+@dataclass
+class Replicas:
+    """Real EPs on loopback, each counting the Asks it answered."""
+
+    running: list[Running]
+
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{server.port}" for server in self.running]
+
+    def asks(self) -> list[int]:
+        """Asks each replica answered OK, from its own metrics."""
+        return [_asks(server) for server in self.running]
+
+
+def _asks(server: Running) -> int:
+    text = server.metrics.render().decode()
+    match = re.search(r'^ep_rpc_requests_total\{code="OK",method="Ask"\} (\S+)$', text, re.M)
+    return int(float(match[1])) if match else 0
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[Replicas]:
+    """Three real EPs on loopback (one config), stopped after the test."""
+    settings = build_settings(static_config())
+    running = [await start_server(settings, build_registry(settings)) for _ in range(3)]
+    yield Replicas(running)
     for server in running:
         await server.shutdown(0)
 

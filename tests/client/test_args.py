@@ -151,9 +151,20 @@ def test_repeated_options_keep_their_order() -> None:
     assert args.accept == ["uri://x", "uri://y"]
 
 
+def test_an_endpoint_may_name_a_site_s_replicas() -> None:
+    args = parse("--endpoint", "a:1, b:2", "--endpoint", "dns:///ep.example.org:50051")
+    assert args.endpoints == ["a:1,b:2", "dns:///ep.example.org:50051"]
+    parser = build_parser()
+    assert parser.parse_args(["info", "dns:///ep:1"]).address == "dns:///ep:1"
+    assert parser.parse_args(["accept", "a:1,b:2", "OFFER"]).address == "a:1,b:2"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["ask", "--tasktype", "uri://t", "--endpoint", "a:1,,b:2"],
+        ["ask", "--tasktype", "uri://t", "--endpoint", "dns:ep:1"],
+        ["info", "a:1,dns:///b:2"],
         ["ask", "--endpoint", "h:1"],  # no --tasktype
         ["ask", "--tasktype", "not a uri", "--endpoint", "h:1"],
         ["ask", "--tasktype", "uri://t", "--endpoint", "nohost"],

@@ -145,6 +145,22 @@ def test_info(thread_ep: ThreadEP, capsys: Capsys) -> None:
     assert "static [LOADED]" in out
 
 
+def test_a_site_s_replicas_answer_as_one_site(
+    thread_ep: ThreadEP, refused_address: str, capsys: Capsys
+) -> None:
+    joined = ",".join([thread_ep(), refused_address, thread_ep()])
+    assert main([*ASK, "--endpoint", joined, "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    assert result["address"] == joined
+    assert result["answer"]["responseword"] == "YES"
+
+
+def test_info_through_a_dns_name(thread_ep: ThreadEP, capsys: Capsys) -> None:
+    port = thread_ep().rpartition(":")[2]
+    assert main(["info", f"dns:///localhost:{port}"]) == 0
+    assert f"EP at dns:///localhost:{port}" in capsys.readouterr().out
+
+
 def test_info_json(thread_ep: ThreadEP, capsys: Capsys) -> None:
     assert main(["info", thread_ep(), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -110,3 +110,48 @@ def test_good_addresses(address: str) -> None:
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError, match=address.replace("[", r"\[")):
         parse_address(address)
+
+
+def test_a_site_with_replicas() -> None:
+    sites = parse_sites(
+        {
+            "site": [
+                {"name": "listed", "addresses": ["ep1.example.org:50051", "10.0.0.2:50051"]},
+                {"name": "dns", "address": "dns:///ep.example.org:50051"},
+                {"name": "joined", "address": "a:1, b:2"},
+            ]
+        }
+    )
+    assert sites == [
+        Site("listed", "ep1.example.org:50051,10.0.0.2:50051"),
+        Site("dns", "dns:///ep.example.org:50051"),
+        Site("joined", "a:1,b:2"),
+    ]
+
+
+def test_bad_replica_lists_are_named() -> None:
+    message = problems(
+        {
+            "site": [
+                {"name": "a", "address": "h:1", "addresses": ["h:2"]},
+                {"name": "b", "addresses": []},
+                {"name": "c", "addresses": ["h:1", ""]},
+                {"name": "d", "addresses": "h:1,h:2"},
+                {"name": "e", "addresses": ["h:1,h:2"]},
+                {"name": "f", "addresses": ["dns:///h:1"]},
+                {"name": "g", "addresses": ["h:1", "h"]},
+                {"name": "h", "address": "dns:///h"},
+            ]
+        }
+    )
+    for expected in [
+        "site #1 ('a'): give address or addresses, not both",
+        "site #2 ('b'): addresses: must be a list of HOST:PORT strings",
+        "site #3 ('c'): addresses: must be a list of HOST:PORT strings",
+        "site #4 ('d'): addresses: must be a list of HOST:PORT strings",
+        "site #5 ('e'): addresses: each entry is one HOST:PORT, got 'h:1,h:2'",
+        "site #6 ('f'): addresses: each entry is one HOST:PORT, got 'dns:///h:1'",
+        "site #7 ('g'): addresses: expected HOST:PORT, got 'h'",
+        "site #8 ('h'): address: 'dns:///h': expected HOST:PORT",
+    ]:
+        assert expected in message

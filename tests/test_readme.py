@@ -1,0 +1,164 @@
+"""README's "Running a replicated site", run as written.
+
+The section's code blocks run in order in a temporary directory, with only
+what would clash changed: free ports for 50051-50053 and 8080, and a
+throwaway role and database on the machine's PostgreSQL (127.0.0.1:5432)
+instead of ``ep``, dropped at the end. HAProxy is installed when missing,
+as ``make cluster`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.cluster import haproxy
+from tools.cluster.processes import free_ports, wait_until
+from tools.cluster.replicas import healthy
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLICAS = ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"]
+BALANCER = "127.0.0.1:8080"
+POSTGRES = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
+
+
+def _section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Running a replicated site")
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def _blocks() -> list[tuple[str, str]]:
+    """The section's fenced code blocks: (language, text)."""
+    return re.findall(r"^```(\w*)\n(.*?)^```$", _section(), re.M | re.S)
+
+
+def test_the_blocks_are_the_walk_through() -> None:
+    assert [lang for lang, _ in _blocks()] == ["sh", "toml", "sh", "haproxy", "sh", "sh"]
+
+
+def test_the_haproxy_config_is_the_one_make_cluster_runs() -> None:
+    config = _blocks()[3][1]
+    servers = [(f"ep{i}", address) for i, address in enumerate(REPLICAS, start=1)]
+    assert config == haproxy.config(BALANCER, servers, "ep-haproxy.sock")
+
+
+class Walk:
+    """The walk-through's shell, its background processes, and what it made."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder = folder
+        self.name = name
+        ports = free_ports(4)
+        self.ports = dict(
+            zip([*REPLICAS, BALANCER], [f"127.0.0.1:{p}" for p in ports], strict=True)
+        )
+        binary = haproxy.ensure_haproxy(folder / "apt-get.log")
+        path = [str(Path(sys.executable).parent), str(Path(binary).parent), os.environ["PATH"]]
+        self.env = {**os.environ, "PATH": os.pathsep.join(path)}
+        self.groups: list[int] = []
+        self.blocks = 0
+
+    def adapt(self, text: str) -> str:
+        """The block with this run's ports and database."""
+        for old, new in self.ports.items():
+            old_port, new_port = old.rpartition(":")[2], new.rpartition(":")[2]
+            text = text.replace(old, new).replace(f"localhost:{old_port}", f"localhost:{new_port}")
+        name = self.name
+        text = text.replace("CREATE ROLE ep LOGIN", f"CREATE ROLE {name} LOGIN")
+        text = text.replace("CREATE DATABASE ep OWNER ep", f"CREATE DATABASE {name} OWNER {name}")
+        ledger = "postgresql://ep@127.0.0.1:5432/ep"
+        return text.replace(ledger, f"postgresql://{name}@127.0.0.1:5432/{name}")
+
+    def sh(self, text: str, timeout: float = 120) -> str:
+        """Run a block with bash (-e, pipefail) and return what it printed.
+        Its background jobs stay in its process group, stopped at the end,
+        and write to a file, so that bash's end is not theirs."""
+        self.blocks += 1
+        log = self.folder / f"block-{self.blocks}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                ["bash", "-e", "-o", "pipefail", "-c", self.adapt(text)],
+                cwd=self.folder,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.groups.append(process.pid)
+        process.wait(timeout)
+        printed = log.read_text(errors="replace")
+        assert process.returncode == 0, f"{text}\n---\n{printed}"
+        return printed
+
+    def stop(self) -> None:
+        """SIGTERM every background process, SIGKILL after 20 s."""
+        for group in self.groups:
+            _signal_group(group, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _ in range(200):
+            if not any(_members(g) for g in self.groups) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        for group in self.groups:
+            _signal_group(group, signal.SIGKILL)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _members(group: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture
+def walk(tmp_path: Path) -> Iterator[Walk]:
+    name = f"ep_readme_{secrets.token_hex(4)}"
+    walk = Walk(tmp_path, name)
+    try:
+        yield walk
+    finally:
+        walk.stop()
+        drop = [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"DROP ROLE IF EXISTS {name}"]
+        for statement in drop:
+            subprocess.run([*POSTGRES, "-c", statement], capture_output=True, timeout=60)
+
+
+def test_the_walk_through_runs_as_written(walk: Walk) -> None:
+    blocks = [text for _, text in _blocks()]
+    (psql, site, replicas, config, balanced, client) = blocks
+    walk.sh(psql)
+    assert len((walk.folder / "token").read_text().strip()) >= 40
+    (walk.folder / "site.toml").write_text(walk.adapt(site))
+    walk.sh(replicas)
+    ports = [int(walk.ports[address].rpartition(":")[2]) for address in REPLICAS]
+    wait_until(lambda: all(healthy(p) for p in ports), "the replicas", seconds=60, step=0.2)
+    (walk.folder / "ep-haproxy.cfg").write_text(walk.adapt(config))
+    out = walk.sh(balanced)
+    assert "YES" in out
+    booked = re.findall(r"^(\S+)\s+BOOKED\s", out, re.M)
+    assert len(booked) == 2, out  # accepted through the balancer, listed by a replica
+    assert booked[0] == booked[1]
+    assert "YES" in walk.sh(client)
