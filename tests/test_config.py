@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ep_server.config import load_settings
@@ -104,3 +106,21 @@ def test_a_postgresql_uri_is_taken_as_it_is(ledger, kept):
 def test_a_ledger_that_is_neither_a_file_nor_a_postgresql_uri_is_refused(ledger):
     with pytest.raises(ConfigError, match=r"schedule\.ledger"):
         load_settings(environ={}, overrides={"schedule.ledger": ledger})
+
+
+def _reference_blocks() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Configuration reference")
+    section = text[start : text.index("\n### ", start + 1)]
+    return re.findall(r"^```toml\n(.*?)^```$", section, re.M | re.S)
+
+
+def test_every_toml_block_of_the_configuration_reference_loads(tmp_path):
+    blocks = _reference_blocks()
+    assert len(blocks) >= 3
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"block{i}.toml"
+        path.write_text(block)
+        load_settings(path, environ={})  # raises ConfigError naming any bad key
