@@ -12,11 +12,20 @@ a transaction does not hold its locks for long). Any
 in time, no free connection within ``timeout``) becomes
 :class:`~ep_server.schedule.ledger.LedgerUnavailable`, whose detail names
 the database (never the password) and says why.
+
+While the last :meth:`LedgerPool.reach` (the health service's check, once
+a second) found the database unreachable, a call fails at once rather
+than wait ``timeout`` for a connection that cannot come: during an outage
+each call would otherwise hold one of the ledger's few threads for that
+long, and the calls queued behind them would wait longer than any
+caller's deadline instead of hearing UNAVAILABLE. The calls and the health
+service agree: a replica NOT_SERVING for the ledger fails calls that need it.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -84,6 +93,8 @@ class LedgerPool:
             name=f"ep-ledger {self.where}",
         )
         self._pool.open(wait=False)
+        #: Set while the last reach() failed: calls fail at once meanwhile.
+        self._unreachable = threading.Event()
 
     @contextmanager
     def first(self) -> Iterator[psycopg.Connection[Any]]:
@@ -106,22 +117,34 @@ class LedgerPool:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection for one ledger call, returned to the pool after it
-        (rolled back if a transaction was left open, replaced if broken)."""
+        (rolled back if a transaction was left open, replaced if broken).
+
+        :raises LedgerUnavailable: at once while the last :meth:`reach` failed.
+        """
+        if self._unreachable.is_set():
+            raise LedgerUnavailable(f"ledger unreachable at the last check ({self.where})")
         with self.unavailable("ledger call failed"), self._pool.connection() as conn:
             yield conn
 
     def reach(self) -> None:
         """Connect afresh and ask the server one trivial question: for the
         health service, which must not wait behind busy pool connections
-        (a flood of bookings is not an outage).
+        (a flood of bookings is not an outage). Until the next reach that
+        succeeds, a failed one makes calls fail at once (see the module's
+        docstring).
 
         :raises LedgerUnavailable: when the server cannot be reached now.
         """
-        with (
-            self.unavailable("ledger unreachable"),
-            psycopg.connect(self._dsn, **self._kwargs) as conn,
-        ):
-            conn.execute("SELECT 1")
+        try:
+            with (
+                self.unavailable("ledger unreachable"),
+                psycopg.connect(self._dsn, **self._kwargs) as conn,
+            ):
+                conn.execute("SELECT 1")
+        except LedgerUnavailable:
+            self._unreachable.set()
+            raise
+        self._unreachable.clear()
 
     @contextmanager
     def unavailable(self, doing: str) -> Iterator[None]:

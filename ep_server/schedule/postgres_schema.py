@@ -145,8 +145,18 @@ def lock_keys(conn: psycopg.Connection[Any], *purposes: str) -> list[int]:
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
-    """The schema's version: 0 when there are no ledger tables."""
-    row = conn.execute("SELECT to_regclass('ep_schema') IS NOT NULL").fetchone()
+    """The schema's version: 0 when there are no ledger tables.
+
+    Whether ``ep_schema`` exists is read from the catalog tables with the
+    statement's own snapshot, not looked up by name (``to_regclass``): a
+    name lookup is answered from the connection's catalog cache, which
+    hears of tables made by others only when a transaction starts or a
+    table is locked. A replica that found no schema, began its migration
+    and waited there for another's would still miss the tables just made."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename = 'ep_schema')"
+    ).fetchone()
     if not row or not row[0]:
         return 0
     row = conn.execute("SELECT coalesce(max(version), 0) FROM ep_schema").fetchone()

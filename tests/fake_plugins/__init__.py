@@ -9,5 +9,7 @@ import path: ``[plugins] modules = ["slow=fake_plugins.slow"]``.
   for registries built in-process.
 - :mod:`fake_plugins.slow`, :mod:`~fake_plugins.stuck`,
   :mod:`~fake_plugins.slow_start`: whole plugin modules for server processes.
+- :mod:`fake_plugins.booking_log`: offers, and writes down every booking
+  announced to it in a file that replicas share.
 - :mod:`fake_plugins.synthetic`: twenty quick plugins for the benchmark.
 """

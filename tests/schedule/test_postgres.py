@@ -411,6 +411,43 @@ def test_a_database_gone_is_unavailable_and_the_ledger_recovers_when_it_is_back(
     assert led.place(ask((0, 10), ask_id="up"), T0)
 
 
+def test_while_the_last_check_found_the_database_unreachable_calls_fail_at_once(
+    relayed: tuple[Relay, str], pg_store: PostgresStore
+) -> None:
+    relay, dsn = relayed
+    led = PostgresLedger(dsn, POOLS, connections=1, timeout=5)
+    pg_store.opened.append(led)
+    booking = book(led, 0, 2, cores=4)
+    relay.down()
+    with pytest.raises(LedgerUnavailable):
+        led.ping()
+    started = time.monotonic()
+    for call in (
+        lambda: led.place(ask((0, 10), ask_id="down"), T0),
+        lambda: led.accept("any", "alice", T0),
+        lambda: led.get(booking.id, "alice", T0),
+        lambda: led.cancel(booking.id, "alice", T0),
+        lambda: led.earliest({"cores": 1}, H, T0, T0),
+    ):
+        with pytest.raises(LedgerUnavailable) as info:
+            call()
+        assert "unreachable at the last check" in info.value.detail
+    # Not the 5 s each would wait for a connection that cannot come.
+    assert time.monotonic() - started < 1
+    relay.up()
+    with pytest.raises(LedgerUnavailable):  # until a check finds it again
+        led.get(booking.id, "alice", T0)
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            led.ping()
+            break
+        except LedgerUnavailable:
+            assert time.monotonic() < deadline, "the ledger never came back"
+            time.sleep(0.1)
+    assert led.get(booking.id, "alice", T0) == booking
+
+
 def test_connections_dropped_by_the_server_are_replaced_unnoticed(
     pg_store: PostgresStore,
 ) -> None:

@@ -169,6 +169,36 @@ def test_a_migration_waits_for_one_in_progress_and_then_changes_nothing(
     assert schema_version(conn) == SCHEMA_VERSION
 
 
+def test_a_replica_that_found_no_schema_before_waiting_finds_the_one_made_meanwhile(
+    conn: psycopg.Connection[Any], pg_store: PostgresStore
+) -> None:
+    errors: list[BaseException] = []
+    with postgres_connect(pg_store.dsn) as other:
+        waiter = other.info.backend_pid
+
+        def start() -> None:
+            # What a replica's start does: look, find no schema, create it.
+            try:
+                require_current(other, create=True)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=start)
+        with conn.transaction():
+            # Another replica creates the schema meanwhile.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(conn, "migrate"),))
+            thread.start()
+            deadline = time.monotonic() + 10
+            while not _waits_for_a_lock(conn, waiter):
+                assert time.monotonic() < deadline, "the second replica never waited"
+                time.sleep(0.01)
+            assert migrate(conn) == (0, SCHEMA_VERSION)
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert errors == []
+    assert schema_version(conn) == SCHEMA_VERSION
+
+
 def test_replicas_migrating_at_once_migrate_once(pg_store: PostgresStore) -> None:
     barrier = threading.Barrier(4)
     results: list[tuple[int, int]] = []

@@ -81,19 +81,28 @@ class ThrowawayPostgres:
              "--encoding=UTF8", "--locale=C", "--no-sync"],
             self.logs / "initdb.log", timeout=120, user=self.user,
         )  # fmt: skip
-        self.server = Child(
-            "postgres",
-            [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            self.logs / "postgres.log", user=self.user,
-        )  # fmt: skip
-        wait_until(self._accepting, "PostgreSQL", seconds=60, step=0.2, alive=self.server.check)
+        self.serve()
         run(
             [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER,
              DATABASE],
             self.logs / "createdb.log", timeout=60,
         )  # fmt: skip
+
+    def serve(self) -> None:
+        """Start the server on the cluster made by :meth:`start` and wait
+        until it accepts connections: after :meth:`stop`, this starts it
+        again on the same data and port, as a restart of the database does.
+
+        :raises ClusterError: when it exits or is not ready within 60 s.
+        """
+        self.server = Child(
+            "postgres",
+            [str(self.bindir / "postgres"), "-D", str(self.folder / "data"), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+            self.logs / "postgres.log", user=self.user,
+        )  # fmt: skip
+        wait_until(self._accepting, "PostgreSQL", seconds=60, step=0.2, alive=self.server.check)
 
     def _make_folder(self) -> None:
         self.folder.mkdir(mode=0o700)
@@ -109,7 +118,8 @@ class ThrowawayPostgres:
             return False
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT: disconnect clients, stop at once); SIGKILL
-        after 30 s."""
+        """Fast shutdown (SIGINT: disconnect clients, write a checkpoint,
+        stop; what was committed stays); SIGKILL after 30 s. The data stays
+        until the folder is removed: :meth:`serve` starts it again."""
         if self.server is not None:
             self.server.stop(signal.SIGINT, timeout=30)

@@ -128,7 +128,13 @@ def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 class Child:
-    """A long-running child process whose output goes to ``log``."""
+    """A long-running child process whose output goes to ``log``.
+
+    Start it on a thread that lives as long as the child should: the
+    parent-death signal comes when the thread that started the child ends,
+    not only the process (a child started on a pool's worker thread is sent
+    SIGTERM when that thread is retired).
+    """
 
     def __init__(
         self,

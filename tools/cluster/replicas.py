@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ class Replica:
 
     name: str
     port: int
-    metrics_port: int
+    metrics_port: int | None
     child: Child
 
     @property
@@ -108,12 +109,27 @@ class Replica:
         return f"127.0.0.1:{self.port}"
 
 
-def start_replica(name: str, config: Path, log: Path, port: int, metrics_port: int) -> Replica:
+def start_replica(
+    name: str,
+    config: Path,
+    log: Path,
+    port: int,
+    metrics_port: int | None,
+    *,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> Replica:
     """Start ``ep-server serve`` on 127.0.0.1:``port``, with its metrics
-    on ``metrics_port``."""
+    on ``metrics_port`` (None: none), as ``workers`` processes on that port
+    (``--workers``, which needs no metrics port), with ``env`` added to
+    its environment."""
     argv = [*_ep_server(), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-    env = {"EP_METRICS__LISTEN": f"127.0.0.1:{metrics_port}"}
-    return Replica(name, port, metrics_port, Child(name, argv, log, env=env))
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    environ = dict(env or {})
+    if metrics_port is not None:
+        environ["EP_METRICS__LISTEN"] = f"127.0.0.1:{metrics_port}"
+    return Replica(name, port, metrics_port, Child(name, argv, log, env=environ))
 
 
 def healthy(port: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,31 @@ def test_a_child_dies_with_the_tool(tmp_path: Path) -> None:
     parent.kill()
     parent.wait(10)
     wait_until(lambda: not _alive(pid), "the orphaned child's end", seconds=10)
+
+
+def test_a_child_dies_with_the_thread_that_started_it(tmp_path: Path) -> None:
+    """The parent-death signal follows the starting thread, not the process."""
+    started: list[Child] = []
+
+    def start() -> None:
+        started.append(Child("sleeper", ["sleep", "60"], tmp_path / "log"))
+        # The thread ends once setpriv has set the signal and run the program.
+        wait_until(lambda: _program(started[0].pid) == "sleep", "sleep", seconds=10)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(15)
+    [child] = started
+    wait_until(lambda: not child.running(), "the child's end", seconds=10)
+    assert child.process.returncode == -signal.SIGTERM
+    child.wait(1)
+
+
+def _program(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
