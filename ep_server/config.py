@@ -135,9 +135,11 @@ class PluginsSettings(_Section):
     #: Extra plugin modules to load by import path (``pkg.module``), beside
     #: the entry points: for trying a plugin before packaging it, and tests.
     modules: NameList = []
-    #: Seconds one plugin may take to evaluate one Ask.
+    #: Seconds one call of one plugin's hook may take (evaluating one Ask,
+    #: checking a slot, hearing of a booking).
     deadline: float = Field(2.0, gt=0, le=300)
-    #: Worker threads for plugins whose ep_evaluate is a plain function.
+    #: Worker threads shared by every plain (not async) hook of every
+    #: plugin; one plugin may hold at most half of them at once.
     threads: int = Field(8, ge=1, le=256)
 
 

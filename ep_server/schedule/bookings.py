@@ -6,14 +6,22 @@ can take calls at once: one for SQLite, in order; one per connection for
 PostgreSQL): the ledger may block on its disk or network, never the event
 loop. Offers and bookings belong
 to their owner (:func:`owner_of`); another caller's are NOT_FOUND, as the
-ledger's errors say. Plugins hear of bookings and cancellations
-(``ep_booked``, ``ep_cancelled``) after they are committed, once each: the
-ledger says whether a call created or cancelled anything.
+ledger's errors say.
+
+Plugins hear of bookings and cancellations (``ep_booked``, ``ep_cancelled``)
+after they are committed, once each: the ledger says whether a call created
+or cancelled anything, and only that call announces it. An announcement is
+made in the background (the caller already has its answer) and is not
+dropped when its plugin holds its whole share of the plugin threads: it
+waits for a thread (up to :data:`ANNOUNCE_PATIENCE`), so a flood of
+bookings reaches a slow plugin late rather than never. A booking's
+cancellation is announced after its booking, never before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 from ep_server.config import ScheduleSettings
 from ep_server.errors import FieldViolation, InvalidArgument
 from ep_server.model import Booking, HostInfo, Identity
-from ep_server.plugins.caller import PluginCaller
+from ep_server.plugins.caller import PluginCaller, Status
 from ep_server.plugins.registry import NotifyImpl, Registry
 from ep_server.schedule.ledger import Ledger, LedgerUnavailable
 
@@ -31,6 +39,12 @@ __all__ = ["Bookings", "owner_of", "resolve_pools", "utcnow"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Seconds an announcement waits for its plugin to have a thread free
+#: before it is given up (and logged as an error naming the booking).
+ANNOUNCE_PATIENCE = 60.0
+#: The longest pause between two tries of a waiting announcement.
+_MAX_PAUSE = 0.5
 
 
 def utcnow() -> datetime:
@@ -82,6 +96,9 @@ class Bookings:
         # Health checks run beside the calls, never queued behind them.
         self._pinger = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger-ping")
         self._notifications: set[asyncio.Task[None]] = set()
+        # The latest announcement of each booking to each plugin, while it
+        # runs: the next one of the same booking waits for it.
+        self._latest: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._closed = False
 
     # --- the ledger's thread -------------------------------------------
@@ -111,6 +128,12 @@ class Bookings:
         self._closed = True
         if self._notifications:
             await asyncio.wait(self._notifications, timeout=self.caller.deadline)
+        if self._notifications:
+            log.error(
+                "closing with %d announcement(s) to plugins not made", len(self._notifications)
+            )
+            for task in list(self._notifications):
+                task.cancel()
         await self.run(self.ledger.close)
         self._thread.shutdown(wait=True)
         self._pinger.shutdown(wait=False, cancel_futures=True)
@@ -172,18 +195,46 @@ class Bookings:
     # --- telling plugins -------------------------------------------------
 
     def _announce(self, impl: NotifyImpl | None, booking: Booking) -> None:
-        """Call ``impl`` with ``booking`` in the background: the caller of
-        the RPC already has its answer, and a failure is only logged."""
+        """Call ``impl`` with ``booking`` in the background, after any
+        earlier announcement of the same booking to the same plugin."""
         if impl is None:
             return
-        task = asyncio.ensure_future(self._deliver(impl, booking))
+        key = (impl.plugin, booking.id)
+        task = asyncio.ensure_future(self._deliver(impl, booking, self._latest.get(key)))
+        self._latest[key] = task
         self._notifications.add(task)
-        task.add_done_callback(self._notifications.discard)
+        task.add_done_callback(functools.partial(self._delivered, key))
 
-    async def _deliver(self, impl: NotifyImpl, booking: Booking) -> None:
-        until = asyncio.get_running_loop().time() + self.caller.deadline
-        [outcome] = await self.caller.gather([impl], until, booking)
-        if not outcome.ok:
+    def _delivered(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._notifications.discard(task)
+        if self._latest.get(key) is task:
+            del self._latest[key]
+
+    async def _deliver(
+        self, impl: NotifyImpl, booking: Booking, after: asyncio.Task[None] | None
+    ) -> None:
+        """One announcement: waits for ``after``, then calls the hook, again
+        while its plugin is busy (up to :data:`ANNOUNCE_PATIENCE`). A hook
+        that raised or ran late was called: it is logged, not called again."""
+        if after is not None:
+            await asyncio.wait([after])
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + ANNOUNCE_PATIENCE
+        pause = 0.01
+        while True:
+            [outcome] = await self.caller.gather(
+                [impl], loop.time() + self.caller.deadline, booking
+            )
+            if outcome.status is not Status.BUSY or loop.time() + pause > give_up:
+                break
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, _MAX_PAUSE)
+        if outcome.status is Status.BUSY:
+            log.error(
+                "%s of plugin %s for booking %s not made: the plugin stayed busy for %gs (%s)",
+                impl.hook, impl.plugin, booking.id, ANNOUNCE_PATIENCE, outcome.problem,
+            )  # fmt: skip
+        elif not outcome.ok:
             log.warning(
                 "%s of plugin %s for booking %s: %s",
                 impl.hook, impl.plugin, booking.id, outcome.problem,

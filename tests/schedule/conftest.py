@@ -68,10 +68,11 @@ def ledger(store: Store) -> Ledger:
 async def site(tmp_path):
     running = []
 
-    async def start(schedule=None, plugin=None, ledger=":memory:"):
+    async def start(schedule=None, plugin=None, ledger=":memory:", plugins=None):
         clock = Clock()
         plugin = plugin or Booker()
         config = {
+            "plugins": plugins or {},
             "auth": {"tokens_file": str(tokens_file(tmp_path))},
             "schedule": {
                 "ledger": ledger,

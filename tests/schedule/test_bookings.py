@@ -376,3 +376,50 @@ async def test_the_booked_metric_counts_each_booking_once(site):
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.1)  # and time for any second announcement
     assert len(plugin.booked) == 1
+
+
+class SlowAnnouncements(Booker):
+    """Booker whose announcements are plain hooks taking 0.2 s each, noted
+    in order with the booking they were for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: list[tuple[str, str]] = []
+
+    @hookimpl
+    def ep_booked(self, booking):
+        time.sleep(0.2)
+        self.heard.append(("booked", booking.id))
+
+    @hookimpl
+    def ep_cancelled(self, booking):
+        self.heard.append(("cancelled", booking.id))
+
+
+async def heard(plugin: SlowAnnouncements, count: int, seconds: float = 10.0):
+    for _ in range(int(seconds / 0.02)):
+        if len(plugin.heard) >= count:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # and time for any announcement too many
+    return plugin.heard
+
+
+async def test_announcements_wait_for_a_plugin_holding_its_threads(site):
+    """With 2 plugin threads a plugin may hold 1: four bookings made at once
+    are announced one after another, none dropped as busy."""
+    plugin = SlowAnnouncements()
+    stub, _, _, _ = await site(plugin=plugin, plugins={"threads": 2})
+    offers = [(await ask_as(stub, "alice", cores=1)).offers[0].id for _ in range(4)]
+    booked = await asyncio.gather(*(accept(stub, offer_id) for offer_id in offers))
+    ids = sorted(b.booking.id for b in booked)
+    assert sorted(i for _, i in await heard(plugin, 4)) == ids
+
+
+async def test_a_cancellation_is_announced_after_its_booking(site):
+    plugin = SlowAnnouncements()
+    stub, _, _, _ = await site(plugin=plugin)
+    answer = await ask_as(stub, "alice", cores=1)
+    booking = (await accept(stub, answer.offers[0].id)).booking
+    await stub.CancelBooking(pb.CancelBookingRequest(booking_id=booking.id), metadata=who("alice"))
+    assert await heard(plugin, 2) == [("booked", booking.id), ("cancelled", booking.id)]
