@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict
 from schedule.ledgers import POSTGRES
 from schedule.pg_relay import Relay
-from schedule.rpc_site import Booker, Clock, accept, ask_as, reason_of, tokens_file
+from schedule.rpc_site import DOCKER, Booker, Clock, accept, ask_as, reason_of, tokens_file, who
 
 from ep_server.host import detect_host
 from ep_server.pb import execution_planner_pb2 as pb
@@ -73,6 +73,8 @@ async def test_health_and_calls_follow_a_shared_ledger(pg_store, tmp_path):
         took = await until(channel, SERVICE_NAME, NOT_SERVING, 10)
         assert took < 5
         assert await status_of(channel, "") == SERVING  # alive: nothing to restart
+        plain = await stub.Ask(pb.AskRequest(tasktype=DOCKER), metadata=who("alice"), timeout=5)
+        assert plain.responseword == pb.YES  # an Ask without a schedule needs no ledger
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await accept(stub, first.offers[0].id, timeout=15)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
