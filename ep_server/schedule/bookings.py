@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -75,7 +75,7 @@ class BookingMetrics(Protocol):
 
 
 class Bookings:
-    """The booking RPCs' work, over one ledger on one thread."""
+    """The booking RPCs' work, over one ledger on its own threads."""
 
     def __init__(
         self,
@@ -95,7 +95,9 @@ class Bookings:
         self._thread = ThreadPoolExecutor(ledger.threads, thread_name_prefix="ep-ledger")
         # Health checks run beside the calls, never queued behind them.
         self._pinger = ThreadPoolExecutor(1, thread_name_prefix="ep-ledger-ping")
-        self._notifications: set[asyncio.Task[None]] = set()
+        # Changes and announcements running on their own (see _whole and
+        # _announce); close() lets them finish, briefly.
+        self._background: set[asyncio.Task[Any]] = set()
         # The latest announcement of each booking to each plugin, while it
         # runs: the next one of the same booking waits for it.
         self._latest: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -104,11 +106,11 @@ class Bookings:
     # --- the ledger's thread -------------------------------------------
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Queue one ledger call on the ledger's thread."""
+        """Queue one ledger call on the ledger's threads."""
         return self._thread.submit(fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """One ledger call on the ledger's thread, awaited."""
+        """One ledger call on the ledger's threads, awaited."""
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     async def reachable(self) -> bool:
@@ -121,30 +123,35 @@ class Bookings:
         return True
 
     async def close(self) -> None:
-        """Let pending notifications finish (briefly), then close the ledger.
+        """Let changes and announcements still running finish (briefly),
+        then close the ledger.
         Closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
-        if self._notifications:
-            await asyncio.wait(self._notifications, timeout=self.caller.deadline)
-        if self._notifications:
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.caller.deadline)
+        if self._background:
             log.error(
-                "closing with %d announcement(s) to plugins not made", len(self._notifications)
+                "closing with %d ledger change(s) or announcement(s) to plugins unfinished",
+                len(self._background),
             )
-            for task in list(self._notifications):
+            for task in list(self._background):
                 task.cancel()
         await self.run(self.ledger.close)
-        self._thread.shutdown(wait=True)
+        # Off the event loop: a call stuck in its database must not stop the
+        # server's other work while it winds down.
+        await asyncio.to_thread(self._thread.shutdown, wait=True)
         self._pinger.shutdown(wait=False, cancel_futures=True)
 
     # --- the RPCs' work ----------------------------------------------------
 
     async def accept(self, offer_id: str, identity: Identity) -> Booking:
         """Book an offer; accepting it again returns the same booking."""
-        booking, created = await self.run(
-            self.ledger.accept, offer_id, owner_of(identity), self.clock()
-        )
+        return await self._whole(self._accept(offer_id, owner_of(identity)))
+
+    async def _accept(self, offer_id: str, owner: str) -> Booking:
+        booking, created = await self.run(self.ledger.accept, offer_id, owner, self.clock())
         if created:
             self._count("booked")
             self._announce(self.registry.ep_booked(booking.plugin), booking)
@@ -184,13 +191,23 @@ class Bookings:
     async def cancel(self, booking_id: str, identity: Identity) -> Booking:
         """Cancel a booking. Cancelling twice, or a finished booking, changes
         nothing; plugins and metrics hear only of real cancellations."""
-        booking, changed = await self.run(
-            self.ledger.cancel, booking_id, owner_of(identity), self.clock()
-        )
+        return await self._whole(self._cancel(booking_id, owner_of(identity)))
+
+    async def _cancel(self, booking_id: str, owner: str) -> Booking:
+        booking, changed = await self.run(self.ledger.cancel, booking_id, owner, self.clock())
         if changed:
             self._count("cancelled")
             self._announce(self.registry.ep_cancelled(booking.plugin), booking)
         return booking
+
+    async def _whole(self, change: Coroutine[Any, Any, Booking]) -> Booking:
+        """Run ``change`` to its end even if the caller leaves meanwhile (its
+        RPC cancelled): the ledger may have committed it, and only this call
+        knows that it did, so only this call can announce it and count it."""
+        task = asyncio.ensure_future(change)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
 
     # --- telling plugins -------------------------------------------------
 
@@ -202,11 +219,11 @@ class Bookings:
         key = (impl.plugin, booking.id)
         task = asyncio.ensure_future(self._deliver(impl, booking, self._latest.get(key)))
         self._latest[key] = task
-        self._notifications.add(task)
+        self._background.add(task)
         task.add_done_callback(functools.partial(self._delivered, key))
 
     def _delivered(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
-        self._notifications.discard(task)
+        self._background.discard(task)
         if self._latest.get(key) is task:
             del self._latest[key]
 

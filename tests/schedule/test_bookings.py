@@ -28,9 +28,12 @@ from schedule.rpc_site import (
 
 from ep_server import hookimpl
 from ep_server.host import detect_host
+from ep_server.model import Booking, BookingState, Identity, Slot
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import load_registry
+from ep_server.plugins.caller import PluginCaller
+from ep_server.schedule.bookings import Bookings
 from ep_server.server import start_server
 from ep_server.testing import build_settings
 
@@ -423,3 +426,49 @@ async def test_a_cancellation_is_announced_after_its_booking(site):
     booking = (await accept(stub, answer.offers[0].id)).booking
     await stub.CancelBooking(pb.CancelBookingRequest(booking_id=booking.id), metadata=who("alice"))
     assert await heard(plugin, 2) == [("booked", booking.id), ("cancelled", booking.id)]
+
+
+class HeldLedger:
+    """A ledger whose ``accept`` waits for :attr:`release`, then books."""
+
+    threads = 1
+
+    def __init__(self, booking) -> None:
+        self.booking = booking
+        self.release = threading.Event()
+
+    def accept(self, offer_id, owner, now):
+        assert self.release.wait(10)
+        return self.booking, True
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_booking_made_after_its_caller_left_is_still_announced():
+    """The caller's RPC is cancelled while the ledger commits: the ledger made
+    the booking (and will say created=False to any retry), so this call must
+    announce it."""
+    plugin = Booker()
+    registry = load_registry(build_settings({}), detect_host(), [FakeSource("booker", plugin)])
+    slot = Slot(datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, 1, tzinfo=UTC))
+    booking = Booking(
+        "b1", "o1", "token:alice", "booker", "uri://docker-uws", {}, slot, {},
+        BookingState.BOOKED, slot.start,
+    )  # fmt: skip
+    ledger = HeldLedger(booking)
+    caller = PluginCaller(threads=2, deadline=1.0)
+    bookings = Bookings(ledger, registry, caller)  # type: ignore[arg-type]
+    call = asyncio.ensure_future(bookings.accept("o1", Identity("alice", "token")))
+    await asyncio.sleep(0.05)
+    call.cancel()
+    ledger.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    for _ in range(100):
+        if plugin.booked:
+            break
+        await asyncio.sleep(0.02)
+    assert plugin.booked == ["b1"]
+    await bookings.close()
+    caller.close()
