@@ -15,6 +15,7 @@ order, by :mod:`ep_server.plugins.loading`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,14 @@ def check_verdict(value: object, plugin: str = "") -> Verdict:
     if not value.offers and not value.reasons:
         raise Malformed("ep_evaluate declined without giving a reason")
     if not _well_formed(value):
+        for offer in value.offers:
+            if isinstance(offer, Offer) and isinstance(offer.serviceinfo, Mapping):
+                problem = _not_json(offer.serviceinfo, "serviceinfo", _MAX_JSON_DEPTH)
+                if problem:
+                    raise Malformed(
+                        f"ep_evaluate returned an offer of {offer.servicetype!r} whose"
+                        f" serviceinfo is not JSON: {problem}"
+                    )
         raise Malformed("ep_evaluate returned offers or reasons with fields of the wrong type")
     return _capped(value, plugin)  # a subclass of Verdict, well formed
 
@@ -159,9 +168,43 @@ def _offer_ok(offer: object) -> bool:
         isinstance(offer, Offer)
         and isinstance(offer.servicetype, str)
         and isinstance(offer.serviceinfo, Mapping)
+        and not _not_json(offer.serviceinfo, "serviceinfo", _MAX_JSON_DEPTH)
         and isinstance(offer.message, str)
         and (offer.resources is None or _resources_ok(offer.resources))
     )
+
+
+#: How deep a serviceinfo may nest (what the ledgers' JSON columns and
+#: protobuf's Struct take without trouble).
+_MAX_JSON_DEPTH = 32
+
+
+def _not_json(value: object, path: str, depth: int) -> str:
+    """Why ``value`` is not plain JSON (str keys; str, finite numbers, bool,
+    None, lists and mappings of them), or "" when it is: a serviceinfo is
+    stored in the ledger as JSON and sent as a protobuf Struct, and one that
+    is neither must be the plugin's error, not the whole Ask's."""
+    if isinstance(value, str | bool | int) or value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"{path} is {value}"
+    if depth <= 0:
+        return f"{path} nests deeper than {_MAX_JSON_DEPTH} levels"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key of type {type(key).__name__}"
+            problem = _not_json(item, f"{path}.{key}", depth - 1)
+            if problem:
+                return problem
+        return ""
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problem = _not_json(item, f"{path}[{i}]", depth - 1)
+            if problem:
+                return problem
+        return ""
+    return f"{path} is a {type(value).__name__}"
 
 
 def _resources_ok(resources: object) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from ep_server import Cause, Offer, Reason, Verdict
@@ -49,6 +51,25 @@ def test_a_verdict_with_too_many_offers_and_reasons_is_capped():
 def test_a_verdict_outside_the_contract_is_malformed(value, problem):
     with pytest.raises(Malformed, match=problem):
         check_verdict(value)
+
+
+@pytest.mark.parametrize(
+    ("serviceinfo", "problem"),
+    [
+        ({"when": datetime(2030, 1, 1)}, "serviceinfo.when is a datetime"),
+        ({"ports": [1, {"n": float("nan")}]}, r"serviceinfo.ports\[1\].n is nan"),
+        ({"a": {1: "x"}}, "serviceinfo.a has a key of type int"),
+        ({"raw": b"\x00"}, "serviceinfo.raw is a bytes"),
+    ],
+)
+def test_an_offer_whose_serviceinfo_is_not_json_is_malformed(serviceinfo, problem):
+    with pytest.raises(Malformed, match=problem):
+        check_verdict(Verdict.yes(Offer("uri://s", serviceinfo)))
+
+
+def test_a_serviceinfo_of_nested_json_values_is_well_formed():
+    info = {"endpoint": "x", "ports": [1, 2.5, True, None], "env": {"A": {"B": ["c"]}}}
+    assert check_verdict(Verdict.yes(Offer("uri://s", info))).offers[0].serviceinfo == info
 
 
 @pytest.mark.parametrize(

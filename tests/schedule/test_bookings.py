@@ -26,7 +26,7 @@ from schedule.rpc_site import (
     who,
 )
 
-from ep_server import hookimpl
+from ep_server import Offer, Verdict, hookimpl
 from ep_server.host import detect_host
 from ep_server.model import Booking, BookingState, Identity, Slot
 from ep_server.pb import execution_planner_pb2 as pb
@@ -472,3 +472,20 @@ async def test_a_booking_made_after_its_caller_left_is_still_announced():
     assert plugin.booked == ["b1"]
     await bookings.close()
     caller.close()
+
+
+async def test_a_scheduled_ask_whose_plugin_gives_unstorable_serviceinfo_says_why(site):
+    """A serviceinfo the ledger cannot store as JSON is the plugin's error
+    (a reason in the answer), not the Ask's."""
+
+    class Unstorable(Booker):
+        @hookimpl
+        async def ep_evaluate(self, query):
+            return Verdict.yes(Offer("uri://docker-uws", {"when": datetime.now(UTC)}))
+
+    stub, _, _, _ = await site(plugin=Unstorable())
+    answer = await ask_as(stub, "alice", cores=1)
+    assert answer.responseword == pb.NO
+    [reason] = answer.reasons
+    assert reason.plugin == "booker"
+    assert "serviceinfo.when is a datetime" in reason.message
