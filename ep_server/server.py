@@ -145,7 +145,12 @@ async def _watch_ledger(
     answers what needs no ledger."""
     serving = True
     while True:
-        reachable = await bookings.reachable()
+        try:
+            reachable = await bookings.reachable()
+        except Exception:  # a check that failed oddly is no answer: keep the last one
+            log.exception("checking the booking ledger failed")
+            await asyncio.sleep(every)
+            continue
         if reachable != serving:
             serving = reachable
             status = health_pb2.HealthCheckResponse.SERVING

@@ -102,6 +102,7 @@ class Bookings:
         # runs: the next one of the same booking waits for it.
         self._latest: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._closed = False
+        self._reachable = True  # what the last reachable() found
 
     # --- the ledger's thread -------------------------------------------
 
@@ -118,8 +119,11 @@ class Bookings:
         try:
             await asyncio.wrap_future(self._pinger.submit(self.ledger.ping))
         except LedgerUnavailable as exc:
-            log.warning("the booking ledger is unreachable: %s", exc.detail)
+            if self._reachable:  # once per outage, not once per check
+                log.warning("the booking ledger is unreachable: %s", exc.detail)
+            self._reachable = False
             return False
+        self._reachable = True
         return True
 
     async def close(self) -> None:

@@ -3,11 +3,19 @@ connections all carry the ledger's settings, what a failure to reach the
 database becomes, and the DSN as it may be logged.
 
 Every connection is in autocommit mode (a ledger call opens a transaction
-only where it writes), checked before each use (connections broken by a
-server restart are replaced, not handed out), and set with ``lock_timeout``
-(no statement waits for a lock forever) and
+only where it writes) and set with ``lock_timeout`` (no statement waits for
+a lock forever), ``statement_timeout`` (none runs for ever) and
 ``idle_in_transaction_session_timeout`` (a replica stopped in the middle of
-a transaction does not hold its locks for long). Any
+a transaction does not hold its locks for long); TCP keepalives and
+``tcp_user_timeout`` (unless the DSN sets them) end a call whose database
+vanished from the network within seconds, not the kernel's quarter of an
+hour. A connection idle for more than :data:`CHECK_AFTER_IDLE` seconds is
+checked before use (one more round trip; under load connections are reused
+far sooner, so busy calls pay nothing), and broken ones are replaced, not
+handed out. When a call finds its connection broken, and when the database
+answers again after an outage, every idle connection is checked at once,
+so a server restart costs at most the calls on connections in use in the
+second it happened. Any
 ``psycopg.OperationalError`` (connection lost or refused, a lock not granted
 in time, no free connection within ``timeout``) becomes
 :class:`~ep_server.schedule.ledger.LedgerUnavailable`, whose detail names
@@ -26,6 +34,8 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +48,21 @@ from ep_server.errors import ConfigError
 from ep_server.schedule.ledger import LedgerUnavailable
 
 __all__ = ["LedgerPool", "describe_dsn"]
+
+#: Seconds any one statement may run: far above any the ledger makes (a slot
+#: search over 100,000 bookings takes milliseconds), so only a stuck one ends.
+STATEMENT_TIMEOUT = 30.0
+#: A connection idle for longer than this (seconds) is checked before use.
+CHECK_AFTER_IDLE = 1.0
+#: libpq settings that end a call within seconds when the database's host
+#: vanishes from the network (no reset, no answer), unless the DSN sets them.
+_NETWORK = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged data gives up after this
+}
 
 
 def describe_dsn(dsn: str) -> str:
@@ -70,13 +95,24 @@ class LedgerPool:
         #: The database, safe to log.
         self.where = describe_dsn(dsn)
         self._dsn = dsn
-        self._settings = (f"{round(lock_timeout * 1000)}ms", f"{round(idle_timeout * 1000)}ms")
+        self._settings = (
+            f"{round(lock_timeout * 1000)}ms",
+            f"{round(STATEMENT_TIMEOUT * 1000)}ms",
+            f"{round(idle_timeout * 1000)}ms",
+        )
         given = conninfo_to_dict(dsn)
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in given:
             self._kwargs["connect_timeout"] = max(2, math.ceil(timeout))
         if "application_name" not in given:  # how pg_stat_activity names it
             self._kwargs["application_name"] = "ep-server ledger"
+        for key, value in _NETWORK.items():
+            if key not in given:
+                self._kwargs[key] = value
+        # When each idle connection was returned (see _check).
+        self._idle_since: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = ConnectionPool(
             dsn,
             kwargs=self._kwargs,
@@ -85,6 +121,7 @@ class LedgerPool:
             open=False,
             configure=self._configure,
             check=self._check,
+            reset=self._returned,
             timeout=timeout,
             # A lost connection is retried in the background for a second,
             # then anew at the next call that needs one: a ledger is back
@@ -124,7 +161,12 @@ class LedgerPool:
         if self._unreachable.is_set():
             raise LedgerUnavailable(f"ledger unreachable at the last check ({self.where})")
         with self.unavailable("ledger call failed"), self._pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                if conn.broken:  # the server has likely dropped them all (a restart)
+                    self._pool.check()
+                raise
 
     def reach(self) -> None:
         """Connect afresh and ask the server one trivial question: for the
@@ -144,7 +186,9 @@ class LedgerPool:
         except LedgerUnavailable:
             self._unreachable.set()
             raise
-        self._unreachable.clear()
+        if self._unreachable.is_set():  # back: replace what the outage broke first
+            self._pool.check()
+            self._unreachable.clear()
 
     @contextmanager
     def unavailable(self, doing: str) -> Iterator[None]:
@@ -159,11 +203,17 @@ class LedgerPool:
     def close(self) -> None:
         self._pool.close()
 
+    def _returned(self, conn: psycopg.Connection[Any]) -> None:
+        """Back in the pool: note when, for :meth:`_check`."""
+        self._idle_since[conn] = time.monotonic()
+
     def _check(self, conn: psycopg.Connection[Any]) -> None:
-        """Before each use: is the connection alive? When one is not, the
-        server has likely dropped them all (a restart), so every idle one
-        is checked now and the broken ones replaced, rather than found one
-        per call, each after a longer back-off."""
+        """Before a use: a connection idle for a while may have been dropped
+        by the server (a restart, an administrator): ask it. When it was,
+        the others likely were too, so every idle one is checked now."""
+        since = self._idle_since.get(conn)
+        if since is not None and time.monotonic() - since < CHECK_AFTER_IDLE:
+            return
         try:
             ConnectionPool.check_connection(conn)
         except psycopg.Error:
@@ -173,6 +223,7 @@ class LedgerPool:
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('statement_timeout', %s, false),"
             " set_config('idle_in_transaction_session_timeout', %s, false)",
             self._settings,
         )

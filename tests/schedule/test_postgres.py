@@ -49,7 +49,7 @@ from ep_server.schedule.ledger import (
     TooManyOffers,
 )
 from ep_server.schedule.postgres import PostgresLedger
-from ep_server.schedule.postgres_pool import describe_dsn
+from ep_server.schedule.postgres_pool import CHECK_AFTER_IDLE, describe_dsn
 from ep_server.schedule.postgres_schema import lock_key
 
 #: Every loop here ends by this many seconds, whatever happens.
@@ -448,19 +448,41 @@ def test_while_the_last_check_found_the_database_unreachable_calls_fail_at_once(
     assert led.get(booking.id, "alice", T0) == booking
 
 
-def test_connections_dropped_by_the_server_are_replaced_unnoticed(
+def terminate(name: str) -> list[tuple[bool]]:
+    """End every server process of the connections named ``name``."""
+    with postgres_connect() as admin:
+        return admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        ).fetchall()
+
+
+def test_idle_connections_dropped_by_the_server_are_replaced_unnoticed(
     pg_store: PostgresStore,
 ) -> None:
     name = f"ep-test-{uuid.uuid4().hex[:8]}"
     led = PostgresLedger(make_conninfo(pg_store.dsn, application_name=name), POOLS, connections=2)
     pg_store.opened.append(led)
     booking = book(led, 0, 2, cores=4)
-    with postgres_connect() as admin:
-        ended = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (name,),
-        ).fetchall()
-    assert ended == [(True,), (True,)]
+    assert terminate(name) == [(True,), (True,)]
+    time.sleep(CHECK_AFTER_IDLE + 0.1)
+    assert led.get(booking.id, "alice", T0) == booking
+    assert led.cancel(booking.id, "alice", T0)[1]
+
+
+def test_a_connection_dropped_while_in_use_fails_one_call_and_the_rest_are_replaced(
+    pg_store: PostgresStore,
+) -> None:
+    """Connections in use are not checked before each call (a round trip
+    each): the call that finds its connection dropped is UNAVAILABLE, and
+    the pool then replaces every dropped one before the next call."""
+    name = f"ep-test-{uuid.uuid4().hex[:8]}"
+    led = PostgresLedger(make_conninfo(pg_store.dsn, application_name=name), POOLS, connections=2)
+    pg_store.opened.append(led)
+    booking = book(led, 0, 2, cores=4)
+    assert terminate(name) == [(True,), (True,)]
+    with pytest.raises(LedgerUnavailable):
+        led.get(booking.id, "alice", T0)
     assert led.get(booking.id, "alice", T0) == booking
     assert led.cancel(booking.id, "alice", T0)[1]
 
