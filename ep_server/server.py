@@ -96,6 +96,9 @@ async def start_server(
     server = grpc.aio.server(options=_options(settings), interceptors=_tracing(settings))
     metrics = Metrics()
     metrics.plugins_loaded({r.name: r.state.name.lower() for r in registry.records})
+    # Everything that can refuse a bad file comes before the ledger opens, so
+    # that a refusal leaves no ledger (its lock, its connections) behind.
+    pipeline = _pipeline(settings, metrics)
     caller = PluginCaller(settings.plugins.threads, settings.plugins.deadline)
     bookings, pools = _bookings(settings, registry, caller, metrics, clock or utcnow)
     placer = Placer(bookings, settings.schedule, registry, caller) if bookings else None
@@ -103,7 +106,7 @@ async def start_server(
     limits = wire.Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
     info = wire.service_info_to_proto(registry, pools, server_version())
     servicer = ExecutionPlannerServicer(planner, limits, info, bookings, metrics)
-    server.add_generic_rpc_handlers((grpc_handler(servicer, _pipeline(settings, metrics)),))
+    server.add_generic_rpc_handlers((grpc_handler(servicer, pipeline),))
     health_servicer = await _add_health_and_reflection(server)
     running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
     if bookings is not None and settings.schedule.postgres:

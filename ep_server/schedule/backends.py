@@ -31,6 +31,8 @@ def open_ledger(
     """
     horizon = timedelta(days=settings.horizon_days)
     if settings.postgres:
+        import psycopg
+
         from ep_server.schedule.postgres import PostgresLedger
 
         try:
@@ -43,6 +45,10 @@ def open_ledger(
             )
         except LedgerUnavailable as exc:
             raise StartupError(f"schedule.ledger: {exc.detail}") from None
+        except psycopg.Error as exc:  # refused by the database: no privilege, say
+            raise StartupError(
+                f"schedule.ledger: {describe_ledger(settings.ledger)}: {_first_line(exc)}"
+            ) from None
     from ep_server.schedule.sqlite import SQLiteLedger
 
     try:
@@ -74,8 +80,9 @@ def migrate_ledger(settings: ScheduleSettings) -> str:
         with psycopg.connect(settings.ledger, connect_timeout=10) as conn:
             before, after = migrate(conn)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(f"schedule.ledger: cannot reach {where}: {reason}") from None
+        raise StartupError(f"schedule.ledger: cannot reach {where}: {_first_line(exc)}") from None
+    except psycopg.Error as exc:
+        raise StartupError(f"schedule.ledger: {where}: {_first_line(exc)}") from None
     if before == after:
         return f"ledger {where}: schema version {after}, already current"
     return f"ledger {where}: schema upgraded from version {before} to {after}"
@@ -88,3 +95,9 @@ def describe_ledger(ledger: str) -> str:
 
         return describe_dsn(ledger)
     return ledger
+
+
+def _first_line(exc: BaseException) -> str:
+    """What the database said, in one line (its own error, never the DSN)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,21 +11,25 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from urllib.parse import quote
 
 import grpc
 import pytest
 from fake_plugins.common import FakeSource
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from schedule.ledgers import POSTGRES
+from schedule.ledgers import POSTGRES, postgres_connect
 from schedule.pg_relay import Relay
 from schedule.rpc_site import DOCKER, Booker, Clock, accept, ask_as, reason_of, tokens_file, who
 
+from ep_server.errors import StartupError
 from ep_server.host import detect_host
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import load_registry
+from ep_server.schedule.backends import open_ledger
 from ep_server.server import SERVICE_NAME, start_server
 from ep_server.testing import build_settings
 
@@ -130,3 +134,27 @@ def test_an_unreachable_ledger_is_named_without_its_password():
     assert f"port={port}" in result.stderr
     assert "127.0.0.1" in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_a_role_that_may_not_create_the_schema_is_refused_in_one_line(pg_store):
+    """The database's own refusal (no privilege), as a start-up error naming
+    the ledger: exit 1 and one line, never a traceback."""
+    role = f"ep_test_{uuid.uuid4().hex[:8]}"
+    with postgres_connect() as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        grant = sql.SQL("GRANT USAGE ON SCHEMA {} TO {}")  # but not CREATE
+        admin.execute(grant.format(sql.Identifier(pg_store.schema), sql.Identifier(role)))
+    try:
+        where = conninfo_to_dict(as_uri(pg_store.dsn))
+        ledger = as_uri(pg_store.dsn).replace(f"//{where.get('user', 'postgres')}@", f"//{role}@")
+        result = run_migrate(ledger)
+        assert result.returncode == 1, result.stderr
+        assert "permission denied" in result.stderr
+        assert "Traceback" not in result.stderr
+        settings = build_settings({"schedule": {"ledger": ledger, "pools": {"cores": 8}}})
+        with pytest.raises(StartupError, match="permission denied"):
+            open_ledger(settings.schedule, {"cores": 8})
+    finally:
+        with postgres_connect() as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
