@@ -23,10 +23,13 @@ a status is a lookup, never an if-chain. The module knows gRPC's status codes
 but nothing of calls or contexts: the edge turns an :class:`EPError` into a
 ``google.rpc.Status`` (:func:`ep_server.wire.status_proto`).
 
-A well-formed ``Ask`` never raises: "no" is an answer, and plugin failures
-become reasons in it. Another caller's offers and bookings are NOT_FOUND, not
-PERMISSION_DENIED, so that nobody learns what others hold; a site policy
-refusal is a NO with a POLICY reason.
+A well-formed ``Ask`` that reaches the planner never fails for a plugin:
+"no" is an answer, and plugin failures become reasons in it (the call can
+still be refused before it, by authentication or a rate limit, and an
+``Ask`` with a schedule fails UNAVAILABLE while the ledger is unreachable).
+Another caller's offers and bookings are NOT_FOUND, not PERMISSION_DENIED, so that
+nobody learns what others hold; a site policy refusal is a NO with a POLICY
+reason.
 """
 
 from __future__ import annotations

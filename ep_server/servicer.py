@@ -27,7 +27,7 @@ from ep_server.errors import EPError, FailedPrecondition
 from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline
-from ep_server.planner import Planner
+from ep_server.planner import SCHEDULING_UNSUPPORTED, Planner
 from ep_server.schedule.bookings import Bookings
 
 __all__ = ["SERVICE", "ExecutionPlannerServicer", "grpc_handler", "server_version"]
@@ -86,7 +86,7 @@ class ExecutionPlannerServicer:
 
     def _bookings(self) -> Bookings:
         if self.bookings is None:
-            raise FailedPrecondition("this site takes no bookings", reason="SCHEDULING_UNSUPPORTED")
+            raise FailedPrecondition("this site takes no bookings", reason=SCHEDULING_UNSUPPORTED)
         return self.bookings
 
     async def AcceptOffer(self, request: Any, call: Call) -> pb.AcceptOfferResponse:

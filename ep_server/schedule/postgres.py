@@ -14,15 +14,20 @@ Never overbooking
     transaction that first takes the site's advisory lock
     (``pg_advisory_xact_lock``, keyed by database and schema), so no two
     such changes, from any replica, decide at once. Every write transaction
-    then advances the clock row, whose row lock also orders it after every
-    other write. Reads (``get``, ``bookings``, ``peak``, ``earliest``, a
+    a caller asks for (placing, accepting, rejecting, cancelling) then
+    advances the clock row, whose row lock also orders it after every other
+    such write; the purge, which only deletes expired offers, does not.
+    Reads (``get``, ``bookings``, ``peak``, ``earliest``, a
     ``place`` that holds nothing) take no lock.
 
 Placing
     The slot search runs outside any lock and transaction, over holds read
     from the tables as the calendar asks for them, and calls
     ``Placement.refuse`` (plugins' ``ep_slot`` hooks) as it goes, so a slow
-    plugin stalls no other call. Then, under the lock, each slot found is
+    plugin holds up no other replica and no other call's lock. It does hold
+    the connection (one of this process's ``connections``, each with its
+    thread) for as long as the search takes, which the hooks' deadline
+    bounds. Then, under the lock, each slot found is
     checked again against the holds committed by then and the slots kept
     before it, and those that still fit (within the owner's cap, counted
     again) are inserted. If none does, another replica took the room

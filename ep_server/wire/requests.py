@@ -288,7 +288,7 @@ def _duration(
 
 def _ask_validators(limits: Limits) -> dict[str, Callable[[Any, list[FieldViolation]], object]]:
     """How each top-level field of an AskRequest is validated, for
-    explaining a request protobuf refused (:mod:`ep_server.undecodable`)."""
+    explaining a request protobuf refused (:mod:`ep_server.wire.undecodable`)."""
     return {
         "tasktype": _check_tasktype,
         "taskinfo": lambda msg, bad: _struct(msg, limits, bad),
