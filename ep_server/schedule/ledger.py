@@ -29,10 +29,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ep_server.errors import FailedPrecondition, NotFound, Unavailable
-from ep_server.model import Booking, Schedule, Slot
+from ep_server.model import Booking, BookingState, Schedule, Slot
 from ep_server.schedule.calendar import Calendar, Found
 
 __all__ = [
+    "PURGE_EVERY_US",
     "BookingNotFound",
     "Candidate",
     "HeldOffer",
@@ -42,9 +43,11 @@ __all__ = [
     "OfferNotFound",
     "Placement",
     "TooManyOffers",
+    "booking_state",
     "find_slots",
     "from_us",
     "held_offer",
+    "offer_limit",
     "span_us",
     "to_us",
 ]
@@ -298,3 +301,29 @@ def held_offer(
     candidate = placement.candidates[found.candidate]
     expire_time = None if expire is None else from_us(expire)
     return HeldOffer(offer_id, placement.ask_id, placement.owner, candidate, slot, expire_time)
+
+
+#: How often, in ledger time, expired offers are purged (in microseconds).
+PURGE_EVERY_US = 10 * 60 * 1_000_000
+
+
+def offer_limit(placement: Placement, outstanding: int) -> int:
+    """How many offers a held placement may make when its owner already has
+    ``outstanding`` ones.
+
+    :raises TooManyOffers: when the owner may hold no more.
+    """
+    if outstanding >= placement.max_outstanding:
+        raise TooManyOffers(
+            f"{outstanding} outstanding offers (at most {placement.max_outstanding})"
+        )
+    return min(placement.max_offers, placement.max_outstanding - outstanding)
+
+
+def booking_state(stored: str, end_us: int, now: int) -> BookingState:
+    """A booking's state as read at ``now``: a BOOKED one whose slot has
+    ended is FINISHED (no write marks it so)."""
+    state = BookingState(stored)
+    if state is BookingState.BOOKED and end_us <= now:
+        return BookingState.FINISHED
+    return state

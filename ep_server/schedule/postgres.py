@@ -75,6 +75,7 @@ from ep_server.model import Booking, Slot
 from ep_server.schedule import postgres_rows as sql
 from ep_server.schedule.calendar import Calendar, Found, checked_pools
 from ep_server.schedule.ledger import (
+    PURGE_EVERY_US,
     BookingNotFound,
     HeldOffer,
     Ledger,
@@ -85,6 +86,7 @@ from ep_server.schedule.ledger import (
     find_slots,
     from_us,
     held_offer,
+    offer_limit,
     span_us,
     to_us,
 )
@@ -95,8 +97,6 @@ __all__ = ["PostgresLedger"]
 
 #: A place searches at most this many times when others take its slots first.
 _ATTEMPTS = 3
-#: How often (ledger time) expired offers are purged, by one replica.
-_PURGE_EVERY_US = 10 * 60 * 1_000_000
 #: A search first reads the holds of at least this long a stretch.
 _SPAN_US = 24 * 3600 * 1_000_000
 _NEVER = to_us(datetime.min.replace(tzinfo=UTC))
@@ -176,7 +176,7 @@ class PostgresLedger(Ledger):
                 if offers:
                     break
             if t >= self._purge_hint:
-                self._purge_hint = t + _PURGE_EVERY_US
+                self._purge_hint = t + PURGE_EVERY_US
                 # The offers are committed: a purge that fails now is tried
                 # at the next one due, and must not make this call fail.
                 with contextlib.suppress(psycopg.Error):
@@ -293,9 +293,7 @@ class PostgresLedger(Ledger):
 
     def _offer_limit(self, conn: psycopg.Connection[Any], placement: Placement, t: int) -> int:
         held = _one(conn.execute(sql.OUTSTANDING, {"owner": placement.owner, "clock": t}))
-        if held >= placement.max_outstanding:
-            raise TooManyOffers(f"{held} outstanding offers (at most {placement.max_outstanding})")
-        return min(placement.max_offers, placement.max_outstanding - held)
+        return offer_limit(placement, held)
 
     def _hold(
         self, conn: psycopg.Connection[Any], placement: Placement, found: list[Found], now: datetime
@@ -332,7 +330,7 @@ class PostgresLedger(Ledger):
         with conn.transaction():
             if not _one(conn.execute(sql.TRY_LOCK, (self._purge_key,))):
                 return None
-            due = conn.execute(sql.PURGE_DUE, {"now": t, "every": _PURGE_EVERY_US}).fetchone()
+            due = conn.execute(sql.PURGE_DUE, {"now": t, "every": PURGE_EVERY_US}).fetchone()
             if due is None:
                 return None
             return conn.execute(sql.PURGE, (t - self._purge_after,)).rowcount

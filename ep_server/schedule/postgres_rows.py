@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ep_server.model import Booking, BookingState, Slot
+from ep_server.model import Booking, Slot
 from ep_server.schedule.calendar import Hold
 from ep_server.schedule.holds import HoldIndex
-from ep_server.schedule.ledger import HeldOffer, from_us
+from ep_server.schedule.ledger import HeldOffer, booking_state, from_us
 
 __all__ = [
     "ACCEPT",
@@ -146,9 +146,7 @@ def booking(row: tuple[Any, ...], now: int) -> Booking:
     one whose slot has ended at ``now`` reads as FINISHED."""
     (id_, offer_id, owner, plugin, servicetype, serviceinfo, start, end, need, state) = row[:10]
     create, cancel, extra = row[10:13]
-    status = BookingState(state)
-    if status is BookingState.BOOKED and end <= now:
-        status = BookingState.FINISHED
+    status = booking_state(state, end, now)
     return Booking(
         id=id_,
         offer_id=offer_id,

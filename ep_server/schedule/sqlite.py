@@ -49,16 +49,18 @@ from ep_server.model import Booking, BookingState, Slot
 from ep_server.schedule.calendar import Calendar, Hold
 from ep_server.schedule.holds import LiveHolds
 from ep_server.schedule.ledger import (
+    PURGE_EVERY_US,
     BookingNotFound,
     HeldOffer,
     Ledger,
     OfferExpired,
     OfferNotFound,
     Placement,
-    TooManyOffers,
+    booking_state,
     find_slots,
     from_us,
     held_offer,
+    offer_limit,
     span_us,
     to_us,
 )
@@ -71,7 +73,6 @@ _SAVE_CLOCK = (
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 )
 #: How often (ledger time) place() deletes offers expired long ago.
-_PURGE_EVERY_US = 10 * 60 * 1_000_000
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
@@ -215,10 +216,7 @@ class SQLiteLedger(Ledger):
     def _offer_limit(self, placement: Placement) -> int:
         if not placement.hold:
             return placement.max_offers
-        held = self._holds.outstanding(placement.owner)
-        if held >= placement.max_outstanding:
-            raise TooManyOffers(f"{held} outstanding offers (at most {placement.max_outstanding})")
-        return min(placement.max_offers, placement.max_outstanding - held)
+        return offer_limit(placement, self._holds.outstanding(placement.owner))
 
     # --- Writing ------------------------------------------------------------------
 
@@ -231,7 +229,7 @@ class SQLiteLedger(Ledger):
                     "DELETE FROM offers WHERE expire_us <= ?", (t - self._purge_after,)
                 )
         if t >= self._next_purge:
-            self._next_purge = t + _PURGE_EVERY_US
+            self._next_purge = t + PURGE_EVERY_US
         for offer, hold in offers:
             self._holds.add_offer(offer.id, offer.owner, expire, hold)
 
@@ -328,9 +326,7 @@ def _offer_row(offer: HeldOffer, hold: Hold, expire: int) -> tuple[object, ...]:
 
 
 def _booking(row: sqlite3.Row, now: int) -> Booking:
-    state = BookingState(row["state"])
-    if state is BookingState.BOOKED and row["end_us"] <= now:
-        state = BookingState.FINISHED
+    state = booking_state(row["state"], row["end_us"], now)
     cancel = row["cancel_us"]
     return Booking(
         id=row["id"],
