@@ -48,6 +48,7 @@ __all__ = [
     "from_us",
     "held_offer",
     "offer_limit",
+    "pending_events",
     "span_us",
     "to_us",
 ]
@@ -138,6 +139,39 @@ class LedgerUnavailable(Unavailable):
         self.detail = detail
 
 
+#: How long after making a booking (or a cancellation) a ledger considers
+#: its announcement overdue, unless configured (``[schedule]
+#: announce_retry_after``): above the time an announcement may wait for its
+#: plugin (60 s) plus a deadline.
+ANNOUNCE_AFTER = timedelta(seconds=90)
+
+#: The events plugins are told of, in the order they happen to a booking.
+BOOKED, CANCELLED = "booked", "cancelled"
+#: What the ledgers store of the announcements made of a booking: how far
+#: they got (0: none, 1: booked, 2: cancelled too).
+ANNOUNCED_LEVEL = {BOOKED: 1, CANCELLED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class DueAnnouncement:
+    """A booking with announcements still to make, in order."""
+
+    booking: Booking
+    events: tuple[str, ...]
+
+
+def pending_events(announced: int, stored_state: int) -> tuple[str, ...]:
+    """The events of a booking still to announce, given the level stored
+    (see :data:`ANNOUNCED_LEVEL`) and its stored state (1 BOOKED, 2
+    CANCELLED: also the level at which nothing is left)."""
+    events = []
+    if announced < ANNOUNCED_LEVEL[BOOKED]:
+        events.append(BOOKED)
+    if stored_state == BookingState.CANCELLED.value and announced < ANNOUNCED_LEVEL[CANCELLED]:
+        events.append(CANCELLED)
+    return tuple(events)
+
+
 class Ledger(abc.ABC):
     """Where offers and bookings live.
 
@@ -156,6 +190,10 @@ class Ledger(abc.ABC):
       offer whose capacity went to others could be accepted again.
     - Slots are found by the rules of :mod:`ep_server.schedule.calendar`
       (pairing of candidates, the longest slot that fits, the horizon).
+    - Whether each booking and each cancellation was announced to its
+      plugin is stored with it (:meth:`announced`), so that one the process
+      that made it never announced (it died first) is found, by any process,
+      ``announce_after`` later (:meth:`due_announcements`).
 
     Methods are synchronous and may block (disk, network); the server calls
     them from :attr:`threads` worker threads. A ``ValueError`` means a
@@ -193,7 +231,9 @@ class Ledger(abc.ABC):
         offers of its ask). Accepting an already-accepted offer returns the
         same booking, even after the offer's expiry or the booking's
         cancellation. The flag is True only for the call that created the
-        booking, so the caller can announce it exactly once.
+        booking, so the caller can announce it; until :meth:`announced`
+        records that, the booking is due to be announced
+        ``announce_after`` later (:meth:`due_announcements`).
 
         :raises OfferNotFound: no such offer for this owner (never made,
             rejected, released as a sibling, or purged long after expiry).
@@ -219,12 +259,28 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     def cancel(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         """Cancel a booking and release what it holds. Idempotent: the flag
-        is True only for the call that cancelled a live BOOKED booking;
+        is True only for the call that cancelled a live BOOKED booking (its
+        cancellation is then due to be announced, as with :meth:`accept`);
         cancelling again, or cancelling a FINISHED booking (which changes
         nothing), returns the booking and False.
 
         :raises BookingNotFound:
         """
+
+    @abc.abstractmethod
+    def announced(self, done: Mapping[str, str]) -> None:
+        """Record announcements made: booking id -> the latest event of it
+        its plugin was told of (:data:`BOOKED` or :data:`CANCELLED`, the
+        latter implying the former). An unknown id is ignored."""
+
+    @abc.abstractmethod
+    def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
+        """Up to ``limit`` bookings whose booking or cancellation no process
+        has recorded as announced within ``announce_after`` of making it
+        (the process that made it died first, or its plugin stayed busy),
+        oldest first, each with the events still to announce, in order.
+        Each is claimed: no call, from any process, returns it again for
+        another ``announce_after`` unless it is recorded as announced."""
 
     @abc.abstractmethod
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:

@@ -75,8 +75,11 @@ from ep_server.model import Booking, Slot
 from ep_server.schedule import postgres_rows as sql
 from ep_server.schedule.calendar import Calendar, Found, checked_pools
 from ep_server.schedule.ledger import (
+    ANNOUNCE_AFTER,
+    ANNOUNCED_LEVEL,
     PURGE_EVERY_US,
     BookingNotFound,
+    DueAnnouncement,
     HeldOffer,
     Ledger,
     OfferExpired,
@@ -87,6 +90,7 @@ from ep_server.schedule.ledger import (
     from_us,
     held_offer,
     offer_limit,
+    pending_events,
     span_us,
     to_us,
 )
@@ -134,7 +138,9 @@ class PostgresLedger(Ledger):
         idle_in_transaction_timeout: float = 10.0,
         migrate: bool = True,
         timeout: float = 5.0,
+        announce_after: timedelta = ANNOUNCE_AFTER,
     ) -> None:
+        self._announce_after = span_us(announce_after)
         self._pools = checked_pools(pools)
         self._horizon, self._purge_after = span_us(horizon), span_us(purge_after)
         self._clock, self._clock_lock = _NEVER, threading.Lock()
@@ -195,7 +201,13 @@ class PostgresLedger(Ledger):
 
     def accept(self, offer_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         want = self._seen(to_us(now))
-        args = {"offer": offer_id, "owner": owner, "booking": uuid.uuid4().hex, "clock": want}
+        args = {
+            "offer": offer_id,
+            "owner": owner,
+            "booking": uuid.uuid4().hex,
+            "clock": want,
+            "announce_after": self._announce_after,
+        }
         with self._connection() as conn:
             with conn.pipeline(), conn.transaction():
                 conn.execute(sql.LOCK, (self._lock_key,))
@@ -243,7 +255,13 @@ class PostgresLedger(Ledger):
             with conn.pipeline(), conn.transaction():
                 clock = conn.execute(sql.ADVANCE_CLOCK, (want,))
                 changed = conn.execute(
-                    sql.CANCEL, {"booking": booking_id, "owner": owner, "clock": want}
+                    sql.CANCEL,
+                    {
+                        "booking": booking_id,
+                        "owner": owner,
+                        "clock": want,
+                        "announce_after": self._announce_after,
+                    },
                 )
             t = self._seen(_one(clock))
             row = changed.fetchone()
@@ -253,6 +271,22 @@ class PostgresLedger(Ledger):
         if row is None:
             raise BookingNotFound(f"no booking {booking_id!r}")
         return sql.booking(row, t), False
+
+    def announced(self, done: Mapping[str, str]) -> None:
+        ids = list(done)
+        levels = [ANNOUNCED_LEVEL[done[i]] for i in ids]
+        with self._connection() as conn:
+            conn.execute(sql.ANNOUNCED, {"ids": ids, "levels": levels})
+
+    def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
+        with self._connection() as conn:
+            t = self._read_clock(conn, now)
+            args = {"now": t, "limit": limit, "after": self._announce_after}
+            rows = conn.execute(sql.DUE_ANNOUNCEMENTS, args).fetchall()
+        rows.sort(key=lambda row: (row[10], row[0]))  # RETURNING has no order: by creation
+        return [
+            DueAnnouncement(sql.booking(row, t), pending_events(row[-1], row[9])) for row in rows
+        ]
 
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         lo, hi = to_us(slot.start), to_us(slot.end)

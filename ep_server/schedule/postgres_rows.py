@@ -25,9 +25,11 @@ from ep_server.schedule.ledger import HeldOffer, booking_state, from_us
 __all__ = [
     "ACCEPT",
     "ADVANCE_CLOCK",
+    "ANNOUNCED",
     "BOOKING",
     "BOOKINGS",
     "CANCEL",
+    "DUE_ANNOUNCEMENTS",
     "FIND_BOOKING",
     "HOLDS",
     "INSERT_OFFER",
@@ -82,9 +84,9 @@ ACCEPT = f"""
         DELETE FROM ep_offers s USING offer
          WHERE s.owner = offer.owner AND s.ask_id = offer.ask_id)
     INSERT INTO ep_bookings (id, offer_id, owner, plugin, servicetype, serviceinfo,
-                             start_us, end_us, need, state, create_us)
+                             start_us, end_us, need, state, create_us, announce_due_us)
     SELECT %(booking)s, id, owner, plugin, servicetype, serviceinfo, start_us, end_us, need,
-           1, {_CLOCK}
+           1, {_CLOCK}, {_CLOCK} + %(announce_after)s
       FROM offer
     RETURNING {_COLUMNS}"""
 FIND_BOOKING = f"SELECT {_COLUMNS} FROM ep_bookings WHERE offer_id = %s AND owner = %s"
@@ -92,10 +94,34 @@ BOOKING = f"SELECT {_COLUMNS} FROM ep_bookings WHERE id = %s AND owner = %s"
 BOOKINGS = f"SELECT {_COLUMNS} FROM ep_bookings WHERE owner = %s ORDER BY start_us, id"
 #: A live BOOKED booking is cancelled; anything else is left as it is.
 CANCEL = f"""
-    UPDATE ep_bookings SET state = 2, cancel_us = {_CLOCK}
+    UPDATE ep_bookings
+       SET state = 2, cancel_us = {_CLOCK}, announce_due_us = {_CLOCK} + %(announce_after)s
      WHERE id = %(booking)s AND owner = %(owner)s AND state = 1 AND end_us > {_CLOCK}
     RETURNING {_COLUMNS}"""
 REJECT = "DELETE FROM ep_offers WHERE id = %s AND owner = %s"
+#: Records announcements made: ``%(ids)s`` with the ``%(levels)s`` reached
+#: (one per id); nothing is left to announce once the level reaches the
+#: stored state (1 BOOKED, 2 CANCELLED).
+ANNOUNCED = """
+    UPDATE ep_bookings b
+       SET announced = greatest(b.announced, d.level),
+           announce_due_us = CASE WHEN greatest(b.announced, d.level) >= b.state
+                                  THEN NULL ELSE b.announce_due_us END
+      FROM unnest(%(ids)s::text[], %(levels)s::smallint[]) AS d (id, level)
+     WHERE b.id = d.id"""
+#: Claims up to ``%(limit)s`` overdue announcements for ``%(after)s`` more:
+#: rows another replica is claiming at the same moment are skipped.
+DUE_ANNOUNCEMENTS = f"""
+    WITH due AS (
+        SELECT id FROM ep_bookings
+         WHERE announce_due_us <= %(now)s
+         ORDER BY announce_due_us, id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED)
+    UPDATE ep_bookings b SET announce_due_us = %(now)s + %(after)s
+      FROM due
+     WHERE b.id = due.id
+    RETURNING {", ".join("b." + c.strip() for c in _COLUMNS.split(","))}, b.announced"""
 OFFER_EXPIRY = "SELECT expire_us FROM ep_offers WHERE id = %s AND owner = %s"
 
 #: Claims the next purge (``%(every)s`` after now) when one is due.

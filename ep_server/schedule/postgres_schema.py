@@ -27,6 +27,11 @@ Tables (version 1)
     ``ep_pools``: the site's pools (name, capacity), stored by the first
     replica; every later one must configure the same.
 
+Version 2
+    ``ep_bookings.announced`` and ``announce_due_us``: what was announced
+    of each booking to its plugin, and when any replica may announce what
+    is left (see :meth:`~ep_server.schedule.ledger.Ledger.due_announcements`).
+
 Migrating
     :func:`migrate` runs in one transaction under an advisory lock (per
     database and schema), so replicas starting together migrate once: the
@@ -104,8 +109,21 @@ _VERSION_1 = (
     "INSERT INTO ep_state (key, value) VALUES ('clock', -9223372036854775808), ('purge_due', 0)",
 )
 
+#: What was announced of each booking: ``announced`` (0 nothing, 1 its
+#: booking, 2 its cancellation too) and, while something is left to
+#: announce, ``announce_due_us``: when any replica may announce it. Bookings
+#: made before are taken as announced (by the code of their time).
+_VERSION_2 = (
+    """ALTER TABLE ep_bookings
+        ADD COLUMN announced smallint NOT NULL DEFAULT 0 CHECK (announced BETWEEN 0 AND 2),
+        ADD COLUMN announce_due_us bigint""",
+    "UPDATE ep_bookings SET announced = CASE WHEN state = 2 THEN 2 ELSE 1 END",
+    "CREATE INDEX ep_bookings_announce ON ep_bookings (announce_due_us)"
+    " WHERE announce_due_us IS NOT NULL",
+)
+
 #: The statements of each step: ``STEPS[i]`` upgrades version ``i`` to ``i + 1``.
-STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1,)
+STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2)
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(STEPS)
 

@@ -49,8 +49,11 @@ from ep_server.model import Booking, BookingState, Slot
 from ep_server.schedule.calendar import Calendar, Hold
 from ep_server.schedule.holds import LiveHolds
 from ep_server.schedule.ledger import (
+    ANNOUNCE_AFTER,
+    ANNOUNCED_LEVEL,
     PURGE_EVERY_US,
     BookingNotFound,
+    DueAnnouncement,
     HeldOffer,
     Ledger,
     OfferExpired,
@@ -61,6 +64,7 @@ from ep_server.schedule.ledger import (
     from_us,
     held_offer,
     offer_limit,
+    pending_events,
     span_us,
     to_us,
 )
@@ -99,8 +103,10 @@ class SQLiteLedger(Ledger):
         horizon: timedelta = timedelta(days=366),
         synchronous: str = "FULL",
         purge_after: timedelta = timedelta(days=1),
+        announce_after: timedelta = ANNOUNCE_AFTER,
     ) -> None:
         self._holds = LiveHolds()
+        self._announce_after = span_us(announce_after)
         self._calendar = Calendar(self._holds.index, pools)
         self._horizon = span_us(horizon)
         self._purge_after = span_us(purge_after)
@@ -177,13 +183,41 @@ class SQLiteLedger(Ledger):
                 live = row["state"] == BookingState.BOOKED.value and row["end_us"] > t
                 if live:
                     self._db.execute(
-                        "UPDATE bookings SET state = ?, cancel_us = ? WHERE id = ?",
-                        (BookingState.CANCELLED.value, t, booking_id),
+                        "UPDATE bookings SET state = ?, cancel_us = ?, announce_due_us = ?"
+                        " WHERE id = ?",
+                        (BookingState.CANCELLED.value, t, t + self._announce_after, booking_id),
                     )
             if live:
                 self._holds.remove_booking(booking_id)
                 row = self._booking_row(booking_id, owner)
             return _booking(row, t), live
+
+    def announced(self, done: Mapping[str, str]) -> None:
+        with self._lock, self._tx():
+            self._db.executemany(
+                "UPDATE bookings SET announced = max(announced, :level), announce_due_us ="
+                " CASE WHEN max(announced, :level) >= state THEN NULL ELSE announce_due_us END"
+                " WHERE id = :id",
+                [{"id": i, "level": ANNOUNCED_LEVEL[event]} for i, event in done.items()],
+            )
+
+    def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
+        with self._lock:
+            t = self._tick(now)
+            with self._tx():
+                rows = self._db.execute(
+                    "SELECT * FROM bookings WHERE announce_due_us <= ?"
+                    " ORDER BY announce_due_us, id LIMIT ?",
+                    (t, limit),
+                ).fetchall()
+                self._db.executemany(
+                    "UPDATE bookings SET announce_due_us = ? WHERE id = ?",
+                    [(t + self._announce_after, row["id"]) for row in rows],
+                )
+            return [
+                DueAnnouncement(_booking(row, t), pending_events(row["announced"], row["state"]))
+                for row in rows
+            ]
 
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         with self._lock:
@@ -247,9 +281,10 @@ class SQLiteLedger(Ledger):
                 raise OfferExpired(f"offer {offer_id!r} expired at {from_us(offer['expire_us'])}")
             self._db.execute(
                 "INSERT INTO bookings (id, offer_id, owner, plugin, servicetype, serviceinfo,"
-                " start_us, end_us, need, state, create_us) SELECT ?, id, owner, plugin,"
-                " servicetype, serviceinfo, start_us, end_us, need, ?, ? FROM offers WHERE id = ?",
-                (booking_id, BookingState.BOOKED.value, t, offer_id),
+                " start_us, end_us, need, state, create_us, announce_due_us) SELECT ?, id, owner,"
+                " plugin, servicetype, serviceinfo, start_us, end_us, need, ?, ?, ?"
+                " FROM offers WHERE id = ?",
+                (booking_id, BookingState.BOOKED.value, t, t + self._announce_after, offer_id),
             )
             siblings = [
                 r[0]

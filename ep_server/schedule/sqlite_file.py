@@ -3,7 +3,8 @@
 The file is in WAL mode. ``synchronous=FULL`` (the default) makes an
 acknowledged call survive power loss; ``NORMAL`` survives a crash of the
 process (not of the machine) and is faster. The schema is versioned with
-``PRAGMA user_version`` and created on first open.
+``PRAGMA user_version``, created on first open and upgraded step by step
+(:data:`STEPS`) on the first open by newer code.
 
 The file is opened with ``locking_mode=EXCLUSIVE``: the ledger's index of
 holds lives in its process, so a second process writing the same file would
@@ -19,12 +20,11 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["SCHEMA_VERSION", "connect"]
+__all__ = ["SCHEMA_VERSION", "STEPS", "connect"]
 
-SCHEMA_VERSION = 1
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-_SCHEMA = (
+_VERSION_1 = (
     """CREATE TABLE offers (
         id TEXT PRIMARY KEY,
         ask_id TEXT NOT NULL,
@@ -55,8 +55,22 @@ _SCHEMA = (
         extra TEXT NOT NULL DEFAULT '{}'
     )""",
     "CREATE INDEX bookings_owner ON bookings (owner, start_us)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+#: The ledger's clock (``meta``; files of version 1 may already have it) and
+#: what was announced of each booking (bookings made before are taken as
+#: announced: they were, by the code of their time, or never will be).
+_VERSION_2 = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "ALTER TABLE bookings ADD COLUMN announced INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE bookings ADD COLUMN announce_due_us INTEGER",
+    "UPDATE bookings SET announced = CASE WHEN state = 2 THEN 2 ELSE 1 END",
+    "CREATE INDEX bookings_announce ON bookings (announce_due_us)"
+    " WHERE announce_due_us IS NOT NULL",
+)
+#: ``STEPS[i]`` upgrades a file of version ``i`` to ``i + 1``; a step is never
+#: edited once released.
+STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2)
+SCHEMA_VERSION = len(STEPS)
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -87,17 +101,18 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Create the schema on first open. Always writes once, so the exclusive
-    lock is taken now rather than at the first booking."""
+    """Create the schema on first open, or upgrade it through each step.
+    Always writes once, so the exclusive lock is taken now rather than at
+    the first booking."""
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"ledger schema {version} is newer than {SCHEMA_VERSION}")
-        for statement in _SCHEMA if version == 0 else _SCHEMA[-1:]:
-            db.execute(statement)
-        # Not in the first files of schema 1; harmless to repeat.
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        for step in STEPS[version:]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -160,6 +160,9 @@ class Store(abc.ABC):
     ones before it committed; :meth:`close` closes them all and removes the
     store."""
 
+    #: Whether several ledgers may be open on the store at once (replicas).
+    shared = False
+
     def __init__(self) -> None:
         self.opened: list[Ledger] = []
 
@@ -233,6 +236,8 @@ class PostgresStore(Store):
     through the DSN's ``search_path``, as a site's replicas do.
     ``synchronous_commit=off``: as for SQLiteStore, these tests reopen a
     ledger after closing it, never after a crash of the server."""
+
+    shared = True
 
     def __init__(self, directory: Path | None = None) -> None:
         super().__init__()

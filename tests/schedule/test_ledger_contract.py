@@ -41,6 +41,9 @@ from schedule.ledgers import (
 
 from ep_server.model import Booking, BookingState, Schedule, Slot, Window
 from ep_server.schedule.ledger import (
+    ANNOUNCE_AFTER,
+    BOOKED,
+    CANCELLED,
     BookingNotFound,
     Candidate,
     HeldOffer,
@@ -417,6 +420,60 @@ def test_cancel_releases_and_is_idempotent(ledger: Ledger) -> None:
     assert ledger.place(ask((1, 1), ask_id="d", owner="bob", need={"cores": 16}), T0 + 2 * M)
     with pytest.raises(BookingNotFound):
         ledger.cancel("nope", "alice", T0)
+
+
+# --- Announcements: recorded with each booking ------------------------------------
+
+
+def due(ledger: Ledger, now: datetime) -> list[tuple[str, tuple[str, ...]]]:
+    return [(d.booking.id, d.events) for d in ledger.due_announcements(now, 100)]
+
+
+def test_a_booking_not_recorded_as_announced_is_due_once_per_announce_after(
+    ledger: Ledger,
+) -> None:
+    booking = book(ledger, 0, 2, cores=4)  # made at T0
+    assert due(ledger, T0 + ANNOUNCE_AFTER - timedelta(microseconds=1)) == []
+    assert due(ledger, T0 + ANNOUNCE_AFTER) == [(booking.id, (BOOKED,))]
+    assert due(ledger, T0 + ANNOUNCE_AFTER) == []  # claimed
+    assert due(ledger, T0 + 2 * ANNOUNCE_AFTER) == [(booking.id, (BOOKED,))]
+    ledger.announced({booking.id: BOOKED})
+    assert due(ledger, T0 + 10 * ANNOUNCE_AFTER) == []
+
+
+def test_a_booking_announced_in_time_is_never_due(ledger: Ledger) -> None:
+    booking = book(ledger, 0, 2, cores=4)
+    ledger.announced({booking.id: BOOKED, "never-made": BOOKED})
+    assert due(ledger, T0 + 10 * ANNOUNCE_AFTER) == []
+    assert ledger.get(booking.id, "alice", T0) == booking
+
+
+def test_a_cancellation_is_due_after_its_booking_and_recorded_apart(ledger: Ledger) -> None:
+    told = book(ledger, 0, 2, cores=4)
+    untold = book(ledger, 2, 4, cores=4)
+    ledger.announced({told.id: BOOKED})
+    for booking in (told, untold):
+        assert ledger.cancel(booking.id, "alice", T0 + M)[1]
+    later = T0 + M + ANNOUNCE_AFTER
+    assert sorted(due(ledger, later)) == sorted(
+        [(told.id, (CANCELLED,)), (untold.id, (BOOKED, CANCELLED))]
+    )
+    ledger.announced({told.id: CANCELLED, untold.id: BOOKED})
+    assert due(ledger, later + ANNOUNCE_AFTER) == [(untold.id, (CANCELLED,))]
+    ledger.announced({untold.id: CANCELLED})
+    assert due(ledger, later + 10 * ANNOUNCE_AFTER) == []
+
+
+def test_due_announcements_are_claimed_by_one_caller(store: Store) -> None:
+    """Two ledgers on one store (replicas, for a shared backend; for SQLite
+    two calls of one ledger) never both get one due announcement."""
+    one = store.open()
+    other = store.open() if store.shared else one
+    made = [book(one, 2 * i, 2 * i + 1, cores=1).id for i in range(6)]
+    later = T0 + ANNOUNCE_AFTER
+    got = [one.due_announcements(later, 3), other.due_announcements(later, 3)]
+    ids = [d.booking.id for batch in got for d in batch]
+    assert sorted(ids) == sorted(made)
 
 
 def test_finished_is_derived_and_cannot_be_cancelled(ledger: Ledger) -> None:

@@ -96,6 +96,24 @@ def test_an_upgrade_applies_each_later_step_once_and_keeps_the_data(
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 2)]
 
 
+def test_bookings_made_before_version_2_are_taken_as_announced(
+    conn: psycopg.Connection[Any],
+) -> None:
+    assert migrate(conn, STEPS[:1]) == (0, 1)
+    for id_, state in (("kept", 1), ("dropped", 2)):
+        conn.execute(
+            "INSERT INTO ep_bookings (id, offer_id, owner, plugin, servicetype, serviceinfo,"
+            " start_us, end_us, need, state, create_us)"
+            " VALUES (%s, %s, 'alice', 'p', 's', '{}', 0, 10, '{}', %s, 0)",
+            (id_, f"o-{id_}", state),
+        )
+    migrate(conn, STEPS[:2])
+    rows = conn.execute(
+        "SELECT id, announced, announce_due_us FROM ep_bookings ORDER BY id"
+    ).fetchall()
+    assert rows == [("dropped", 2, None), ("kept", 1, None)]
+
+
 def test_migrating_a_current_schema_changes_nothing(conn: psycopg.Connection[Any]) -> None:
     migrate(conn)
     before = catalog(conn)

@@ -30,6 +30,7 @@ from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import load_registry
 from ep_server.schedule.backends import open_ledger
+from ep_server.schedule.postgres_schema import SCHEMA_VERSION
 from ep_server.server import SERVICE_NAME, start_server
 from ep_server.testing import build_settings
 
@@ -119,10 +120,10 @@ def test_migrate_creates_the_schema_once_and_says_so(pg_store):
     uri = as_uri(pg_store.dsn)
     first = run_migrate(uri)
     assert first.returncode == 0, first.stderr
-    assert "schema upgraded from version 0 to 1" in first.stdout
+    assert f"schema upgraded from version 0 to {SCHEMA_VERSION}" in first.stdout
     again = run_migrate(uri)
     assert again.returncode == 0, again.stderr
-    assert "schema version 1, already current" in again.stdout
+    assert f"schema version {SCHEMA_VERSION}, already current" in again.stdout
 
 
 def test_an_unreachable_ledger_is_named_without_its_password():

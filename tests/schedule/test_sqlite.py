@@ -28,14 +28,16 @@ from schedule.ledgers import (
     M,
     ask,
     assert_within,
+    at,
     book,
     file_holds,
     prepare_offers,
 )
 
-from ep_server.model import BookingState
+from ep_server.model import BookingState, Slot
 from ep_server.schedule.ledger import OfferExpired, OfferNotFound
 from ep_server.schedule.sqlite import SCHEMA_VERSION, SQLiteLedger
+from ep_server.schedule.sqlite_file import STEPS
 
 CHILD = Path(__file__).with_name("ledger_crash_child.py")
 
@@ -115,21 +117,36 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteLedger(path, POOLS)
 
 
-def test_a_schema_1_file_without_the_meta_table_opens_and_gains_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_meta", [False, True], ids=["first-files", "later-files"])
+def test_a_schema_1_file_is_upgraded_and_its_bookings_taken_as_announced(
+    tmp_path: Path, with_meta: bool
+) -> None:
+    """Files of version 1 (the first ones without the ``meta`` table) open
+    at the current version; their bookings were announced, or never will
+    be, by the code that made them, so none is due."""
     path = tmp_path / "ledger.db"
-    led = SQLiteLedger(path, POOLS)
-    kept = book(led, 0, 4, cores=8)
-    (offer,) = led.place(ask((5, 5), ask_id="later", ttl=60 * M), T0)
-    led.close()
-    with closing(sqlite3.connect(path)) as db:  # as the first files of schema 1 were
-        db.execute("DROP TABLE meta")
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    with closing(sqlite3.connect(path)) as db, db:
+        for statement in STEPS[0]:
+            db.execute(statement)
+        if with_meta:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        for id_, state in (("kept", 1), ("dropped", 2)):
+            db.execute(
+                "INSERT INTO bookings (id, offer_id, owner, plugin, servicetype, serviceinfo,"
+                " start_us, end_us, need, state, create_us) VALUES (?, ?, 'alice', 'p', 's',"
+                " '{}', ?, ?, '{\"cores\": 8}', ?, ?)",
+                (id_, f"o-{id_}", _us(at(0)), _us(at(4)), state, _us(T0)),
+            )
+        db.execute("PRAGMA user_version = 1")
 
     led = SQLiteLedger(path, POOLS)
-    assert led.bookings("alice", T0) == [kept]
-    assert led.accept(offer.id, "alice", T0 + M)[1]
+    assert [b.id for b in led.bookings("alice", T0)] == ["dropped", "kept"]
+    assert led.peak("cores", Slot(at(0), at(4)), T0) == 8  # the BOOKED one holds
+    booking = book(led, 4, 5, cores=8)  # a new one is due until announced; the old ones never
+    assert [d.booking.id for d in led.due_announcements(T0 + 1000 * H, 10)] == [booking.id]
     led.close()
-    assert _saved_clock(path) == _us(T0 + M)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(STEPS)
 
 
 # --- The clock and the purge ---------------------------------------------------------------
