@@ -228,6 +228,11 @@ class ScheduleSettings(_Section):
     max_outstanding_offers: int = Field(10, ge=1, le=1000)
     #: How far ahead slots are searched, in days.
     horizon_days: int = Field(366, ge=1, le=3660)
+    #: Seconds after a booking or cancellation when, if the process that made
+    #: it has not recorded that its plugin heard of it (it died first, or the
+    #: plugin stayed busy), any process announces it. Keep it above the
+    #: plugin deadline plus a minute, or a busy plugin may hear twice.
+    announce_retry_after: float = Field(90.0, ge=1.0, le=86400.0)
 
     @field_validator("ledger")
     @classmethod

@@ -182,7 +182,10 @@ def ep_booked(booking: Booking, config: Any) -> Awaitable[None] | None:
 
     Called after the booking is committed; the caller already has its
     answer. It may be ``async``; a plain function runs in a worker thread.
-    Errors are logged and never undo the booking.
+    Errors are logged and never undo the booking. Called at least once per
+    booking: after an EP process dies, a booking it made in its last moments
+    may be announced again by another process, so make it idempotent (keyed
+    by ``booking.id``); see ``[schedule] announce_retry_after``.
 
     :param booking: the new booking (slot, hold, owner, serviceinfo).
     :param config: what this plugin's :func:`ep_configure` returned.
@@ -194,7 +197,8 @@ def ep_booked(booking: Booking, config: Any) -> Awaitable[None] | None:
 def ep_cancelled(booking: Booking, config: Any) -> Awaitable[None] | None:
     """Hear that a booking of this plugin's was cancelled: release the service.
 
-    Called after the cancellation is committed, as :func:`ep_booked` is.
+    Called after the cancellation is committed, as :func:`ep_booked` is (at
+    least once), and never before :func:`ep_booked` of the same booking.
 
     :param booking: the cancelled booking.
     :param config: what this plugin's :func:`ep_configure` returned.

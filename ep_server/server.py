@@ -40,7 +40,8 @@ from ep_server.planner import Planner
 from ep_server.plugins import PluginCaller, PluginRecord, PluginState, Registry, load_registry
 from ep_server.ratelimit import RateLimiter
 from ep_server.schedule.backends import describe_ledger, open_ledger
-from ep_server.schedule.bookings import Bookings, resolve_pools, utcnow
+from ep_server.schedule.bookings import ANNOUNCE_PATIENCE, Bookings, resolve_pools, utcnow
+from ep_server.schedule.ledger import LedgerUnavailable
 from ep_server.schedule.placing import Placer
 from ep_server.servicer import SERVICE, ExecutionPlannerServicer, grpc_handler, server_version
 from ep_server.workers import notify_ready
@@ -48,6 +49,9 @@ from ep_server.workers import notify_ready
 __all__ = ["Running", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between sweeps for announcements no process made in time, at most.
+SWEEP_EVERY = 10.0
 
 SERVICE_NAME = SERVICE.full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -68,13 +72,16 @@ class Running:
     metrics_port: int | None = None
     #: Watches a shared ledger for the health service.
     watcher: asyncio.Future[None] | None = None
+    #: Announces bookings that no process announced in time.
+    sweeper: asyncio.Future[None] | None = None
 
     async def shutdown(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for up to ``grace``
         seconds, then stop: the bookings (their last notifications, then
         the ledger), the plugin threads, the metrics endpoint."""
-        if self.watcher is not None:
-            self.watcher.cancel()
+        for task in (self.watcher, self.sweeper):
+            if task is not None:
+                task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.bookings is not None:
@@ -111,6 +118,9 @@ async def start_server(
     running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
     if bookings is not None and settings.schedule.postgres:
         running.watcher = asyncio.ensure_future(_watch_ledger(bookings, health_servicer))
+    if bookings is not None:
+        every = min(SWEEP_EVERY, settings.schedule.announce_retry_after / 3)
+        running.sweeper = asyncio.ensure_future(_sweep(bookings, every))
     try:
         running.port = _bind(server, settings)
         await server.start()
@@ -136,7 +146,25 @@ def _bookings(
     if not cfg.enabled:
         return None, {}
     pools = resolve_pools(cfg, registry.host)
-    return Bookings(open_ledger(cfg, pools), registry, caller, clock, metrics), pools
+    # An announcement waits for a busy plugin less than the time after which
+    # a sweep would announce it again.
+    patience = min(ANNOUNCE_PATIENCE, cfg.announce_retry_after / 2)
+    ledger = open_ledger(cfg, pools)
+    return Bookings(ledger, registry, caller, clock, metrics, patience), pools
+
+
+async def _sweep(bookings: Bookings, every: float) -> None:
+    """Announce, every ``every`` seconds, what no process announced in time
+    (see :meth:`Bookings.sweep`); quietly skipped while the ledger is
+    unreachable (the health watcher says so)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await bookings.sweep()
+        except LedgerUnavailable:
+            pass
+        except Exception:
+            log.exception("announcing due bookings failed")
 
 
 async def _watch_ledger(

@@ -43,6 +43,7 @@ from tools.cluster.processes import ClusterError, free_ports, log_tail
 from tools.cluster.replicas import SERVICE, Replica, start_replica
 
 __all__ = [
+    "ANNOUNCE_RETRY_AFTER",
     "OWNERS",
     "POOLS",
     "SERVICE",
@@ -85,7 +86,12 @@ ledger = "{ledger}"
 pools = {{ cores = {cores}, memory = {memory} }}
 max_outstanding_offers = 1000
 ledger_connections = 4
+announce_retry_after = {announce_retry_after}
 """
+
+#: ``[schedule] announce_retry_after`` of the site: short, so that a test
+#: sees bookings a killed replica never announced announced by the others.
+ANNOUNCE_RETRY_AFTER = 10.0
 
 
 def token_of(owner: str) -> str:
@@ -154,6 +160,7 @@ class Site:
                 announced=site.announced_file,
                 tokens=folder / "tokens.toml",
                 ledger=site.dsn,
+                announce_retry_after=ANNOUNCE_RETRY_AFTER,
             )
         )
         return site

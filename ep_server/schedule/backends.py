@@ -30,6 +30,7 @@ def open_ledger(
     :raises StartupError: when it cannot be opened, saying why.
     """
     horizon = timedelta(days=settings.horizon_days)
+    announce_after = timedelta(seconds=settings.announce_retry_after)
     if settings.postgres:
         import psycopg
 
@@ -42,6 +43,7 @@ def open_ledger(
                 horizon,
                 connections=settings.ledger_connections,
                 migrate=migrate,
+                announce_after=announce_after,
             )
         except LedgerUnavailable as exc:
             raise StartupError(f"schedule.ledger: {exc.detail}") from None
@@ -54,7 +56,9 @@ def open_ledger(
     try:
         if settings.ledger != ":memory:":
             Path(settings.ledger).parent.mkdir(parents=True, exist_ok=True)
-        return SQLiteLedger(settings.ledger, pools, horizon, settings.synchronous)
+        return SQLiteLedger(
+            settings.ledger, pools, horizon, settings.synchronous, announce_after=announce_after
+        )
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise StartupError(f"schedule.ledger: cannot open {settings.ledger}: {exc}") from exc
 

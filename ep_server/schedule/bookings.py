@@ -9,12 +9,17 @@ to their owner (:func:`owner_of`); another caller's are NOT_FOUND, as the
 ledger's errors say.
 
 Plugins hear of bookings and cancellations (``ep_booked``, ``ep_cancelled``)
-after they are committed, once each: the ledger says whether a call created
-or cancelled anything, and only that call announces it. An announcement is
-made in the background (the caller already has its answer) and is not
-dropped when its plugin holds its whole share of the plugin threads: it
-waits for a thread (up to :data:`ANNOUNCE_PATIENCE`), so a flood of
-bookings reaches a slow plugin late rather than never. A booking's
+after they are committed: the ledger says whether a call created or
+cancelled anything, and that call announces it, in the background (the
+caller already has its answer), then records in the ledger that it did
+(batched: one write for the announcements of a fifth of a second). An
+announcement is not dropped when its plugin holds its whole share of the
+plugin threads: it waits for a thread (up to ``patience``). One that was
+never recorded (the process died first, or the plugin stayed busy) is due
+``[schedule] announce_retry_after`` later, and :meth:`Bookings.sweep`, run
+periodically by every process, announces it from whichever process claims
+it first. So every booking is announced at least once, and exactly once
+unless a process dies between announcing and recording. A booking's
 cancellation is announced after its booking, never before.
 """
 
@@ -33,7 +38,13 @@ from ep_server.errors import FieldViolation, InvalidArgument
 from ep_server.model import Booking, HostInfo, Identity
 from ep_server.plugins.caller import PluginCaller, Status
 from ep_server.plugins.registry import NotifyImpl, Registry
-from ep_server.schedule.ledger import Ledger, LedgerUnavailable
+from ep_server.schedule.ledger import (
+    ANNOUNCED_LEVEL,
+    BOOKED,
+    CANCELLED,
+    Ledger,
+    LedgerUnavailable,
+)
 
 __all__ = ["Bookings", "owner_of", "resolve_pools", "utcnow"]
 
@@ -41,8 +52,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Seconds an announcement waits for its plugin to have a thread free
-#: before it is given up (and logged as an error naming the booking).
+#: before it is left to a later sweep (and logged, naming the booking).
 ANNOUNCE_PATIENCE = 60.0
+#: Seconds between writes of the announcements made meanwhile.
+RECORD_EVERY = 0.2
+#: Bookings announced by one sweep, at most.
+SWEEP_LIMIT = 100
 #: The longest pause between two tries of a waiting announcement.
 _MAX_PAUSE = 0.5
 
@@ -84,8 +99,10 @@ class Bookings:
         caller: PluginCaller,
         clock: Callable[[], datetime] = utcnow,
         metrics: BookingMetrics | None = None,
+        patience: float = ANNOUNCE_PATIENCE,
     ) -> None:
         self.ledger = ledger
+        self.patience = patience
         self.registry = registry
         self.caller = caller
         self.clock = clock
@@ -98,9 +115,13 @@ class Bookings:
         # Changes and announcements running on their own (see _whole and
         # _announce); close() lets them finish, briefly.
         self._background: set[asyncio.Task[Any]] = set()
-        # The latest announcement of each booking to each plugin, while it
-        # runs: the next one of the same booking waits for it.
-        self._latest: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # The latest announcement of each booking, while it runs: the next
+        # one of the same booking waits for it.
+        self._latest: dict[str, asyncio.Task[None]] = {}
+        # Announcements made and not yet recorded in the ledger: booking id
+        # -> the latest event announced; and the task that records them.
+        self._made: dict[str, str] = {}
+        self._recorder: asyncio.Task[None] | None = None
         self._closed = False
         self._reachable = True  # what the last reachable() found
 
@@ -142,6 +163,10 @@ class Bookings:
             )
             for task in list(self._background):
                 task.cancel()
+        if self._recorder is not None:  # a write under way ends first
+            await asyncio.wait([self._recorder], timeout=1.0)
+            self._recorder.cancel()
+        await self._record_made()
         await self.run(self.ledger.close)
         # Off the event loop: a call stuck in its database must not stop the
         # server's other work while it winds down.
@@ -158,7 +183,7 @@ class Bookings:
         booking, created = await self.run(self.ledger.accept, offer_id, owner, self.clock())
         if created:
             self._count("booked")
-            self._announce(self.registry.ep_booked(booking.plugin), booking)
+            self._announce(BOOKED, booking)
         return booking
 
     async def reject(self, offer_id: str, identity: Identity) -> None:
@@ -201,7 +226,7 @@ class Bookings:
         booking, changed = await self.run(self.ledger.cancel, booking_id, owner, self.clock())
         if changed:
             self._count("cancelled")
-            self._announce(self.registry.ep_cancelled(booking.plugin), booking)
+            self._announce(CANCELLED, booking)
         return booking
 
     async def _whole(self, change: Coroutine[Any, Any, Booking]) -> Booking:
@@ -215,32 +240,57 @@ class Bookings:
 
     # --- telling plugins -------------------------------------------------
 
-    def _announce(self, impl: NotifyImpl | None, booking: Booking) -> None:
-        """Call ``impl`` with ``booking`` in the background, after any
-        earlier announcement of the same booking to the same plugin."""
-        if impl is None:
-            return
-        key = (impl.plugin, booking.id)
-        task = asyncio.ensure_future(self._deliver(impl, booking, self._latest.get(key)))
-        self._latest[key] = task
-        self._background.add(task)
-        task.add_done_callback(functools.partial(self._delivered, key))
+    async def sweep(self) -> int:
+        """Announce what is due: bookings and cancellations that no process
+        recorded as announced in time (see the module's docstring), claimed
+        from the ledger; how many bookings were claimed."""
+        due = await self.run(self.ledger.due_announcements, self.clock(), SWEEP_LIMIT)
+        if due:
+            log.warning(
+                "announcing %d booking(s) or cancellation(s) that no process announced in time",
+                len(due),
+            )
+        for item in due:
+            for event in item.events:
+                self._announce(event, item.booking)
+        return len(due)
 
-    def _delivered(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+    def _announce(self, event: str, booking: Booking) -> None:
+        """Tell ``booking``'s plugin of ``event`` in the background, after any
+        earlier announcement of the same booking."""
+        hook = self.registry.ep_booked if event == BOOKED else self.registry.ep_cancelled
+        task = asyncio.ensure_future(
+            self._deliver(event, hook(booking.plugin), booking, self._latest.get(booking.id))
+        )
+        self._latest[booking.id] = task
+        self._background.add(task)
+        task.add_done_callback(functools.partial(self._delivered, booking.id))
+
+    def _delivered(self, booking_id: str, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
-        if self._latest.get(key) is task:
-            del self._latest[key]
+        if self._latest.get(booking_id) is task:
+            del self._latest[booking_id]
 
     async def _deliver(
-        self, impl: NotifyImpl, booking: Booking, after: asyncio.Task[None] | None
+        self,
+        event: str,
+        impl: NotifyImpl | None,
+        booking: Booking,
+        after: asyncio.Task[None] | None,
     ) -> None:
-        """One announcement: waits for ``after``, then calls the hook, again
-        while its plugin is busy (up to :data:`ANNOUNCE_PATIENCE`). A hook
-        that raised or ran late was called: it is logged, not called again."""
+        """One announcement: waits for ``after``, calls the hook (a plugin
+        without it has nothing to hear), and records that it was made."""
         if after is not None:
             await asyncio.wait([after])
+        if impl is None or await self._call(impl, booking):
+            self._record(booking.id, event)
+
+    async def _call(self, impl: NotifyImpl, booking: Booking) -> bool:
+        """Call the hook, again while its plugin is busy (up to
+        :attr:`patience`); whether it was called. A hook that raised or ran
+        late was called: it is logged, not called again."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + ANNOUNCE_PATIENCE
+        give_up = loop.time() + self.patience
         pause = 0.01
         while True:
             [outcome] = await self.caller.gather(
@@ -252,14 +302,52 @@ class Bookings:
             pause = min(2 * pause, _MAX_PAUSE)
         if outcome.status is Status.BUSY:
             log.error(
-                "%s of plugin %s for booking %s not made: the plugin stayed busy for %gs (%s)",
-                impl.hook, impl.plugin, booking.id, ANNOUNCE_PATIENCE, outcome.problem,
+                "%s of plugin %s for booking %s not made: the plugin stayed busy for %gs (%s);"
+                " a later sweep tries again",
+                impl.hook, impl.plugin, booking.id, self.patience, outcome.problem,
             )  # fmt: skip
-        elif not outcome.ok:
+            return False
+        if not outcome.ok:
             log.warning(
                 "%s of plugin %s for booking %s: %s",
                 impl.hook, impl.plugin, booking.id, outcome.problem,
             )  # fmt: skip
+        return True
+
+    def _record(self, booking_id: str, event: str) -> None:
+        """Note an announcement made; the recorder writes it soon."""
+        self._note(booking_id, event)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.ensure_future(self._recording())
+
+    async def _recording(self) -> None:
+        """Write the announcements made, a batch every :data:`RECORD_EVERY`
+        seconds while there are any."""
+        while self._made and not self._closed:
+            await asyncio.sleep(RECORD_EVERY)
+            if not await self._record_made():
+                await asyncio.sleep(1.0)  # the ledger is unreachable: not at once again
+
+    async def _record_made(self) -> bool:
+        """Write the announcements made so far in one ledger call; whether it
+        succeeded (if not, they are kept for the next try)."""
+        if not self._made:
+            return True
+        batch, self._made = self._made, {}
+        try:
+            await self.run(self.ledger.announced, batch)
+        except Exception as exc:
+            for booking_id, event in batch.items():
+                self._note(booking_id, event)
+            log.warning("recording %d announcement(s) failed: %s", len(batch), exc)
+            return False
+        return True
+
+    def _note(self, booking_id: str, event: str) -> None:
+        """Keep the latest event announced of a booking, to record."""
+        known = self._made.get(booking_id)
+        if known is None or ANNOUNCED_LEVEL[known] < ANNOUNCED_LEVEL[event]:
+            self._made[booking_id] = event
 
     def _count(self, event: str) -> None:
         if self.metrics is not None:

@@ -18,6 +18,7 @@ from schedule.rpc_site import (
     T0,
     TOKENS,
     Booker,
+    Clock,
     accept,
     ask_as,
     reason_of,
@@ -28,12 +29,14 @@ from schedule.rpc_site import (
 
 from ep_server import Offer, Verdict, hookimpl
 from ep_server.host import detect_host
-from ep_server.model import Booking, BookingState, Identity, Slot
+from ep_server.model import Booking, BookingState, Identity, Schedule, Slot, Window
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import load_registry
 from ep_server.plugins.caller import PluginCaller
-from ep_server.schedule.bookings import Bookings
+from ep_server.schedule.bookings import RECORD_EVERY, Bookings
+from ep_server.schedule.ledger import ANNOUNCE_AFTER, Candidate, Placement
+from ep_server.schedule.sqlite import SQLiteLedger
 from ep_server.server import start_server
 from ep_server.testing import build_settings
 
@@ -489,3 +492,117 @@ async def test_a_scheduled_ask_whose_plugin_gives_unstorable_serviceinfo_says_wh
     [reason] = answer.reasons
     assert reason.plugin == "booker"
     assert "serviceinfo.when is a datetime" in reason.message
+
+
+# --- Announcements recorded in the ledger, and swept -----------------------------------
+
+
+def bookings_on(ledger, plugin, clock, *, threads=8, patience=60.0):
+    registry = load_registry(build_settings({}), detect_host(), [FakeSource("booker", plugin)])
+    caller = PluginCaller(threads=threads, deadline=1.0)
+    return Bookings(ledger, registry, caller, clock, patience=patience), caller
+
+
+def made_elsewhere(ledger, at):
+    """A booking made by another process that died before announcing it."""
+    placement = Placement(
+        "token:alice", f"ask-{at.isoformat()}",
+        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
+        Schedule((Window(at, at + timedelta(hours=4)),), timedelta(hours=1)),
+    )  # fmt: skip
+    [offer] = ledger.place(placement, at)[:1]
+    booking, created = ledger.accept(offer.id, "token:alice", at)
+    assert created
+    return booking
+
+
+async def until_heard(plugin, count, seconds=5.0):
+    for _ in range(int(seconds / 0.02)):
+        if len(plugin.booked) + len(plugin.cancelled) >= count:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_booking_no_process_announced_is_announced_by_a_sweep_once():
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    plugin = Booker()
+    bookings, caller = bookings_on(ledger, plugin, clock)
+    booking = made_elsewhere(ledger, clock())
+    assert await bookings.sweep() == 0  # not yet due: its own process may still announce it
+    clock.now += ANNOUNCE_AFTER
+    assert await bookings.sweep() == 1
+    await until_heard(plugin, 1)
+    assert plugin.booked == [booking.id]
+    await asyncio.sleep(RECORD_EVERY + 0.2)  # recorded
+    clock.now += 10 * ANNOUNCE_AFTER
+    assert await bookings.sweep() == 0
+    await bookings.close()
+    caller.close()
+    assert plugin.booked == [booking.id]
+
+
+async def test_announcements_made_are_recorded_so_no_sweep_repeats_them():
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    plugin = Booker()
+    bookings, caller = bookings_on(ledger, plugin, clock)
+    placement = Placement(
+        "token:alice", "ask",
+        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
+        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
+    )  # fmt: skip
+    [offer, *_] = ledger.place(placement, clock())
+    booking = await bookings.accept(offer.id, Identity("alice", "token"))
+    await bookings.cancel(booking.id, Identity("alice", "token"))
+    await until_heard(plugin, 2)
+    await asyncio.sleep(RECORD_EVERY + 0.2)
+    clock.now += 10 * ANNOUNCE_AFTER
+    assert await bookings.sweep() == 0
+    await bookings.close()
+    caller.close()
+    assert (plugin.booked, plugin.cancelled) == ([booking.id], [booking.id])
+
+
+async def test_an_announcement_its_busy_plugin_never_took_is_left_to_a_sweep():
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    release = threading.Event()
+    heard = []
+
+    class Stuck(Booker):
+        @hookimpl
+        def ep_resources(self, query):  # holds the plugin's only thread
+            release.wait(10)
+            return {"cores": 1}
+
+        @hookimpl
+        def ep_booked(self, booking):
+            heard.append(booking.id)
+
+    plugin = Stuck()
+    bookings, caller = bookings_on(ledger, plugin, clock, threads=2, patience=0.3)
+    impl = bookings.registry.ep_resources("booker")
+    until = asyncio.get_running_loop().time() + 5
+    blocker = asyncio.ensure_future(caller.gather([impl], until, None))
+    await asyncio.sleep(0.05)
+    placement = Placement(
+        "token:alice", "ask",
+        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
+        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
+    )  # fmt: skip
+    [offer, *_] = ledger.place(placement, clock())
+    booking = await bookings.accept(offer.id, Identity("alice", "token"))
+    await asyncio.sleep(0.6)  # past its patience: given up, not recorded
+    assert heard == []
+    release.set()
+    await blocker
+    clock.now += ANNOUNCE_AFTER
+    assert await bookings.sweep() == 1
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.02)
+    assert heard == [booking.id]
+    await bookings.close()
+    caller.close()
