@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.booking
+	$(BIN)/python -m bench.replicated
 
 # A replicated site on this machine until Ctrl-C (tools/cluster): a throwaway
 # PostgreSQL server, `ep-server migrate`, 3 replicas on that ledger and HAProxy

@@ -310,7 +310,7 @@ async def _grpc_asks(path: Path, samples: int) -> list[float]:
             ask = ask_bytes(channel)
             metadata = (("authorization", f"Bearer {token}"),)
             for i in range(samples + 20):
-                request = _scheduled_ask(NOW + timedelta(days=rng.randrange(364)))
+                request = scheduled_ask(NOW + timedelta(days=rng.randrange(364)))
                 started = time.perf_counter()
                 reply = await ask(request.SerializeToString(), metadata=metadata, timeout=10)
                 answer = pb.AskResponse.FromString(reply)
@@ -322,7 +322,7 @@ async def _grpc_asks(path: Path, samples: int) -> list[float]:
     return times
 
 
-def _scheduled_ask(day: datetime) -> pb.AskRequest:
+def scheduled_ask(day: datetime) -> pb.AskRequest:
     request = pb.AskRequest(tasktype="uri://bench-task")
     request.resources.cores.min = SMALL["cores"]
     request.resources.memory.min = SMALL["memory"]
