@@ -18,7 +18,10 @@ Never overbooking
     advances the clock row, whose row lock also orders it after every other
     such write; the purge, which only deletes expired offers, does not.
     Reads (``get``, ``bookings``, ``peak``, ``earliest``, a
-    ``place`` that holds nothing) take no lock.
+    ``place`` that holds nothing) take no lock. Accepting, rejecting and
+    cancelling are each one script, one round trip (see
+    ``postgres_rows.ACCEPT_SCRIPT``), so they hold the lock and the clock
+    row only for as long as the server takes to run them.
 
 Placing
     The slot search runs outside any lock and transaction, over holds read
@@ -207,14 +210,14 @@ class PostgresLedger(Ledger):
             "booking": uuid.uuid4().hex,
             "clock": want,
             "announce_after": self._announce_after,
+            "lock": self._lock_key,
         }
         with self._connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                conn.execute(sql.LOCK, (self._lock_key,))
-                clock = conn.execute(sql.ADVANCE_CLOCK, (want,))
-                made = conn.execute(sql.ACCEPT, args)
-            t = self._seen(_one(clock))
-            row = made.fetchone()
+            results = _script(conn, sql.ACCEPT_SCRIPT, args)
+            results.nextset()
+            t = self._seen(_one(results))
+            results.nextset()
+            row = results.fetchone()
             if row is not None:
                 return sql.booking(row, t), True
             done = conn.execute(sql.FIND_BOOKING, (offer_id, owner)).fetchone()
@@ -228,11 +231,11 @@ class PostgresLedger(Ledger):
     def reject(self, offer_id: str, owner: str, now: datetime) -> None:
         want = self._seen(to_us(now))
         with self._connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                clock = conn.execute(sql.ADVANCE_CLOCK, (want,))
-                gone = conn.execute(sql.REJECT, (offer_id, owner))
-            self._seen(_one(clock))
-            if not gone.rowcount:
+            args = {"offer": offer_id, "owner": owner, "clock": want}
+            results = _script(conn, sql.REJECT_SCRIPT, args)
+            self._seen(_one(results))
+            results.nextset()
+            if not results.rowcount:
                 raise OfferNotFound(f"no offer {offer_id!r}")
 
     def get(self, booking_id: str, owner: str, now: datetime) -> Booking:
@@ -251,20 +254,17 @@ class PostgresLedger(Ledger):
 
     def cancel(self, booking_id: str, owner: str, now: datetime) -> tuple[Booking, bool]:
         want = self._seen(to_us(now))
+        args = {
+            "booking": booking_id,
+            "owner": owner,
+            "clock": want,
+            "announce_after": self._announce_after,
+        }
         with self._connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                clock = conn.execute(sql.ADVANCE_CLOCK, (want,))
-                changed = conn.execute(
-                    sql.CANCEL,
-                    {
-                        "booking": booking_id,
-                        "owner": owner,
-                        "clock": want,
-                        "announce_after": self._announce_after,
-                    },
-                )
-            t = self._seen(_one(clock))
-            row = changed.fetchone()
+            results = _script(conn, sql.CANCEL_SCRIPT, args)
+            t = self._seen(_one(results))
+            results.nextset()
+            row = results.fetchone()
             if row is not None:
                 return sql.booking(row, t), True
             row = conn.execute(sql.BOOKING, (booking_id, owner)).fetchone()
@@ -386,7 +386,16 @@ class PostgresLedger(Ledger):
             yield conn
 
 
-def _one(cursor: psycopg.Cursor[Any]) -> int:
+def _script(conn: psycopg.Connection[Any], script: str, args: Mapping[str, Any]) -> Any:
+    """Run ``script`` (several statements, one implicit transaction; see
+    :data:`~ep_server.schedule.postgres_rows.ACCEPT_SCRIPT`) in one round
+    trip; the cursor is at the first statement's result."""
+    results = psycopg.ClientCursor(conn)
+    results.execute(script, args)
+    return results
+
+
+def _one(cursor: psycopg.Cursor[Any] | psycopg.ClientCursor[Any]) -> int:
     row = cursor.fetchone()
     if row is None:
         raise RuntimeError("the ledger's state row is missing")

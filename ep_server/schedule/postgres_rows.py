@@ -24,11 +24,13 @@ from ep_server.schedule.ledger import HeldOffer, booking_state, from_us
 
 __all__ = [
     "ACCEPT",
+    "ACCEPT_SCRIPT",
     "ADVANCE_CLOCK",
     "ANNOUNCED",
     "BOOKING",
     "BOOKINGS",
     "CANCEL",
+    "CANCEL_SCRIPT",
     "DUE_ANNOUNCEMENTS",
     "FIND_BOOKING",
     "HOLDS",
@@ -41,6 +43,7 @@ __all__ = [
     "PURGE_DUE",
     "READ_CLOCK",
     "REJECT",
+    "REJECT_SCRIPT",
     "TRY_LOCK",
     "SqlHolds",
     "booking",
@@ -61,6 +64,9 @@ READ_CLOCK = "SELECT value FROM ep_state WHERE key = 'clock'"
 #: orders the transaction after every other write to the ledger.
 ADVANCE_CLOCK = (
     "UPDATE ep_state SET value = greatest(value, %s) WHERE key = 'clock' RETURNING value"
+)
+_ADVANCE = (
+    "UPDATE ep_state SET value = greatest(value, %(clock)s) WHERE key = 'clock' RETURNING value"
 )
 
 #: The holds over ``[lo, hi)``: BOOKED bookings and unexpired offers.
@@ -98,7 +104,22 @@ CANCEL = f"""
        SET state = 2, cancel_us = {_CLOCK}, announce_due_us = {_CLOCK} + %(announce_after)s
      WHERE id = %(booking)s AND owner = %(owner)s AND state = 1 AND end_us > {_CLOCK}
     RETURNING {_COLUMNS}"""
-REJECT = "DELETE FROM ep_offers WHERE id = %s AND owner = %s"
+REJECT = "DELETE FROM ep_offers WHERE id = %(offer)s AND owner = %(owner)s"
+
+#: Accepting, rejecting and cancelling each send one *script*: several
+#: statements in one simple query, which the server runs as one implicit
+#: transaction (an error rolls all of them back). A transaction then holds
+#: the site's lock and the clock row only while the server runs it, never
+#: while this process gets round to sending its next statement (under load
+#: its threads wait for the GIL). Sent with client-side binding
+#: (:class:`psycopg.ClientCursor`, which allows several statements); each
+#: statement's result is a result set of the cursor, in order.
+#: Results: the lock's, the clock's, :data:`ACCEPT`'s.
+ACCEPT_SCRIPT = f"SELECT pg_advisory_xact_lock(%(lock)s); {_ADVANCE}; {ACCEPT}"
+#: Results: the clock's, :data:`REJECT`'s (its row count).
+REJECT_SCRIPT = f"{_ADVANCE}; {REJECT}"
+#: Results: the clock's, :data:`CANCEL`'s.
+CANCEL_SCRIPT = f"{_ADVANCE}; {CANCEL}"
 #: Records announcements made: ``%(ids)s`` with the ``%(levels)s`` reached
 #: (one per id); nothing is left to announce once the level reaches the
 #: stored state (1 BOOKED, 2 CANCELLED).

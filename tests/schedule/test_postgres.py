@@ -47,6 +47,7 @@ from ep_server.schedule.ledger import (
     OfferExpired,
     OfferNotFound,
     TooManyOffers,
+    to_us,
 )
 from ep_server.schedule.postgres import PostgresLedger
 from ep_server.schedule.postgres_pool import CHECK_AFTER_IDLE, describe_dsn
@@ -315,6 +316,26 @@ def test_reads_take_no_lock_and_a_lock_held_too_long_is_unavailable(
         assert time.monotonic() - started < 5
         assert "lock timeout" in info.value.detail
     assert led.place(ask((0, 10), ask_id="held"), T0)
+
+
+def test_an_accept_that_cannot_take_the_lock_changes_nothing_and_succeeds_when_asked_again(
+    replicas: Callable[..., list[PostgresLedger]], pg_store: PostgresStore
+) -> None:
+    (led,) = replicas(1, lock_timeout=0.3, connections=1)
+    offer = led.place(ask((0, 10), ask_id="a"), T0)[0]
+    with postgres_connect(pg_store.dsn) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(other, "place"),))
+        with pytest.raises(LedgerUnavailable) as info:
+            led.accept(offer.id, "alice", T0 + M)
+        assert "lock timeout" in info.value.detail
+        # The clock did not move: the accept's whole script was rolled back.
+        assert other.execute(postgres_rows.READ_CLOCK).fetchone() == (to_us(T0),)
+        # Its one connection is back in the pool, outside any transaction.
+        assert led.bookings("alice", T0) == []
+    booking, created = led.accept(offer.id, "alice", T0 + M)
+    assert created
+    assert booking.offer_id == offer.id
+    assert led.accept(offer.id, "alice", T0 + M) == (booking, False)
 
 
 def test_every_connection_has_the_timeouts_set(
