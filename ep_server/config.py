@@ -72,6 +72,11 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
 FilePath = Annotated[Path, AfterValidator(_relative_to_config)]
 
 
+#: Seconds by which ``[schedule] announce_retry_after`` must exceed
+#: ``[plugins] deadline``.
+ANNOUNCE_MARGIN = 5.0
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -231,7 +236,8 @@ class ScheduleSettings(_Section):
     #: Seconds after a booking or cancellation when, if the process that made
     #: it has not recorded that its plugin heard of it (it died first, or the
     #: plugin stayed busy), any process announces it. Keep it above the
-    #: plugin deadline plus a minute, or a busy plugin may hear twice.
+    #: plugin deadline by at least ANNOUNCE_MARGIN (checked), or a plugin
+    #: may hear twice.
     announce_retry_after: float = Field(90.0, ge=1.0, le=86400.0)
 
     @field_validator("ledger")
@@ -405,6 +411,17 @@ class Settings(_Section):
     plugin: dict[str, dict[str, Any]] = {}
     #: Where the settings came from, for the start-up log.
     source: str = Field("defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _announcements_outlast_the_deadline(self) -> Settings:
+        retry, deadline = self.schedule.announce_retry_after, self.plugins.deadline
+        if retry < deadline + ANNOUNCE_MARGIN:
+            raise ValueError(
+                f"schedule.announce_retry_after ({retry:g}s) must exceed plugins.deadline"
+                f" ({deadline:g}s) by at least {ANNOUNCE_MARGIN:g}s: an announcement may"
+                " take the deadline, and one retried sooner reaches its plugin twice"
+            )
+        return self
 
 
 def default_config_text() -> str:

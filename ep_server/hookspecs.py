@@ -198,7 +198,10 @@ def ep_cancelled(booking: Booking, config: Any) -> Awaitable[None] | None:
     """Hear that a booking of this plugin's was cancelled: release the service.
 
     Called after the cancellation is committed, as :func:`ep_booked` is (at
-    least once), and never before :func:`ep_booked` of the same booking.
+    least once), and only after :func:`ep_booked` of the same booking has
+    returned (or run past the deadline); a cancellation whose booking is
+    not yet recorded as announced waits for the sweep (up to ``[schedule]
+    announce_retry_after``), which announces both in order.
 
     :param booking: the cancelled booking.
     :param config: what this plugin's :func:`ep_configure` returned.

@@ -108,13 +108,21 @@ async def start_server(
     pipeline = _pipeline(settings, metrics)
     caller = PluginCaller(settings.plugins.threads, settings.plugins.deadline)
     bookings, pools = _bookings(settings, registry, caller, metrics, clock or utcnow)
-    placer = Placer(bookings, settings.schedule, registry, caller) if bookings else None
-    planner = Planner(registry, caller, metrics, placer)
-    limits = wire.Limits(cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index))
-    info = wire.service_info_to_proto(registry, pools, server_version())
-    servicer = ExecutionPlannerServicer(planner, limits, info, bookings, metrics)
-    server.add_generic_rpc_handlers((grpc_handler(servicer, pipeline),))
-    health_servicer = await _add_health_and_reflection(server)
+    try:
+        placer = Placer(bookings, settings.schedule, registry, caller) if bookings else None
+        planner = Planner(registry, caller, metrics, placer)
+        limits = wire.Limits(
+            cfg.max_taskinfo_bytes, cfg.max_taskinfo_depth, frozenset(registry.index)
+        )
+        info = wire.service_info_to_proto(registry, pools, server_version())
+        servicer = ExecutionPlannerServicer(planner, limits, info, bookings, metrics)
+        server.add_generic_rpc_handlers((grpc_handler(servicer, pipeline),))
+        health_servicer = await _add_health_and_reflection(server)
+    except BaseException:  # the ledger (its lock, its connections) goes too
+        if bookings is not None:
+            await bookings.close()
+        caller.close(0)
+        raise
     running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
     if bookings is not None and settings.schedule.postgres:
         running.watcher = asyncio.ensure_future(_watch_ledger(bookings, health_servicer))
@@ -146,9 +154,11 @@ def _bookings(
     if not cfg.enabled:
         return None, {}
     pools = resolve_pools(cfg, registry.host)
-    # An announcement waits for a busy plugin less than the time after which
-    # a sweep would announce it again.
-    patience = min(ANNOUNCE_PATIENCE, cfg.announce_retry_after / 2)
+    # An announcement waits for a busy plugin, then runs for up to the plugin
+    # deadline, then is recorded: all of it well within the time after which
+    # a sweep would announce it again (half the time left over is spare).
+    spare = cfg.announce_retry_after - settings.plugins.deadline
+    patience = min(ANNOUNCE_PATIENCE, spare / 2)
     ledger = open_ledger(cfg, pools)
     return Bookings(ledger, registry, caller, clock, metrics, patience), pools
 

@@ -124,3 +124,14 @@ def test_every_toml_block_of_the_configuration_reference_loads(tmp_path):
         path = tmp_path / f"block{i}.toml"
         path.write_text(block)
         load_settings(path, environ={})  # raises ConfigError naming any bad key
+
+
+def test_announcements_must_be_retried_well_after_the_plugin_deadline(tmp_path):
+    text = "[plugins]\ndeadline = 2.0\n[schedule]\nannounce_retry_after = {}\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text.format(6.5)), environ={})
+    message = str(info.value)
+    assert "schedule.announce_retry_after (6.5s)" in message
+    assert "plugins.deadline (2s)" in message
+    settings = load_settings(write(tmp_path, text.format(7.0)), environ={})
+    assert settings.schedule.announce_retry_after == 7.0

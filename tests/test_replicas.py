@@ -232,15 +232,21 @@ async def test_a_replica_killed_mid_flood_loses_nothing_it_acknowledged(site: Si
         assert reply.booking.offer_id == offer_id
     # Every booking is announced: those the victim made and had not yet
     # announced (or recorded as announced) when it was killed, by the
-    # others' sweeps, announce_retry_after later. Only those can be
-    # announced twice (announced by the victim, not recorded).
+    # others' sweeps, announce_retry_after later. A booking may be announced
+    # twice: by the victim and not recorded, or by a replica whose record
+    # of it waited behind the flood for longer than announce_retry_after
+    # (10 s here); never more.
     everything = set(site.bookings())
     said = await announced_all(site, everything, 3 * ANNOUNCE_RETRY_AFTER + 10)
     assert set(said) == everything
     twice = {booking for booking in said if said.count(booking) > 1}
-    print(f"{len(everything)} bookings announced, {len(twice)} of them twice")
     made = dict(site.query("SELECT id, create_us FROM ep_bookings"))
-    assert all(made[booking] <= to_us(killed_at) and said.count(booking) == 2 for booking in twice)
+    later = sum(made[booking] > to_us(killed_at) for booking in twice)
+    print(
+        f"{len(everything)} bookings announced, {len(twice)} of them twice"
+        f" ({later} of those made after the kill)"
+    )
+    assert all(said.count(booking) == 2 for booking in twice)
 
 
 async def test_postgresql_restarted_mid_flood_is_unavailable_then_well_again(

@@ -18,9 +18,17 @@ plugin threads: it waits for a thread (up to ``patience``). One that was
 never recorded (the process died first, or the plugin stayed busy) is due
 ``[schedule] announce_retry_after`` later, and :meth:`Bookings.sweep`, run
 periodically by every process, announces it from whichever process claims
-it first. So every booking is announced at least once, and exactly once
-unless a process dies between announcing and recording. A booking's
-cancellation is announced after its booking, never before.
+it first. So every booking is announced at least once: twice when a
+process dies between announcing and recording, or when an announcement
+takes longer than ``announce_retry_after``.
+
+A booking's cancellation is announced only after its booking was: after
+``ep_booked`` returned (or ran past the plugin deadline) in this process,
+or once the ledger has recorded it announced by any process. Until then
+the cancellation is left to the sweep, which announces both, in order (a
+cancellation made through another replica moments after the booking, or
+of a booking whose announcement failed, is announced up to
+``announce_retry_after`` later).
 """
 
 from __future__ import annotations
@@ -117,10 +125,11 @@ class Bookings:
         self._background: set[asyncio.Task[Any]] = set()
         # The latest announcement of each booking, while it runs: the next
         # one of the same booking waits for it.
-        self._latest: dict[str, asyncio.Task[None]] = {}
+        self._latest: dict[str, asyncio.Task[bool]] = {}
         # Announcements made and not yet recorded in the ledger: booking id
         # -> the latest event announced; and the task that records them.
         self._made: dict[str, str] = {}
+        self._writing: dict[str, str] = {}  # the batch being recorded now
         self._recorder: asyncio.Task[None] | None = None
         self._closed = False
         self._reachable = True  # what the last reachable() found
@@ -154,8 +163,11 @@ class Bookings:
         if self._closed:
             return
         self._closed = True
-        if self._background:
-            await asyncio.wait(self._background, timeout=self.caller.deadline)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.caller.deadline
+        # Announcements started meanwhile (by a change that ended) count too.
+        while self._background and loop.time() < until:
+            await asyncio.wait(set(self._background), timeout=until - loop.time())
         if self._background:
             log.error(
                 "closing with %d ledger change(s) or announcement(s) to plugins unfinished",
@@ -166,6 +178,7 @@ class Bookings:
         if self._recorder is not None:  # a write under way ends first
             await asyncio.wait([self._recorder], timeout=1.0)
             self._recorder.cancel()
+            await asyncio.wait([self._recorder])  # a batch cut short goes back to _made
         await self._record_made()
         await self.run(self.ledger.close)
         # Off the event loop: a call stuck in its database must not stop the
@@ -232,7 +245,8 @@ class Bookings:
     async def _whole(self, change: Coroutine[Any, Any, Booking]) -> Booking:
         """Run ``change`` to its end even if the caller leaves meanwhile (its
         RPC cancelled): the ledger may have committed it, and only this call
-        knows that it did, so only this call can announce it and count it."""
+        knows at once that it did, so it announces it now and counts it (a
+        sweep would announce it only ``announce_retry_after`` later)."""
         task = asyncio.ensure_future(change)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -252,21 +266,24 @@ class Bookings:
             )
         for item in due:
             for event in item.events:
-                self._announce(event, item.booking)
+                # A cancellation alone: the ledger recorded its booking announced.
+                self._announce(event, item.booking, booked=BOOKED not in item.events)
         return len(due)
 
-    def _announce(self, event: str, booking: Booking) -> None:
+    def _announce(self, event: str, booking: Booking, booked: bool = False) -> None:
         """Tell ``booking``'s plugin of ``event`` in the background, after any
-        earlier announcement of the same booking."""
+        earlier announcement of the same booking. ``booked``: the booking is
+        known to have been announced (a cancellation needs that)."""
         hook = self.registry.ep_booked if event == BOOKED else self.registry.ep_cancelled
+        after = self._latest.get(booking.id)
         task = asyncio.ensure_future(
-            self._deliver(event, hook(booking.plugin), booking, self._latest.get(booking.id))
+            self._deliver(event, hook(booking.plugin), booking, after, booked)
         )
         self._latest[booking.id] = task
         self._background.add(task)
         task.add_done_callback(functools.partial(self._delivered, booking.id))
 
-    def _delivered(self, booking_id: str, task: asyncio.Task[None]) -> None:
+    def _delivered(self, booking_id: str, task: asyncio.Task[bool]) -> None:
         self._background.discard(task)
         if self._latest.get(booking_id) is task:
             del self._latest[booking_id]
@@ -276,14 +293,40 @@ class Bookings:
         event: str,
         impl: NotifyImpl | None,
         booking: Booking,
-        after: asyncio.Task[None] | None,
-    ) -> None:
-        """One announcement: waits for ``after``, calls the hook (a plugin
-        without it has nothing to hear), and records that it was made."""
+        after: asyncio.Task[bool] | None,
+        booked: bool,
+    ) -> bool:
+        """One announcement: waits for ``after`` (the booking's previous one
+        in this process), calls the hook (a plugin without it has nothing to
+        hear), and records that it was made; whether it was. A cancellation
+        whose booking was not announced is left to a sweep, which announces
+        both in order."""
         if after is not None:
             await asyncio.wait([after])
+            booked = not after.cancelled() and after.exception() is None and after.result()
+        elif event == CANCELLED and not booked:
+            booked = await self._booked_announced(booking.id)
+        if event == CANCELLED and not booked:
+            log.info(
+                "the cancellation of booking %s is left to a later sweep: its booking"
+                " is not recorded as announced yet",
+                booking.id,
+            )
+            return False
         if impl is None or await self._call(impl, booking):
             self._record(booking.id, event)
+            return True
+        return False
+
+    async def _booked_announced(self, booking_id: str) -> bool:
+        """Whether ``booking_id``'s booking is known to have been announced:
+        by this process (not yet recorded), or as the ledger records."""
+        if booking_id in self._made or booking_id in self._writing:
+            return True
+        try:
+            return await self.run(self.ledger.announced_event, booking_id) is not None
+        except LedgerUnavailable:
+            return False
 
     async def _call(self, impl: NotifyImpl, booking: Booking) -> bool:
         """Call the hook, again while its plugin is busy (up to
@@ -334,13 +377,18 @@ class Bookings:
         if not self._made:
             return True
         batch, self._made = self._made, {}
+        self._writing = batch
         try:
             await self.run(self.ledger.announced, batch)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too (closing): the batch is kept
             for booking_id, event in batch.items():
                 self._note(booking_id, event)
+            if not isinstance(exc, Exception):
+                raise
             log.warning("recording %d announcement(s) failed: %s", len(batch), exc)
             return False
+        finally:
+            self._writing = {}
         return True
 
     def _note(self, booking_id: str, event: str) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "Placement",
     "TooManyOffers",
     "booking_state",
+    "event_of_level",
     "find_slots",
     "from_us",
     "held_offer",
@@ -150,6 +151,11 @@ BOOKED, CANCELLED = "booked", "cancelled"
 #: What the ledgers store of the announcements made of a booking: how far
 #: they got (0: none, 1: booked, 2: cancelled too).
 ANNOUNCED_LEVEL = {BOOKED: 1, CANCELLED: 2}
+
+
+def event_of_level(level: int) -> str | None:
+    """The latest event a stored announcement level says was announced."""
+    return {1: BOOKED, 2: CANCELLED}.get(level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +280,18 @@ class Ledger(abc.ABC):
         latter implying the former). An unknown id is ignored."""
 
     @abc.abstractmethod
+    def announced_event(self, booking_id: str) -> str | None:
+        """The latest event of a booking recorded as announced
+        (:data:`BOOKED` or :data:`CANCELLED`), or None (none recorded, or no
+        such booking)."""
+
+    @abc.abstractmethod
     def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
         """Up to ``limit`` bookings whose booking or cancellation no process
         has recorded as announced within ``announce_after`` of making it
-        (the process that made it died first, or its plugin stayed busy),
-        oldest first, each with the events still to announce, in order.
+        (the process that made it died first, or its plugin stayed busy):
+        the longest overdue, in the order the bookings were made, each with
+        the events still to announce, in order.
         Each is claimed: no call, from any process, returns it again for
         another ``announce_after`` unless it is recorded as announced."""
 
@@ -376,7 +389,7 @@ def offer_limit(placement: Placement, outstanding: int) -> int:
     return min(placement.max_offers, placement.max_outstanding - outstanding)
 
 
-def booking_state(stored: str, end_us: int, now: int) -> BookingState:
+def booking_state(stored: int, end_us: int, now: int) -> BookingState:
     """A booking's state as read at ``now``: a BOOKED one whose slot has
     ended is FINISHED (no write marks it so)."""
     state = BookingState(stored)

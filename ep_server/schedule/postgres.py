@@ -59,7 +59,8 @@ Connections
     never a wrong answer. A transaction commits wholly or not at all; if
     the connection breaks during its COMMIT the call cannot know which, and
     says unavailable: an accept asked again then returns the booking if it
-    was made (with ``created`` False, so that one is never announced).
+    was made (with ``created`` False: that one is announced by a sweep,
+    ``announce_after`` later, since no process recorded announcing it).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from ep_server.schedule.ledger import (
     OfferNotFound,
     Placement,
     TooManyOffers,
+    event_of_level,
     find_slots,
     from_us,
     held_offer,
@@ -213,11 +215,11 @@ class PostgresLedger(Ledger):
             "lock": self._lock_key,
         }
         with self._connection() as conn:
-            results = _script(conn, sql.ACCEPT_SCRIPT, args)
-            results.nextset()
-            t = self._seen(_one(results))
-            results.nextset()
-            row = results.fetchone()
+            with _script(conn, sql.ACCEPT_SCRIPT, args) as results:
+                _next(results)  # past the lock's result
+                t = self._seen(_one(results))
+                _next(results)
+                row = results.fetchone()
             if row is not None:
                 return sql.booking(row, t), True
             done = conn.execute(sql.FIND_BOOKING, (offer_id, owner)).fetchone()
@@ -232,11 +234,12 @@ class PostgresLedger(Ledger):
         want = self._seen(to_us(now))
         with self._connection() as conn:
             args = {"offer": offer_id, "owner": owner, "clock": want}
-            results = _script(conn, sql.REJECT_SCRIPT, args)
-            self._seen(_one(results))
-            results.nextset()
-            if not results.rowcount:
-                raise OfferNotFound(f"no offer {offer_id!r}")
+            with _script(conn, sql.REJECT_SCRIPT, args) as results:
+                self._seen(_one(results))
+                _next(results)
+                gone = results.rowcount
+        if not gone:
+            raise OfferNotFound(f"no offer {offer_id!r}")
 
     def get(self, booking_id: str, owner: str, now: datetime) -> Booking:
         with self._connection() as conn:
@@ -261,10 +264,10 @@ class PostgresLedger(Ledger):
             "announce_after": self._announce_after,
         }
         with self._connection() as conn:
-            results = _script(conn, sql.CANCEL_SCRIPT, args)
-            t = self._seen(_one(results))
-            results.nextset()
-            row = results.fetchone()
+            with _script(conn, sql.CANCEL_SCRIPT, args) as results:
+                t = self._seen(_one(results))
+                _next(results)
+                row = results.fetchone()
             if row is not None:
                 return sql.booking(row, t), True
             row = conn.execute(sql.BOOKING, (booking_id, owner)).fetchone()
@@ -276,7 +279,12 @@ class PostgresLedger(Ledger):
         ids = list(done)
         levels = [ANNOUNCED_LEVEL[done[i]] for i in ids]
         with self._connection() as conn:
-            conn.execute(sql.ANNOUNCED, {"ids": ids, "levels": levels})
+            _script(conn, sql.ANNOUNCED, {"ids": ids, "levels": levels}).close()
+
+    def announced_event(self, booking_id: str) -> str | None:
+        with self._connection() as conn:
+            row = conn.execute(sql.ANNOUNCED_LEVEL, (booking_id,)).fetchone()
+        return None if row is None else event_of_level(row[0])
 
     def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
         with self._connection() as conn:
@@ -386,13 +394,25 @@ class PostgresLedger(Ledger):
             yield conn
 
 
-def _script(conn: psycopg.Connection[Any], script: str, args: Mapping[str, Any]) -> Any:
+def _script(
+    conn: psycopg.Connection[Any], script: str, args: Mapping[str, Any]
+) -> psycopg.ClientCursor[Any]:
     """Run ``script`` (several statements, one implicit transaction; see
     :data:`~ep_server.schedule.postgres_rows.ACCEPT_SCRIPT`) in one round
     trip; the cursor is at the first statement's result."""
     results = psycopg.ClientCursor(conn)
-    results.execute(script, args)
+    try:
+        results.execute(script, args)
+    except BaseException:
+        results.close()
+        raise
     return results
+
+
+def _next(results: psycopg.ClientCursor[Any]) -> None:
+    """On to a script's next statement's result, which must be there."""
+    if not results.nextset():
+        raise RuntimeError("a ledger script returned fewer results than it has statements")
 
 
 def _one(cursor: psycopg.Cursor[Any] | psycopg.ClientCursor[Any]) -> int:

@@ -14,8 +14,8 @@ checked before use (one more round trip; under load connections are reused
 far sooner, so busy calls pay nothing), and broken ones are replaced, not
 handed out. When a call finds its connection broken, and when the database
 answers again after an outage, every idle connection is checked at once,
-so a server restart costs at most the calls on connections in use in the
-second it happened. Any
+so a server restart costs at most the calls on connections in use when it
+happened or used in the second before it (those are handed out unchecked). Any
 ``psycopg.OperationalError`` (connection lost or refused, a lock not granted
 in time, no free connection within ``timeout``) becomes
 :class:`~ep_server.schedule.ledger.LedgerUnavailable`, whose detail names
@@ -187,8 +187,10 @@ class LedgerPool:
             self._unreachable.set()
             raise
         if self._unreachable.is_set():  # back: replace what the outage broke first
-            self._pool.check()
-            self._unreachable.clear()
+            try:
+                self._pool.check()
+            finally:  # a check that failed oddly must not leave every call refused
+                self._unreachable.clear()
 
     @contextmanager
     def unavailable(self, doing: str) -> Iterator[None]:

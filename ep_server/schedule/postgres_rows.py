@@ -27,6 +27,7 @@ __all__ = [
     "ACCEPT_SCRIPT",
     "ADVANCE_CLOCK",
     "ANNOUNCED",
+    "ANNOUNCED_LEVEL",
     "BOOKING",
     "BOOKINGS",
     "CANCEL",
@@ -122,14 +123,18 @@ REJECT_SCRIPT = f"{_ADVANCE}; {REJECT}"
 CANCEL_SCRIPT = f"{_ADVANCE}; {CANCEL}"
 #: Records announcements made: ``%(ids)s`` with the ``%(levels)s`` reached
 #: (one per id); nothing is left to announce once the level reaches the
-#: stored state (1 BOOKED, 2 CANCELLED).
+#: stored state (1 BOOKED, 2 CANCELLED). A script (see ACCEPT_SCRIPT): the
+#: rows are locked first in id order, so two replicas' batches never
+#: deadlock.
 ANNOUNCED = """
+    SELECT 1 FROM ep_bookings WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
     UPDATE ep_bookings b
        SET announced = greatest(b.announced, d.level),
            announce_due_us = CASE WHEN greatest(b.announced, d.level) >= b.state
                                   THEN NULL ELSE b.announce_due_us END
       FROM unnest(%(ids)s::text[], %(levels)s::smallint[]) AS d (id, level)
      WHERE b.id = d.id"""
+ANNOUNCED_LEVEL = "SELECT announced FROM ep_bookings WHERE id = %s"
 #: Claims up to ``%(limit)s`` overdue announcements for ``%(after)s`` more:
 #: rows another replica is claiming at the same moment are skipped.
 DUE_ANNOUNCEMENTS = f"""

@@ -60,6 +60,7 @@ from ep_server.schedule.ledger import (
     OfferNotFound,
     Placement,
     booking_state,
+    event_of_level,
     find_slots,
     from_us,
     held_offer,
@@ -76,7 +77,6 @@ _SAVE_CLOCK = (
     "INSERT INTO meta (key, value) VALUES ('clock', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 )
-#: How often (ledger time) place() deletes offers expired long ago.
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
@@ -201,19 +201,28 @@ class SQLiteLedger(Ledger):
                 [{"id": i, "level": ANNOUNCED_LEVEL[event]} for i, event in done.items()],
             )
 
+    def announced_event(self, booking_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT announced FROM bookings WHERE id = ?", (booking_id,)
+            ).fetchone()
+        return None if row is None else event_of_level(row["announced"])
+
     def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:
         with self._lock:
             t = self._tick(now)
+            due = "SELECT * FROM bookings WHERE announce_due_us <= ?"
+            if self._db.execute(f"{due} LIMIT 1", (t,)).fetchone() is None:
+                return []  # the usual case: no write, so no fsync
             with self._tx():
                 rows = self._db.execute(
-                    "SELECT * FROM bookings WHERE announce_due_us <= ?"
-                    " ORDER BY announce_due_us, id LIMIT ?",
-                    (t, limit),
+                    f"{due} ORDER BY announce_due_us, id LIMIT ?", (t, limit)
                 ).fetchall()
                 self._db.executemany(
                     "UPDATE bookings SET announce_due_us = ? WHERE id = ?",
                     [(t + self._announce_after, row["id"]) for row in rows],
                 )
+            rows.sort(key=lambda row: (row["create_us"], row["id"]))
             return [
                 DueAnnouncement(_booking(row, t), pending_events(row["announced"], row["state"]))
                 for row in rows

@@ -5,6 +5,8 @@ announced to plugins once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -444,6 +446,9 @@ class HeldLedger:
         assert self.release.wait(10)
         return self.booking, True
 
+    def announced(self, done) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -606,3 +611,144 @@ async def test_an_announcement_its_busy_plugin_never_took_is_left_to_a_sweep():
     assert heard == [booking.id]
     await bookings.close()
     caller.close()
+
+
+class InOrder(Booker):
+    """Booker noting every announcement, in order, as (event, booking id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: list[tuple[str, str]] = []
+
+    @hookimpl
+    def ep_booked(self, booking):
+        self.heard.append(("booked", booking.id))
+
+    @hookimpl
+    def ep_cancelled(self, booking):
+        self.heard.append(("cancelled", booking.id))
+
+
+async def test_a_cancellation_of_a_booking_never_announced_waits_for_the_sweep():
+    """Another process made the booking and died before announcing it; this
+    one cancels it: the plugin hears nothing now (a cancellation never comes
+    before its booking), then the sweep announces both, in order."""
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    plugin = InOrder()
+    bookings, caller = bookings_on(ledger, plugin, clock)
+    booking = made_elsewhere(ledger, clock())
+    await bookings.cancel(booking.id, Identity("alice", "token"))
+    await asyncio.sleep(0.3)
+    assert plugin.heard == []
+    clock.now += ANNOUNCE_AFTER
+    assert await bookings.sweep() == 1
+    for _ in range(100):
+        if len(plugin.heard) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert plugin.heard == [("booked", booking.id), ("cancelled", booking.id)]
+    await asyncio.sleep(RECORD_EVERY + 0.2)  # recorded: nothing is due again
+    clock.now += 10 * ANNOUNCE_AFTER
+    assert await bookings.sweep() == 0
+    await bookings.close()
+    caller.close()
+    assert plugin.heard == [("booked", booking.id), ("cancelled", booking.id)]
+
+
+async def test_a_cancellation_of_a_booking_recorded_as_announced_is_announced_at_once():
+    """Another process announced the booking and recorded it: a cancellation
+    here is announced at once."""
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    plugin = InOrder()
+    bookings, caller = bookings_on(ledger, plugin, clock)
+    booking = made_elsewhere(ledger, clock())
+    ledger.announced({booking.id: "booked"})
+    await bookings.cancel(booking.id, Identity("alice", "token"))
+    for _ in range(100):
+        if plugin.heard:
+            break
+        await asyncio.sleep(0.02)
+    assert plugin.heard == [("cancelled", booking.id)]
+    await bookings.close()
+    caller.close()
+
+
+async def test_when_a_busy_plugin_never_took_the_booking_its_cancellation_waits_too():
+    """The booking's announcement was given up (its plugin stayed busy), so
+    the cancellation that follows is not announced on its own: the sweep
+    announces both, in order."""
+    ledger = SQLiteLedger(":memory:", {"cores": 8})
+    clock = Clock()
+    release = threading.Event()
+
+    class Stuck(InOrder):
+        @hookimpl
+        def ep_resources(self, query):  # holds the plugin's only thread
+            release.wait(10)
+            return {"cores": 1}
+
+    plugin = Stuck()
+    bookings, caller = bookings_on(ledger, plugin, clock, threads=2, patience=0.3)
+    impl = bookings.registry.ep_resources("booker")
+    until = asyncio.get_running_loop().time() + 5
+    blocker = asyncio.ensure_future(caller.gather([impl], until, None))
+    await asyncio.sleep(0.05)
+    placement = Placement(
+        "token:alice", "ask",
+        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
+        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
+    )  # fmt: skip
+    [offer, *_] = ledger.place(placement, clock())
+    booking = await bookings.accept(offer.id, Identity("alice", "token"))
+    await asyncio.sleep(0.6)  # past its patience: given up
+    release.set()
+    await blocker
+    # The plugin is free again, but its booking was never announced.
+    await bookings.cancel(booking.id, Identity("alice", "token"))
+    await asyncio.sleep(0.3)
+    assert plugin.heard == []
+    clock.now += ANNOUNCE_AFTER
+    assert await bookings.sweep() == 1
+    for _ in range(100):
+        if len(plugin.heard) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert plugin.heard == [("booked", booking.id), ("cancelled", booking.id)]
+    await bookings.close()
+    caller.close()
+
+
+async def test_announcements_whose_recording_is_cut_short_by_closing_are_still_recorded(
+    tmp_path,
+):
+    """Closing gives a recording queued behind a slow ledger call one second,
+    then cancels it: the batch it held is written by the close itself, not
+    dropped (which would make a sweep announce those bookings again)."""
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite", {"cores": 8})
+    clock = Clock()
+    plugin = InOrder()
+    bookings, caller = bookings_on(ledger, plugin, clock, threads=2)
+    placement = Placement(
+        "token:alice", "ask",
+        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
+        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
+    )  # fmt: skip
+    [offer, *_] = ledger.place(placement, clock())
+    booking = await bookings.accept(offer.id, Identity("alice", "token"))
+    release = threading.Event()
+    slow = bookings.submit(release.wait, 10)  # the ledger's one thread, busy
+    await asyncio.sleep(RECORD_EVERY + 0.2)  # heard; its recording queued behind
+    assert plugin.heard == [("booked", booking.id)]
+    closing = asyncio.ensure_future(bookings.close())
+    await asyncio.sleep(1.3)  # the recorder is cancelled after 1 s
+    release.set()
+    await closing
+    caller.close()
+    assert slow.result() is True
+    with contextlib.closing(sqlite3.connect(tmp_path / "ledger.sqlite")) as db:
+        stored = db.execute(
+            "SELECT announced, announce_due_us FROM bookings WHERE id = ?", (booking.id,)
+        ).fetchone()
+    assert stored == (1, None)

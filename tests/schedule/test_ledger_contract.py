@@ -464,9 +464,10 @@ def test_a_cancellation_is_due_after_its_booking_and_recorded_apart(ledger: Ledg
     assert due(ledger, later + 10 * ANNOUNCE_AFTER) == []
 
 
-def test_due_announcements_are_claimed_by_one_caller(store: Store) -> None:
+def test_due_announcements_claimed_one_after_another_are_claimed_once(store: Store) -> None:
     """Two ledgers on one store (replicas, for a shared backend; for SQLite
-    two calls of one ledger) never both get one due announcement."""
+    two calls of one ledger), one claim after the other: the second gets
+    only what the first left."""
     one = store.open()
     other = store.open() if store.shared else one
     made = [book(one, 2 * i, 2 * i + 1, cores=1).id for i in range(6)]
@@ -474,6 +475,45 @@ def test_due_announcements_are_claimed_by_one_caller(store: Store) -> None:
     got = [one.due_announcements(later, 3), other.due_announcements(later, 3)]
     ids = [d.booking.id for batch in got for d in batch]
     assert sorted(ids) == sorted(made)
+
+
+def test_due_announcements_claimed_at_once_from_many_threads_are_claimed_once(
+    store: Store,
+) -> None:
+    """Claims racing from 8 threads over two ledgers on one store (replicas,
+    for a shared backend): every due booking is claimed exactly once."""
+    ledgers = [store.open(), store.open()] if store.shared else [store.open()]
+    made = [book(ledgers[0], i, i + 1, cores=1).id for i in range(40)]
+    later = T0 + ANNOUNCE_AFTER
+    barrier = threading.Barrier(8)
+    claimed: list[str] = []
+
+    def claim(led: Ledger) -> None:
+        barrier.wait(timeout=30)
+        for _ in range(20):
+            batch = led.due_announcements(later, 2)
+            claimed.extend(d.booking.id for d in batch)
+
+    threads = [threading.Thread(target=claim, args=(ledgers[n % len(ledgers)],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(claimed) == sorted(made)
+
+
+def test_the_latest_event_recorded_as_announced_is_read_back(ledger: Ledger) -> None:
+    booking = book(ledger, 0, 2, cores=4)
+    assert ledger.announced_event(booking.id) is None
+    ledger.announced({booking.id: BOOKED})
+    assert ledger.announced_event(booking.id) == BOOKED
+    ledger.cancel(booking.id, "alice", T0 + M)
+    assert ledger.announced_event(booking.id) == BOOKED
+    ledger.announced({booking.id: CANCELLED})
+    assert ledger.announced_event(booking.id) == CANCELLED
+    ledger.announced({booking.id: BOOKED})  # a late, lower record changes nothing
+    assert ledger.announced_event(booking.id) == CANCELLED
+    assert ledger.announced_event("never-made") is None
 
 
 def test_finished_is_derived_and_cannot_be_cancelled(ledger: Ledger) -> None:
