@@ -68,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,8 @@ class PostgresLedger(Ledger):
         self._horizon, self._purge_after = span_us(horizon), span_us(purge_after)
         self._clock, self._clock_lock = _NEVER, threading.Lock()
         self._purge_hint = _NEVER
+        # The connections whose statements for the scripts are prepared.
+        self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._closed = False
         self.threads = connections
         self._db = LedgerPool(
@@ -215,6 +218,7 @@ class PostgresLedger(Ledger):
             "lock": self._lock_key,
         }
         with self._connection() as conn:
+            self._ready(conn)
             with _script(conn, sql.ACCEPT_SCRIPT, args) as results:
                 _next(results)  # past the lock's result
                 t = self._seen(_one(results))
@@ -264,6 +268,7 @@ class PostgresLedger(Ledger):
             "announce_after": self._announce_after,
         }
         with self._connection() as conn:
+            self._ready(conn)
             with _script(conn, sql.CANCEL_SCRIPT, args) as results:
                 t = self._seen(_one(results))
                 _next(results)
@@ -376,6 +381,19 @@ class PostgresLedger(Ledger):
             if due is None:
                 return None
             return conn.execute(sql.PURGE, (t - self._purge_after,)).rowcount
+
+    def _ready(self, conn: psycopg.Connection[Any]) -> None:
+        """Prepare the statements the scripts EXECUTE, once per connection
+        (a connection the pool replaced is a new one, prepared anew)."""
+        with self._clock_lock:
+            if conn in self._prepared:
+                return
+        for statement in sql.PREPARE:
+            # One prepared earlier on this connection by a call that then failed.
+            with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
+                conn.execute(statement)
+        with self._clock_lock:
+            self._prepared.add(conn)
 
     def _read_clock(self, conn: psycopg.Connection[Any], now: datetime) -> int:
         return self._seen(max(_one(conn.execute(sql.READ_CLOCK)), to_us(now)))

@@ -40,6 +40,7 @@ __all__ = [
     "OFFER_EXPIRY",
     "OUTSTANDING",
     "OVERBOOKED",
+    "PREPARE",
     "PURGE",
     "PURGE_DUE",
     "READ_CLOCK",
@@ -115,12 +116,42 @@ REJECT = "DELETE FROM ep_offers WHERE id = %(offer)s AND owner = %(owner)s"
 #: its threads wait for the GIL). Sent with client-side binding
 #: (:class:`psycopg.ClientCursor`, which allows several statements); each
 #: statement's result is a result set of the cursor, in order.
+#: A script's statements are planned as the server reaches them, so the
+#: costly ones (:data:`ACCEPT`, :data:`CANCEL`: planning takes three times
+#: as long as running them) are prepared once per connection (:data:`PREPARE`,
+#: ``PostgresLedger._ready``) and the script EXECUTEs them.
 #: Results: the lock's, the clock's, :data:`ACCEPT`'s.
-ACCEPT_SCRIPT = f"SELECT pg_advisory_xact_lock(%(lock)s); {_ADVANCE}; {ACCEPT}"
+ACCEPT_SCRIPT = (
+    f"SELECT pg_advisory_xact_lock(%(lock)s); {_ADVANCE};"
+    " EXECUTE ep_accept(%(offer)s, %(owner)s, %(booking)s, %(clock)s, %(announce_after)s)"
+)
 #: Results: the clock's, :data:`REJECT`'s (its row count).
 REJECT_SCRIPT = f"{_ADVANCE}; {REJECT}"
 #: Results: the clock's, :data:`CANCEL`'s.
-CANCEL_SCRIPT = f"{_ADVANCE}; {CANCEL}"
+CANCEL_SCRIPT = (
+    f"{_ADVANCE}; EXECUTE ep_cancel(%(booking)s, %(owner)s, %(clock)s, %(announce_after)s)"
+)
+
+
+def _prepare(name: str, types: str, statement: str, params: tuple[str, ...]) -> str:
+    """``PREPARE name (types) AS statement``, its ``%(param)s`` as ``$n``."""
+    for n, param in enumerate(params, 1):
+        statement = statement.replace(f"%({param})s", f"${n}")
+    return f"PREPARE {name} ({types}) AS {statement}"
+
+
+#: The statements the scripts EXECUTE, prepared on each connection before
+#: its first script.
+PREPARE = (
+    _prepare(
+        "ep_accept", "text, text, text, bigint, bigint", ACCEPT,
+        ("offer", "owner", "booking", "clock", "announce_after"),
+    ),
+    _prepare(
+        "ep_cancel", "text, text, bigint, bigint", CANCEL,
+        ("booking", "owner", "clock", "announce_after"),
+    ),
+)  # fmt: skip
 #: Records announcements made: ``%(ids)s`` with the ``%(levels)s`` reached
 #: (one per id); nothing is left to announce once the level reaches the
 #: stored state (1 BOOKED, 2 CANCELLED). A script (see ACCEPT_SCRIPT): the

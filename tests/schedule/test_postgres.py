@@ -338,6 +338,21 @@ def test_an_accept_that_cannot_take_the_lock_changes_nothing_and_succeeds_when_a
     assert led.accept(offer.id, "alice", T0 + M) == (booking, False)
 
 
+def test_statements_prepared_on_a_connection_before_a_failed_call_are_taken_as_they_are(
+    replicas: Callable[..., list[PostgresLedger]],
+) -> None:
+    """A call that prepared some of the scripts' statements on a connection
+    and then failed leaves them prepared: the next call on that connection
+    prepares the rest and goes on."""
+    (led,) = replicas(1, connections=1)
+    offer = led.place(ask((0, 10), ask_id="a"), T0)[0]
+    with led._db.connection() as conn:
+        conn.execute(postgres_rows.PREPARE[0])  # as if the rest had failed
+    booking, created = led.accept(offer.id, "alice", T0)
+    assert created
+    assert led.cancel(booking.id, "alice", T0)[1]
+
+
 def test_every_connection_has_the_timeouts_set(
     replicas: Callable[..., list[PostgresLedger]],
 ) -> None:
