@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docblocks
 import pytest
 
 from tools.cluster import haproxy
@@ -27,6 +28,7 @@ from tools.cluster.processes import free_ports, wait_until
 from tools.cluster.replicas import healthy
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 REPLICAS = ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"]
 BALANCER = "127.0.0.1:8080"
 POSTGRES = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
@@ -162,3 +164,40 @@ def test_the_walk_through_runs_as_written(walk: Walk) -> None:
     assert len(booked) == 2, out  # accepted through the balancer, listed by a replica
     assert booked[0] == booked[1]
     assert "YES" in walk.sh(client)
+
+
+def _booking_walk_through() -> str:
+    """The README's booking walk-through: the block that makes booking-demo/."""
+    [block] = [b for _, b in docblocks.blocks(README.read_text()) if "booking-demo" in b]
+    return block
+
+
+def _serve_default(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``make run``'s server (the default config, so the default ledger file),
+    on a free port instead of 50051."""
+    log = (folder / "make-run.log").open("wb")
+    return subprocess.Popen(
+        ["ep-server", "serve", "--listen", "127.0.0.1:0"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def test_the_booking_walk_through_runs_beside_make_run(tmp_path: Path) -> None:
+    env = docblocks.venv_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    default = _serve_default(tmp_path, env)
+    shell = docblocks.Shell(tmp_path, env)
+    try:
+        wait_until(
+            lambda: "listening on" in (tmp_path / "make-run.log").read_text(),
+            "make run's server", seconds=60, step=0.2,
+        )  # fmt: skip
+        [port] = free_ports(1)
+        out = shell.sh(_booking_walk_through().replace("50052", str(port)))
+    finally:
+        shell.stop()
+        default.terminate()
+        default.wait(30)
+    assert re.search(r"^\S+\s+BOOKED\s", out, re.M), out
+    assert default.returncode == 0, (tmp_path / "make-run.log").read_text()
+    assert (tmp_path / "booking-demo" / "ledger.sqlite3").is_file()
+    assert not (ROOT / "tokens.toml").exists()

@@ -239,8 +239,10 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ask.add_argument(
         "--window", dest="windows", action="append", type=window_arg, default=[],
-        metavar="START/END", help="when can I run this? an acceptable start window "
-        "(ISO 8601, e.g. 2031-03-04T09:00Z/2031-03-04T17:00Z, or now/+8h); repeat for more",
+        metavar="START/END", help="when can I run this? an acceptable start window: "
+        "now/+8h, +1d/+2d, tomorrow (that whole day, UTC), or ISO 8601 such as "
+        "2030-03-04T09:00Z/2030-03-04T17:00Z; repeat for more. A site books at most "
+        "[schedule] horizon_days ahead (366 by default)",
     )  # fmt: skip
     ask.add_argument(
         "--duration", type=duration_arg, metavar="MIN[:MAX]",
@@ -342,12 +344,21 @@ def _instant(text: str, now: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: Whole-day windows by name, in UTC: days after today.
+_DAYS = {"today": 0, "tomorrow": 1}
+
+
 def window_arg(text: str) -> Window:
-    """``START/END``: an acceptable range of start times."""
+    """``START/END``: an acceptable range of start times; or ``today`` or
+    ``tomorrow``, that whole day in UTC."""
+    now = datetime.now(UTC)
+    if text in _DAYS:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = midnight + timedelta(days=_DAYS[text])
+        return Window(day, day + timedelta(days=1))
     start, sep, end = text.partition("/")
     if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected START/END")
-    now = datetime.now(UTC)
+        raise argparse.ArgumentTypeError(f"{text!r}: expected START/END, today or tomorrow")
     window = Window(_instant(start, now), _instant(end, now))
     if window.end < window.start:
         raise argparse.ArgumentTypeError(f"{text!r}: END is before START")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from ep_server.client.args import (
     query_from_args,
     set_arg,
     taskinfo_arg,
+    window_arg,
 )
 from ep_server.client.cli import main
 from ep_server.model import IntRange, Resources, TaskQuery
@@ -253,3 +255,16 @@ def test_unsendable_taskinfo_is_a_usage_error(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "error" in err
+
+
+@pytest.mark.parametrize(("name", "days"), [("today", 0), ("tomorrow", 1)])
+def test_a_named_day_is_a_whole_day_window_in_utc(name: str, days: int) -> None:
+    window = window_arg(name)
+    today = datetime.now(UTC).date()
+    assert window.start == datetime.combine(today, time(), UTC) + timedelta(days=days)
+    assert window.end - window.start == timedelta(days=1)
+
+
+def test_a_window_that_is_neither_a_range_nor_a_day_names_both_forms() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="START/END, today or tomorrow"):
+        window_arg("next-week")
