@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,13 +48,10 @@ class Shell:
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder, self.env = folder, env
         self.groups: list[int] = []
-        self.runs = 0
 
     def sh(self, text: str, timeout: float = 120, check: bool = True) -> str:
         """Run ``text`` and return what it printed (stdout and stderr)."""
-        self.runs += 1
-        log = self.folder / f".block-{self.runs}.log"
-        with log.open("wb") as out:
+        with tempfile.TemporaryFile() as out:
             process = subprocess.Popen(
                 ["bash", "-e", "-o", "pipefail", "-c", text],
                 cwd=self.folder,
@@ -62,10 +60,11 @@ class Shell:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )
-        self.groups.append(process.pid)
-        process.wait(timeout)
-        printed = log.read_text(errors="replace")
+            )  # its background jobs write to the file, so bash's end is not theirs
+            self.groups.append(process.pid)
+            process.wait(timeout)
+            out.seek(0)
+            printed = out.read().decode(errors="replace")
         if check:
             assert process.returncode == 0, f"{text}\n---\n{printed}"
         return printed

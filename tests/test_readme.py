@@ -201,3 +201,28 @@ def test_the_booking_walk_through_runs_beside_make_run(tmp_path: Path) -> None:
     assert default.returncode == 0, (tmp_path / "make-run.log").read_text()
     assert (tmp_path / "booking-demo" / "ledger.sqlite3").is_file()
     assert not (ROOT / "tokens.toml").exists()
+
+
+def _without_venv() -> dict[str, str]:
+    """This environment with the venv's scripts off ``PATH``."""
+    scripts = str(Path(sys.executable).parent)
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != scripts]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": os.pathsep.join([*path, "/usr/bin", "/bin"])}
+
+
+def test_activating_the_venv_puts_its_commands_on_path(tmp_path: Path) -> None:
+    [block] = [b for _, b in docblocks.blocks(README.read_text()) if "activate" in b]
+    out = docblocks.Shell(ROOT, _without_venv()).sh(block)
+    venv = ROOT / ".venv" / "bin"
+    assert out.split() == [str(venv / name) for name in ("ep", "ep-server", "buf", "python")]
+
+
+def test_make_shell_is_a_shell_with_the_venv_activated() -> None:
+    env = {**_without_venv(), "SHELL": "/bin/sh"}
+    result = subprocess.run(
+        ["make", "-s", "-o", "install", "shell"],
+        cwd=ROOT, env=env, input="command -v ep\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str(ROOT / ".venv" / "bin" / "ep")
