@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from ep_server.config import load_settings
@@ -41,6 +42,25 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--config", metavar="FILE", help="TOML config file (default: $EP_CONFIG, else built-in)"
     )
+    certs = sub.add_parser(
+        "dev-certs",
+        help="write a throwaway CA, server and client certificate for trying (m)TLS",
+        description="Write ca.pem, server.pem, server.key, client.pem and client.key into "
+        "DIR: a CA made for the occasion (its key is not kept), a server certificate for "
+        "localhost, 127.0.0.1 and ::1 (and each --host), and a client certificate for "
+        "mutual TLS. Valid 30 days; for trying TLS on one machine, not for production.",
+    )
+    certs.add_argument(
+        "dir", metavar="DIR", type=Path, help="folder to write into (made if missing)"
+    )
+    certs.add_argument(
+        "--host", action="append", default=[], metavar="NAME",
+        help="another name or IP address the server certificate covers; repeat for more",
+    )  # fmt: skip
+    certs.add_argument(
+        "--client-name", default="ep-dev-client", metavar="NAME",
+        help="the client certificate's common name, the identity mTLS gives (default %(default)s)",
+    )  # fmt: skip
     return parser
 
 
@@ -62,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return _migrate(args.config)
+    if args.command == "dev-certs":
+        return _dev_certs(args.dir, args.host, args.client_name)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     overrides = {"server.listen": args.listen} if args.listen else {}
@@ -106,6 +128,19 @@ def _migrate(config: str | None) -> int:
 
         print(migrate_ledger(settings.schedule))
     except (StartupError, OSError) as exc:
+        print(f"ep-server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dev_certs(folder: Path, hosts: list[str], client: str) -> int:
+    """``ep-server dev-certs``: the files written, one a line."""
+    from ep_server.devcerts import make_dev_certs
+
+    try:
+        for path in make_dev_certs(folder, hosts, client):
+            print(path)
+    except OSError as exc:
         print(f"ep-server: {exc}", file=sys.stderr)
         return 1
     return 0

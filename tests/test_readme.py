@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,66 @@ def test_make_shell_is_a_shell_with_the_venv_activated() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == str(ROOT / ".venv" / "bin" / "ep")
+
+
+class Examples:
+    """A copy of examples/ in a folder of the test's, ``make run``'s server
+    beside it on a free port, and a shell there with the venv's commands.
+    ``adapt`` puts this run's ports into a block; the copied files get them
+    too."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        shutil.copytree(ROOT / "examples", folder / "examples")
+        self.env = docblocks.venv_env(XDG_STATE_HOME=str(folder / "state"))
+        self.ports = dict(zip(["50051", "50443"], map(str, free_ports(2)), strict=True))
+        for path in (folder / "examples").rglob("*.toml"):
+            path.write_text(self.adapt(path.read_text()))
+        self.shell = docblocks.Shell(folder, self.env)
+        self.default = subprocess.Popen(
+            ["ep-server", "serve", "--listen", f"127.0.0.1:{self.ports['50051']}"],
+            cwd=folder, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.shell.sh(f"for i in $(seq 100); do ep info 127.0.0.1:{self.ports['50051']} "
+                      "> /dev/null 2>&1 && break; sleep 0.2; done")  # fmt: skip
+
+    def adapt(self, text: str) -> str:
+        for old, new in self.ports.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+            text = text.replace(f"localhost:{old}", f"localhost:{new}")
+        return text
+
+    def sh(self, block: str) -> str:
+        return self.shell.sh(self.adapt(block))
+
+    def stop(self) -> None:
+        self.shell.stop()
+        self.default.terminate()
+        self.default.wait(30)
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Iterator[Examples]:
+    running = Examples(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _block_with(text: str) -> str:
+    [block] = [b for _, b in docblocks.blocks(README.read_text()) if text in b]
+    return block
+
+
+def test_asking_with_the_example_files_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("--sites examples/sites.toml"))
+    assert re.search(r"^1\s+local\S*\s+YES", out, re.M), out
+    assert '"responseword": "YES"' in out
+
+
+def test_trying_mtls_with_dev_certs_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("ep-server dev-certs examples/mtls"))
+    assert re.search(r"^1\s+local-mtls\s+YES", out, re.M), out
+    for name in ("ca.pem", "server.key", "client.pem"):
+        assert (examples.folder / "examples" / "mtls" / name).is_file()
