@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from ep_server.config import load_settings
 from ep_server.errors import StartupError
-from ep_server.logs import setup_logging
+from ep_server.logs import route_grpc_core_logs, setup_logging
 
 __all__ = ["main"]
 
@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run() -> NoReturn:
-    """The ``ep-server`` console script: :func:`main`, then exit with its code."""
+    """The ``ep-server`` console script: :func:`main`, then exit with its code.
+    gRPC's own log lines go through our logging (its format, its level)."""
+    route_grpc_core_logs()
     try:
         code = main()
     except KeyboardInterrupt:

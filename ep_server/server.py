@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -265,7 +266,22 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
             return server.add_insecure_port(listen)
         return server.add_secure_port(listen, _credentials(settings))
     except RuntimeError as exc:
-        raise OSError(f"cannot listen on {listen}: {exc}") from exc
+        raise OSError(f"cannot listen on {listen}: {_why_not(listen) or exc}") from exc
+
+
+def _why_not(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound, in the system's words ("address
+    already in use"), found by binding a plain socket there: gRPC says only
+    "Failed to bind". None when that socket binds."""
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except (OSError, ValueError, IndexError) as exc:
+        return (getattr(exc, "strerror", None) or str(exc)).lower()
+    return None
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

@@ -263,3 +263,46 @@ def test_a_signal_during_worker_start_up_leaves_no_orphans():
     time.sleep(0.5)
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     assert alive == [], f"orphaned workers {alive}"
+
+
+def test_a_busy_port_says_address_already_in_use(server):
+    s = server()
+    out = subprocess.run(
+        [str(BIN / "ep-server"), "serve", "--listen", f"127.0.0.1:{s.port}"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "EP_SCHEDULE__LEDGER": ":memory:"},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{s.port}: address already in use" in out.stderr
+    assert "add_port.cc" not in out.stderr
+
+
+#: A line gRPC's C core writes itself (absl format), not through logging.
+CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.M)
+
+
+def test_grpc_core_lines_go_through_logging_on_both_commands(server, tmp_path):
+    from certs import CA
+
+    ca = CA(tmp_path)
+    pair = ca.issue("localhost", server=True)
+    tls = {"EP_TLS__CERT": str(pair.cert), "EP_TLS__KEY": str(pair.key)}
+    tls |= {"EP_TLS__CLIENT_CA": str(ca.pem), "EP_TLS__REQUIRE_CLIENT_CERT": "true"}
+    s = server(env={**tls, "EP_LOGGING__FORMAT": "json", "GRPC_VERBOSITY": "INFO"})
+    ask = [str(BIN / "ep"), "ask", "--tasktype", "uri://docker-container"]
+    ask += ["--endpoint", f"localhost:{s.port}", "--ca", str(ca.pem)]
+    client = subprocess.run(
+        ask, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GRPC_VERBOSITY": "INFO"},
+    )  # fmt: skip
+    assert client.returncode == 1
+    assert "TLS error" in client.stdout
+    assert "client certificate" in client.stdout
+    assert not CORE_LINE.search(client.stderr), client.stderr
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    records = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    handshakes = [r for r in records if r["logger"] == "grpc" and "Handshake" in r["message"]]
+    assert handshakes, log
+    assert handshakes[0]["grpc_source"].startswith("ssl_transport_security")

@@ -288,5 +288,7 @@ def test_asking_with_the_example_files_runs_as_written(examples: Examples) -> No
 def test_trying_mtls_with_dev_certs_runs_as_written(examples: Examples) -> None:
     out = examples.sh(_block_with("ep-server dev-certs examples/mtls"))
     assert re.search(r"^1\s+local-mtls\s+YES", out, re.M), out
+    assert "TLS error" in out
+    assert "no client certificate: refused" in out
     for name in ("ca.pem", "server.key", "client.pem"):
         assert (examples.folder / "examples" / "mtls" / name).is_file()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -45,11 +46,23 @@ from ep_server.client.render import (
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import TLS, Site, SiteListError, load_sites
+from ep_server.logs import route_grpc_core_logs
 from ep_server.model import TaskQuery
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 EXIT_YES, EXIT_NONE, EXIT_USAGE = 0, 1, 2
+
+
+def run() -> None:
+    """The ``ep`` console script: :func:`main`, then exit with its status.
+
+    gRPC's own log lines go through :mod:`logging`, where only warnings and
+    errors are shown: a failed TLS handshake, say, is reported once, as the
+    site's failure, not also as the C core's line."""
+    route_grpc_core_logs()
+    logging.basicConfig(format="ep: %(name)s: %(message)s", level=logging.WARNING)
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
