@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ep_server.config import load_settings
-from ep_server.errors import StartupError
+from ep_server.config import Settings, load_settings
+from ep_server.errors import ConfigError, StartupError
 from ep_server.logs import route_grpc_core_logs, setup_logging
 
 __all__ = ["main"]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     overrides = {"server.listen": args.listen} if args.listen else {}
     try:
-        settings = load_settings(args.config, overrides=overrides)
+        settings = _load_settings(args.config, overrides)
         setup_logging(args.log_level, settings.logging.format)
         from ep_server.server import serve  # grpc import only once the config is good
 
@@ -120,6 +120,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ep-server: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _load_settings(config: str | None, overrides: dict[str, str]) -> Settings:
+    """The settings; when they are invalid, the plugins' sections are checked
+    too, so that one report names every bad key."""
+    try:
+        return load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        if exc.partial is None:
+            raise
+        from ep_server.host import detect_host
+        from ep_server.plugins import load_registry
+
+        logging.disable(logging.INFO)  # plugins loaded only to check their keys
+        try:
+            load_registry(exc.partial, detect_host(exc.partial.host))
+        except ConfigError as plugins:
+            more = str(plugins).partition("\n")[2]
+            raise ConfigError(f"{exc}\n{more}") from exc
+        finally:
+            logging.disable(logging.NOTSET)
+        raise
 
 
 def _migrate(config: str | None) -> int:

@@ -124,3 +124,45 @@ def test_every_toml_block_of_the_configuration_reference_loads(tmp_path):
         path = tmp_path / f"block{i}.toml"
         path.write_text(block)
         load_settings(path, environ={})  # raises ConfigError naming any bad key
+
+
+def test_problems_are_in_plain_words_with_their_file(tmp_path):
+    text = '[server]\nlisen = "x"\nlisten = "nowhere"\n[plugins]\ndeadline = "soon"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "invalid configuration:",
+        f"  {path}:server.listen: expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:0",
+        f"  {path}:server.lisen: unknown key (did you mean listen?)",
+        f"  {path}:plugins.deadline: expected a number, got 'soon'",
+    ]
+
+
+def test_a_bad_environment_variable_is_named_not_the_file(tmp_path):
+    path = write(tmp_path, "[plugins]\ndeadline = 1.0\n")
+    environ = {"EP_PLUGINS__DEADLINE": "abc", "EP_SERVER__GRACE_PERIOD": "-1"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ=environ)
+    text = str(info.value)
+    assert "  $EP_PLUGINS__DEADLINE (plugins.deadline): expected a number, got 'abc'" in text
+    assert "  $EP_SERVER__GRACE_PERIOD (server.grace_period): must be at least 0" in text
+    assert str(path) not in text
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key; known here: format, access_log"):
+        load_settings(write(tmp_path, "[logging]\ncolour = true\n"), environ={})
+
+
+def test_the_command_reports_core_and_plugin_keys_at_once(tmp_path, capsys):
+    from ep_server.cli import main
+
+    text = '[server]\nlisen = "x"\n[plugin.static]\nclams = []\n'
+    path = write(tmp_path, text)
+    assert main(["serve", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"  {path}:server.lisen: unknown key (did you mean listen?)" in err
+    assert f"  {path}:plugin.static.clams: unknown key" in err
+    assert "Extra inputs" not in err
