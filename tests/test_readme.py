@@ -292,3 +292,14 @@ def test_trying_mtls_with_dev_certs_runs_as_written(examples: Examples) -> None:
     assert "no client certificate: refused" in out
     for name in ("ca.pem", "server.key", "client.pem"):
         assert (examples.folder / "examples" / "mtls" / name).is_file()
+
+
+def test_each_hint_gets_the_answer_its_comment_names(examples: Examples) -> None:
+    setup, *asks = _block_with("PRIVILEGED_NOT_ALLOWED").strip().splitlines()
+    assert len(asks) == 4
+    for line in asks:
+        command, _, expected = line.partition("# ")
+        word, _, detail = expected.partition(": ")
+        out = examples.shell.sh(examples.adapt(f"{setup}\n{command}"), check=False)
+        assert re.search(rf"^\d*\s+127\.0\.0\.1:\d+\s+{word}\s", out, re.M), out
+        assert detail in out.replace("\n", " "), out
