@@ -16,24 +16,63 @@ from ep_server.logs import route_grpc_core_logs, setup_logging
 __all__ = ["main"]
 
 
+EXIT_STATUS = """\
+exit status:
+  0    serve: stopped cleanly (SIGTERM or SIGINT); other commands: done
+  1    cannot start or do it: bad config, a busy port, an unreachable ledger
+  2    usage error (bad arguments)"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ep-server")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ep-server", description="IVOA ExecutionPlanner server")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="ep-server",
+        description="IVOA ExecutionPlanner server",
+        epilog=EXIT_STATUS,
+        formatter_class=raw,
+    )
+    parser.add_argument("--version", action="version", version=f"ep-server {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the ExecutionPlanner gRPC API")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the ExecutionPlanner gRPC API",
+        description="Serve the ExecutionPlanner gRPC API until SIGTERM or SIGINT, then stop "
+        "gracefully.",
+        epilog=EXIT_STATUS,
+        formatter_class=raw,
+    )
     serve.add_argument(
         "--config", metavar="FILE", help="TOML config file (default: $EP_CONFIG, else built-in)"
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="override [server].listen")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log lines at this level and above, to stderr (default INFO); "
+        "[logging] format chooses text or JSON",
+    )
     serve.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="serve from N processes sharing the port (SO_REUSEPORT); default 1",
+        help="serve from N processes on one port (default 1); only they share it "
+        "(SO_REUSEPORT), another ep-server on the port still fails",
     )
     migrate = sub.add_parser(
         "migrate",
+        epilog=EXIT_STATUS,
+        formatter_class=raw,
         help="create or upgrade the booking ledger's schema, then exit",
         description="Create or upgrade the schema of the ledger [schedule] ledger names "
         "(a PostgreSQL database, or a SQLite file), ahead of serving. Safe to run "
@@ -44,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     certs = sub.add_parser(
         "dev-certs",
+        epilog=EXIT_STATUS,
+        formatter_class=raw,
         help="write a throwaway CA, server and client certificate for trying (m)TLS",
         description="Write ca.pem, server.pem, server.key, client.pem and client.key into "
         "DIR: a CA made for the occasion (its key is not kept), a server certificate for "

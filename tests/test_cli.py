@@ -306,3 +306,22 @@ def test_grpc_core_lines_go_through_logging_on_both_commands(server, tmp_path):
     handshakes = [r for r in records if r["logger"] == "grpc" and "Handshake" in r["message"]]
     assert handshakes, log
     assert handshakes[0]["grpc_source"].startswith("ssl_transport_security")
+
+
+def test_ep_server_version_and_help(capsys):
+    import importlib.metadata
+
+    from ep_server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"ep-server {importlib.metadata.version('ep-server')}"
+    )
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--log-level {DEBUG,INFO,WARNING,ERROR} log lines at this level and above" in text
+    assert "only they share it (SO_REUSEPORT), another ep-server on the port still fails" in text
+    assert "1 cannot start or do it: bad config, a busy port" in text
