@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ep_server import wire
+from ep_server import reflection_v1, wire
 from ep_server.auth import Authenticator
 from ep_server.config import Settings
 from ep_server.errors import StartupError
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY = 10.0
 
 SERVICE_NAME = SERVICE.full_name
-_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1 = f"{reflection_v1.PACKAGE}.ServerReflection"
 
 
 @dataclass
@@ -308,8 +308,11 @@ async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.Heal
 
     grpcio-reflection implements only ``grpc.reflection.v1alpha``; ``v1`` has
     the same messages on the wire, so the same servicer also answers under
-    the ``v1`` name for tools that do not fall back to ``v1alpha``.
+    the ``v1`` name for tools that do not fall back to ``v1alpha``, and
+    :mod:`~ep_server.reflection_v1` puts ``v1``'s schema in the pool, for
+    tools that ask for every listed service's schema.
     """
+    reflection_v1.register()
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, _REFLECTION_V1)

@@ -145,6 +145,28 @@ def test_buf_curl_works_through_reflection(server):
         assert answer["offers"][0]["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
 
 
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_lists_every_service_s_methods_through_reflection(server, protocol):
+    buf = shutil.which("buf", path=str(BIN)) or shutil.which("buf")
+    s = server()
+    out = subprocess.run(
+        [
+            buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+            "--reflect-protocol", protocol, "--list-methods", f"http://127.0.0.1:{s.port}",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    methods = out.stdout.split()
+    for method in (
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "ivoa.ep.v1.ExecutionPlannerService/Ask",
+        "grpc.health.v1.Health/Check",
+    ):
+        assert method in methods
+
+
 def test_a_stuck_plugin_thread_does_not_keep_a_stopped_server_alive(server):
     env = {
         "EP_PLUGINS__ALLOW": "static,stuck",
