@@ -2,8 +2,9 @@
 
 pydantic says "Extra inputs are not permitted" and "Value error, ..."; an
 operator wants "unknown key" and the message itself, and wants to know
-whether to fix the file (``ep.toml:server.listen``) or an environment
-variable (``$EP_PLUGINS__DEADLINE``). :func:`describe_problems` turns a
+whether to fix the file (``server.listen: ... (in ep.toml)``) or an
+environment variable (``plugins.deadline: ... (set by
+$EP_PLUGINS__DEADLINE)``). :func:`describe_problems` turns a
 :class:`pydantic.ValidationError` into such lines, for the EP's own settings
 and for each plugin's section alike.
 """
@@ -69,14 +70,16 @@ def plain_message(err: ErrorDetails, known: Sequence[str] = ()) -> str:
 
 
 def origin_of(key: str, origins: Mapping[str, str], source: str) -> str:
-    """Where ``key`` (dotted) was set: the environment variable or flag that
-    set it or a table above it, else the file (``source``)."""
+    """Where ``key`` (dotted) was set: the environment variables or flags
+    that set it, a table above it or keys within it, else the file
+    (``source``)."""
     parts = key.split(".")
     for end in range(len(parts), 0, -1):
         found = origins.get(".".join(parts[:end]))
         if found:
             return found
-    return source
+    within = sorted({o for k, o in origins.items() if k.startswith(f"{key}.")})
+    return ", ".join(within) if within else source
 
 
 def describe_problems(
@@ -87,8 +90,7 @@ def describe_problems(
     source: str = "",
     model: type[BaseModel] | None = None,
 ) -> list[str]:
-    """One line per error: ``  <file>:<key>: <why>`` for a key from the file,
-    ``  $EP_X (<key>): <why>`` for one from the environment.
+    """One line per error, as :func:`problem_line` writes it.
 
     :param prefix: put before each key (``plugin.<name>.`` for a plugin's).
     :param model: the model validated, for "did you mean" on unknown keys.
@@ -102,12 +104,14 @@ def describe_problems(
 
 
 def problem_line(key: str, why: str, origins: Mapping[str, str], source: str) -> str:
-    """``  <file>:<key>: <why>``, or ``  $EP_X (<key>): <why>`` when an
-    environment variable set the key; ``  <key>: <why>`` with no source."""
+    """``  <key>: <why> (<where>)``: where is the file, or the environment
+    variable (``$EP_X``) or flag that set the key."""
     where = origin_of(key, origins, source)
-    if where != source:
-        return f"  {where} ({key}): {why}"
-    return f"  {where}:{key}: {why}" if where else f"  {key}: {why}"
+    if not where:
+        return f"  {key}: {why}"
+    if where == source:
+        return f"  {key}: {why} (in {where})"
+    return f"  {key}: {why} (set by {where})"
 
 
 def _known_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:

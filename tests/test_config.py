@@ -134,9 +134,9 @@ def test_problems_are_in_plain_words_with_their_file(tmp_path):
     lines = str(info.value).splitlines()
     assert lines == [
         "invalid configuration:",
-        f"  {path}:server.listen: expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:0",
-        f"  {path}:server.lisen: unknown key (did you mean listen?)",
-        f"  {path}:plugins.deadline: expected a number, got 'soon'",
+        f"  server.listen: expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:0 (in {path})",
+        f"  server.lisen: unknown key (did you mean listen?) (in {path})",
+        f"  plugins.deadline: expected a number, got 'soon' (in {path})",
     ]
 
 
@@ -146,8 +146,8 @@ def test_a_bad_environment_variable_is_named_not_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ=environ)
     text = str(info.value)
-    assert "  $EP_PLUGINS__DEADLINE (plugins.deadline): expected a number, got 'abc'" in text
-    assert "  $EP_SERVER__GRACE_PERIOD (server.grace_period): must be at least 0" in text
+    assert "  plugins.deadline: expected a number, got 'abc' (set by $EP_PLUGINS__DEADLINE)" in text
+    assert "  server.grace_period: must be at least 0.0 (set by $EP_SERVER__GRACE_PERIOD)" in text
     assert str(path) not in text
 
 
@@ -163,6 +163,14 @@ def test_the_command_reports_core_and_plugin_keys_at_once(tmp_path, capsys):
     path = write(tmp_path, text)
     assert main(["serve", "--config", str(path)]) == 1
     err = capsys.readouterr().err
-    assert f"  {path}:server.lisen: unknown key (did you mean listen?)" in err
-    assert f"  {path}:plugin.static.clams: unknown key" in err
+    assert f"  server.lisen: unknown key (did you mean listen?) (in {path})" in err
+    assert f"  plugin.static.clams: unknown key (in {path})" in err
     assert "Extra inputs" not in err
+
+
+def test_a_table_wide_problem_names_the_variables_that_set_its_keys():
+    environ = {"EP_AUTH__JWT_ISSUER": "https://login.example.org"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=environ)
+    assert "  auth: jwt_issuer and jwks_file must be given together" in str(info.value)
+    assert str(info.value).endswith("(set by $EP_AUTH__JWT_ISSUER)")
