@@ -31,6 +31,7 @@ from ep_server.host import detect_host
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import Registry, default_sources, load_registry
+from ep_server.wire.plain_json import plain_json
 
 __all__ = ["EPTestServer", "build_registry", "build_settings", "ep_server"]
 
@@ -104,7 +105,9 @@ class EPTestServer:
         resources: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
     ) -> dict[str, Any]:
-        """Ask, and return the answer as a JSON-form dict."""
+        """Ask, and return the answer in the EP's JSON form for people
+        (:mod:`ep_server.wire.plain_json`: ``"cause": "CAPACITY"``, integers
+        as numbers), the form ``ep ask --json`` prints."""
         request = {"tasktype": tasktype, "taskinfo": dict(taskinfo or {})}
         if resources is not None:
             request["resources"] = dict(resources)
@@ -116,7 +119,7 @@ class EPTestServer:
         return _to_dict(self.stub.Ask(message, timeout=timeout))
 
     def service_info(self, *, timeout: float = 10.0) -> dict[str, Any]:
-        """``GetServiceInfo``, as a JSON-form dict."""
+        """``GetServiceInfo``, in the EP's JSON form for people."""
         return _to_dict(self.stub.GetServiceInfo(pb.GetServiceInfoRequest(), timeout=timeout))
 
     def close(self) -> None:
@@ -131,7 +134,7 @@ class EPTestServer:
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return plain_json(message)
 
 
 @pytest.fixture
