@@ -137,6 +137,30 @@ def _to_dict(message: Any) -> dict[str, Any]:
     return plain_json(message)
 
 
+#: pytest-asyncio's option whose absence it warns about on every run.
+_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Spare plugin authors pytest-asyncio's warning about an unset loop scope.
+
+    The fixture needs no asyncio plugin, but one installed beside ep-server
+    (its dev extra has it) warns on every run of a project that leaves
+    ``asyncio_default_fixture_loop_scope`` unset. Unset, it is set to
+    ``"function"``, pytest-asyncio's announced default, before pytest-asyncio
+    reads it; a project's own setting is left alone. pytest has no public way
+    to set an ini value, so this seeds its ini cache, and does nothing if
+    that ever changes."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        return
+    try:
+        if not config.getini(_LOOP_SCOPE):
+            config._inicache[_LOOP_SCOPE] = "function"
+    except (AttributeError, ValueError, TypeError):  # pytest internals moved
+        return
+
+
 @pytest.fixture
 def ep_server() -> Iterator[Callable[..., EPTestServer]]:
     """Factory fixture: ``ep_server(config=None, plugins=None, allow=None,
