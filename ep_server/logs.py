@@ -21,8 +21,10 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "REQUEST_ID",
+    "WORKER_ENV",
     "JsonFormatter",
     "RequestIdFilter",
+    "WorkerFilter",
     "route_grpc_core_logs",
     "setup_logging",
 ]
@@ -30,13 +32,16 @@ __all__ = [
 #: The id of the RPC being handled in this task ("" outside RPCs).
 REQUEST_ID: ContextVar[str] = ContextVar("ep_request_id", default="")
 
-_TEXT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+_TEXT = "%(asctime)s %(levelname)s %(worker_tag)s%(name)s%(request_tag)s: %(message)s"
+#: Set by ``--workers N`` in each worker's environment: its number, 1 to N.
+WORKER_ENV = "EP_WORKER_NUMBER"
 # Attributes every LogRecord has; anything else was passed in ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "request_id",
     "request_tag",
+    "worker_tag",
 }
 
 
@@ -47,6 +52,24 @@ class RequestIdFilter(logging.Filter):
         request_id = REQUEST_ID.get()
         record.request_id = request_id
         record.request_tag = f" [{request_id}]" if request_id else ""
+        return True
+
+
+class WorkerFilter(logging.Filter):
+    """Put the worker's number and pid on each record (``--workers N``):
+    ``worker`` and ``pid`` in JSON, ``[worker 2 pid 4711]`` in text. Outside
+    a worker the text tag is empty and JSON has no ``worker``."""
+
+    def __init__(self, worker: str | None) -> None:
+        super().__init__()
+        self.worker = int(worker) if worker and worker.isdigit() else None
+        self.tag = f"[worker {self.worker} pid {os.getpid()}] " if self.worker else ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker_tag = self.tag
+        if self.worker is not None:
+            record.worker = self.worker
+            record.pid = record.process
         return True
 
 
@@ -76,6 +99,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once: one stderr handler, UTC times."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(WorkerFilter(os.environ.get(WORKER_ENV)))
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)

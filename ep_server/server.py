@@ -229,7 +229,24 @@ def _tracing(settings: Settings) -> list[Any] | None:
         raise StartupError(
             "tracing.enabled needs OpenTelemetry: pip install 'ep-server[tracing]'"
         ) from exc
+    _warn_without_sdk()
     return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def _warn_without_sdk() -> None:
+    """Say so when tracing is on but nothing records the spans: with no
+    OpenTelemetry SDK set up in this process, the API's global tracer
+    provider is still its placeholder and every span is dropped."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        log.warning(
+            "[tracing] enabled = true, but no OpenTelemetry SDK is set up in this process, "
+            "so spans go nowhere: install 'opentelemetry-distro[otlp]' beside ep-server and "
+            "start it as opentelemetry-instrument ep-server serve ... "
+            "(OTEL_EXPORTER_OTLP_ENDPOINT names the collector)"
+        )
 
 
 def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
@@ -354,7 +371,24 @@ def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
         if settings.schedule.enabled
         else "bookings: off"
     )
+    parts += [f"{name}: {state}" for name, state in _features(settings)]
     return "; ".join(parts)
+
+
+def _features(settings: Settings) -> list[tuple[str, str]]:
+    """Whether TLS, credentials, metrics and tracing are on, for the
+    start-up line."""
+    tls, auth = settings.tls, settings.auth
+    kinds = [k for k, on in (("tokens", auth.tokens_file), ("jwt", auth.jwt_issuer)) if on]
+    if tls.client_ca is not None:
+        kinds.append("mtls")
+    return [
+        ("tls", ("on, client certificates required" if tls.client_ca else "on")
+                if tls.enabled else "off"),
+        ("auth", ", ".join(kinds) if kinds else "off (anonymous callers only)"),
+        ("metrics", settings.metrics.listen or "off"),
+        ("tracing", "on" if settings.tracing.enabled else "off"),
+    ]  # fmt: skip
 
 
 def _plugin_label(record: PluginRecord) -> str:

@@ -347,3 +347,39 @@ def test_ep_server_version_and_help(capsys):
     assert "--log-level {DEBUG,INFO,WARNING,ERROR} log lines at this level and above" in text
     assert "only they share it (SO_REUSEPORT), another ep-server on the port still fails" in text
     assert "1 cannot start or do it: bad config, a busy port" in text
+
+
+def test_the_startup_line_says_what_is_on(server, tmp_path):
+    from certs import CA
+
+    pair = CA(tmp_path).issue("localhost", server=True)
+    s = server(env={"EP_TLS__CERT": str(pair.cert), "EP_TLS__KEY": str(pair.key)})
+    [startup] = [line for line in s.lines if "listening on" in line]
+    assert "bookings: ledger :memory:" in startup
+    assert "tls: on; auth: off (anonymous callers only); metrics: off; tracing: off" in startup
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.finish()[0] == 0
+
+
+def test_tracing_without_an_opentelemetry_sdk_warns(server):
+    s = server(env={"EP_TRACING__ENABLED": "true"})
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    assert "no OpenTelemetry SDK is set up in this process, so spans go nowhere" in log
+    assert "opentelemetry-instrument ep-server serve" in log
+
+
+def test_each_worker_s_log_lines_carry_its_number_and_pid(server):
+    env = {"EP_SCHEDULE__ENABLED": "false", "EP_LOGGING__FORMAT": "json"}
+    s = server("--workers", "2", ready=r"with 2 workers", env=env)
+    workers = children_of(s.proc.pid)
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    started = {
+        (r["worker"], r["pid"]) for r in records if "worker" in r and "listening" in r["message"]
+    }
+    assert {w for w, _ in started} == {1, 2}
+    assert {p for _, p in started} == set(workers)
