@@ -36,6 +36,23 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return re.findall(r"^```(\w*)\n(.*?)^```$", text, re.M | re.S)
 
 
+#: The documents whose blocks must each be run by a test or marked as an
+#: illustration: the README and docs/ (not the example plugin's own files).
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def all_blocks() -> list[tuple[str, str, Path]]:
+    """Every fenced block of :data:`DOCUMENTS`: (language, body, document)."""
+    return [(lang, body, doc) for doc in DOCUMENTS for lang, body in blocks(doc.read_text())]
+
+
+def marked_blocks(text: str) -> list[tuple[str, str, str]]:
+    """Each fenced block of ``text`` with the HTML comment on the line just
+    before it (``""`` when there is none): (marker, language, body)."""
+    pattern = r"(?:^<!--([^\n]*?)-->\n)?^```(\w*)\n(.*?)^```$"
+    return [(m.strip(), lang, body) for m, lang, body in re.findall(pattern, text, re.M | re.S)]
+
+
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment with this interpreter's scripts first on ``PATH``."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])

@@ -109,12 +109,15 @@ def test_a_ledger_that_is_neither_a_file_nor_a_postgresql_uri_is_refused(ledger)
 
 
 def _reference_blocks() -> list[str]:
+    """The TOML blocks of the configuration, bookings and security docs."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Configuration reference")
-    section = text[start : text.index("\n### ", start + 1)]
-    return re.findall(r"^```toml\n(.*?)^```$", section, re.M | re.S)
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    found = []
+    for name in ("configuration.md", "bookings.md", "security.md"):
+        text = (docs / name).read_text(encoding="utf-8")
+        found += re.findall(r"^```toml\n(.*?)^```$", text, re.M | re.S)
+    return found
 
 
 def test_every_toml_block_of_the_configuration_reference_loads(tmp_path):

@@ -171,3 +171,17 @@ def test_type_checking_a_plugin_runs_as_the_guide_shows(tmp_path):
     hooks.write_text(hooks.read_text().replace("fit.resources, fit.message", "fit.resources, 3"))
     out = shell.sh(block, check=False)
     assert 'Argument 4 to "Offer" has incompatible type "int"; expected "str"' in out
+
+
+def test_the_policy_example_refuses_docker_tasks_outside_the_group():
+    from ep_server import Cause, Identity, Reason, TaskQuery, hookimpl
+
+    namespace = {"hookimpl": hookimpl, "TaskQuery": TaskQuery, "Reason": Reason, "Cause": Cause}
+    exec(_guide_block("def ep_policy("), namespace)
+    policy = namespace["ep_policy"]
+    docker = "uri://docker-container"
+    alice = Identity("alice", "token", frozenset({"astro"}))
+    assert policy(TaskQuery(docker, identity=alice)) is None
+    refused = policy(TaskQuery(docker, identity=Identity("bob", "token")))
+    assert (refused.code, refused.cause) == ("GROUP_REQUIRED", Cause.POLICY)
+    assert policy(TaskQuery("uri://hello-world")) is None

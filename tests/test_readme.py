@@ -1,4 +1,5 @@
-"""README's "Running a replicated site", run as written.
+"""The README's and the docs' walk-throughs, run as written: "Running a
+replicated site" (docs/operations.md) below, the others further down.
 
 The section's code blocks run in order in a temporary directory, with only
 what would clash changed: free ports for 50051-50053 and 8080, and a
@@ -10,6 +11,7 @@ as ``make cluster`` does.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -36,9 +38,9 @@ POSTGRES = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Running a replicated site")
-    return text[start : text.index("\n### ", start + 1)]
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    start = text.index("## Running a replicated site")
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _blocks() -> list[tuple[str, str]]:
@@ -275,7 +277,8 @@ def examples(tmp_path: Path) -> Iterator[Examples]:
 
 
 def _block_with(text: str) -> str:
-    [block] = [b for _, b in docblocks.blocks(README.read_text()) if text in b]
+    """The one block of README.md or docs/ that contains ``text``."""
+    [block] = [b for _, b, _ in docblocks.all_blocks() if text in b]
     return block
 
 
@@ -303,3 +306,43 @@ def test_each_hint_gets_the_answer_its_comment_names(examples: Examples) -> None
         out = examples.shell.sh(examples.adapt(f"{setup}\n{command}"), check=False)
         assert re.search(rf"^\d*\s+127\.0\.0\.1:\d+\s+{word}\s", out, re.M), out
         assert detail in out.replace("\n", " "), out
+
+
+def test_the_first_ask_with_buf_curl_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("buf curl --protocol grpc"))
+    answer = json.loads(out)
+    assert answer["responseword"] == "YES"
+    [offer] = answer["offers"]
+    assert offer["servicetype"] == "uri://docker-uws"
+    assert offer["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
+
+
+def _run_python(examples: Examples, block: str) -> str:
+    script = examples.folder / "snippet.py"
+    script.write_text(examples.adapt(block))
+    return examples.shell.sh("python snippet.py")
+
+
+def test_asking_with_the_generated_stubs_runs_as_written(examples: Examples) -> None:
+    out = _run_python(examples, _block_with("import grpc\n"))
+    assert json.loads(out)["responseword"] == "YES"
+
+
+def test_the_asyncio_client_example_runs_as_written(examples: Examples) -> None:
+    out = _run_python(examples, _block_with("async def main()"))
+    assert re.search(r"^local Answer\(", out, re.M), out
+    assert re.search(r"^local-again Answer\(", out, re.M), out
+    assert "uri://docker-uws" in out.splitlines()[-1]  # the choice
+
+
+def test_the_site_list_example_is_a_valid_site_list() -> None:
+    import tomllib
+
+    from ep_server.client.sites import parse_sites
+
+    block = _block_with('name = "edinburgh"')
+    sites = parse_sites(tomllib.loads(block), base=ROOT)
+    assert [s.name for s in sites] == ["edinburgh", "local", "replicated"]
+    assert sites[0].tls is not None
+    assert sites[0].tls.cert == ROOT / "me.pem"
+    assert sites[2].address == "ep1.example.org:50051,ep2.example.org:50051"
