@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 
-.PHONY: install run test lint proto breaking bench cluster clean
+.PHONY: install run shell test lint proto breaking bench cluster clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -28,6 +28,12 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 run: install
 	$(BIN)/ep-server serve
+
+# A shell ($$SHELL, else sh) with the venv activated: ep, ep-server, buf and
+# python on PATH. Exit it to leave.
+shell: install
+	@echo "ep-server venv: $(abspath $(VENV)) (exit to leave)"
+	@VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $${SHELL:-/bin/sh}
 
 lint: install
 	$(BIN)/ruff check .

@@ -38,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from ep_server.config_problems import describe_problems
 from ep_server.errors import ConfigError
 from ep_server.model import MAX_TASKINFO_DEPTH, parse_bytes
 from ep_server.settings_types import ByteSize, NameList
@@ -411,6 +412,13 @@ class Settings(_Section):
     plugin: dict[str, dict[str, Any]] = {}
     #: Where the settings came from, for the start-up log.
     source: str = Field("defaults", exclude=True)
+    #: Keys (dotted) set by an environment variable or a flag, and its name.
+    origins: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def problems(self, exc: ValidationError, prefix: str = "") -> list[str]:
+        """``exc``'s errors in plain words, each naming its file or variable
+        (see :func:`~ep_server.config_problems.describe_problems`)."""
+        return describe_problems(exc, prefix=prefix, origins=self.origins, source=self.source)
 
     @model_validator(mode="after")
     def _announcements_outlast_the_deadline(self) -> Settings:
@@ -453,19 +461,44 @@ def load_settings(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    for env_path, value in _env_items(environ):
+    origins: dict[str, str] = {}
+    for name, env_path, value in _env_items(environ):
         _set_path(data, env_path, value)
+        origins[".".join(env_path)] = f"${name}"
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted.split("."), value)
+        origins[dotted] = "the command line"
     base = None if path is None else Path(path).resolve().parent
+    context = {"base": base}
     try:
-        return Settings.model_validate({**data, "source": source}, context={"base": base})
+        return Settings.model_validate(
+            {**data, "source": source, "origins": origins}, context=context
+        )
     except ValidationError as exc:
-        message = describe_validation_error(exc)
-        raise ConfigError(f"{source}: invalid configuration:\n{message}") from exc
+        problems = describe_problems(exc, origins=origins, source=source, model=Settings)
+        error = ConfigError("invalid configuration:\n" + "\n".join(problems))
+        error.partial = _plugins_only(data, source, origins, context)
+        raise error from exc
 
 
-def _env_items(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+def _plugins_only(
+    data: dict[str, Any], source: str, origins: dict[str, str], context: dict[str, Any]
+) -> Settings | None:
+    """Settings with only the plugin sections (and which plugins load) of
+    ``data``, when those are valid: so that plugins' keys can be checked
+    while the core's are wrong, and every problem reported at once."""
+    for keep in (("plugin", "plugins"), ("plugin",)):
+        subset = {k: data[k] for k in keep if k in data}
+        try:
+            return Settings.model_validate(
+                {**subset, "source": source, "origins": origins}, context=context
+            )
+        except ValidationError:
+            continue
+    return None
+
+
+def _env_items(environ: Mapping[str, str]) -> list[tuple[str, list[str], Any]]:
     items = []
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -475,7 +508,7 @@ def _env_items(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
             value: Any = json.loads(raw)
         except ValueError:
             value = raw
-        items.append((path, value))
+        items.append((name, path, value))
     return items
 
 
@@ -491,9 +524,6 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Every error pydantic found, one line each, as ``  <prefix><key>: <why>``
-    (the EP's own settings, and plugins' sections with ``plugin.<name>.``)."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"])
-        lines.append(f"  {prefix}{key}: {err['msg']}")
-    return "\n".join(lines)
+    in plain words (the EP's own settings, and plugins' sections with
+    ``plugin.<name>.``)."""
+    return "\n".join(describe_problems(exc, prefix=prefix))

@@ -35,6 +35,7 @@ reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -177,6 +178,10 @@ class StartupError(Exception):
 
 class ConfigError(StartupError):
     """The EP config file or an ``EP_*`` environment variable is invalid."""
+
+    #: When the core settings are invalid: settings holding only the plugin
+    #: sections, so that those can be checked too, or None.
+    partial: Any = None
 
 
 class PluginConfigError(StartupError):

@@ -11,23 +11,37 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "setup_logging"]
+__all__ = [
+    "REQUEST_ID",
+    "WORKER_ENV",
+    "JsonFormatter",
+    "RequestIdFilter",
+    "WorkerFilter",
+    "route_grpc_core_logs",
+    "setup_logging",
+]
 
 #: The id of the RPC being handled in this task ("" outside RPCs).
 REQUEST_ID: ContextVar[str] = ContextVar("ep_request_id", default="")
 
-_TEXT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+_TEXT = "%(asctime)s %(levelname)s %(worker_tag)s%(name)s%(request_tag)s: %(message)s"
+#: Set by ``--workers N`` in each worker's environment: its number, 1 to N.
+WORKER_ENV = "EP_WORKER_NUMBER"
 # Attributes every LogRecord has; anything else was passed in ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "request_id",
     "request_tag",
+    "worker_tag",
 }
 
 
@@ -38,6 +52,24 @@ class RequestIdFilter(logging.Filter):
         request_id = REQUEST_ID.get()
         record.request_id = request_id
         record.request_tag = f" [{request_id}]" if request_id else ""
+        return True
+
+
+class WorkerFilter(logging.Filter):
+    """Put the worker's number and pid on each record (``--workers N``):
+    ``worker`` and ``pid`` in JSON, ``[worker 2 pid 4711]`` in text. Outside
+    a worker the text tag is empty and JSON has no ``worker``."""
+
+    def __init__(self, worker: str | None) -> None:
+        super().__init__()
+        self.worker = int(worker) if worker and worker.isdigit() else None
+        self.tag = f"[worker {self.worker} pid {os.getpid()}] " if self.worker else ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker_tag = self.tag
+        if self.worker is not None:
+            record.worker = self.worker
+            record.pid = record.process
         return True
 
 
@@ -67,9 +99,66 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once: one stderr handler, UTC times."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(WorkerFilter(os.environ.get(WORKER_ENV)))
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+# A line of gRPC's C core (absl format): severity, MMDD, time, thread id,
+# file:line, then the message.
+_CORE_LINE = re.compile(rb"^([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)$")
+_CORE_LEVELS = {
+    b"I": logging.INFO,
+    b"W": logging.WARNING,
+    b"E": logging.ERROR,
+    b"F": logging.CRITICAL,
+}
+_routed = False
+
+
+def route_grpc_core_logs() -> None:
+    """Send the log lines of gRPC's C core through :mod:`logging`.
+
+    The C core writes straight to file descriptor 2, bypassing Python, so its
+    lines ("Handshake failed", "add_port.cc") would break a JSON log and
+    reach a client's terminal. From now on file descriptor 2 is a pipe that a
+    thread reads: a C-core line becomes a record of the ``grpc`` logger at
+    its own level, with its source file as ``grpc_source``; anything else is
+    passed on unchanged. ``sys.stderr`` is the real standard error. Call it
+    once, first thing in a command, never in a library or under pytest (both
+    own standard error). ``GRPC_VERBOSITY`` still chooses what the C core
+    writes at all.
+    """
+    global _routed
+    if _routed:
+        return
+    _routed = True
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    sys.stderr = open(real, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
+    reader = threading.Thread(
+        target=_pump, args=(os.fdopen(read, "rb"),), name="grpc-core-log", daemon=True
+    )
+    reader.start()
+
+
+def _pump(pipe: BinaryIO) -> None:
+    log = logging.getLogger("grpc")
+    for line in pipe:
+        match = _CORE_LINE.match(line.rstrip(b"\n"))
+        if match is None:
+            sys.stderr.write(line.decode(errors="backslashreplace"))
+            continue
+        severity, source, message = match.groups()
+        log.log(
+            _CORE_LEVELS[severity],
+            "%s",
+            message.decode(errors="backslashreplace"),
+            extra={"grpc_source": source.decode(errors="backslashreplace")},
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ep_server import wire
+from ep_server import reflection_v1, wire
 from ep_server.auth import Authenticator
 from ep_server.config import Settings
 from ep_server.errors import StartupError
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY = 10.0
 
 SERVICE_NAME = SERVICE.full_name
-_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1 = f"{reflection_v1.PACKAGE}.ServerReflection"
 
 
 @dataclass
@@ -238,7 +239,24 @@ def _tracing(settings: Settings) -> list[Any] | None:
         raise StartupError(
             "tracing.enabled needs OpenTelemetry: pip install 'ep-server[tracing]'"
         ) from exc
+    _warn_without_sdk()
     return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def _warn_without_sdk() -> None:
+    """Say so when tracing is on but nothing records the spans: with no
+    OpenTelemetry SDK set up in this process, the API's global tracer
+    provider is still its placeholder and every span is dropped."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        log.warning(
+            "[tracing] enabled = true, but no OpenTelemetry SDK is set up in this process, "
+            "so spans go nowhere: install 'opentelemetry-distro[otlp]' beside ep-server and "
+            "start it as opentelemetry-instrument ep-server serve ... "
+            "(OTEL_EXPORTER_OTLP_ENDPOINT names the collector)"
+        )
 
 
 def _pipeline(settings: Settings, metrics: Metrics) -> CallPipeline:
@@ -275,7 +293,22 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
             return server.add_insecure_port(listen)
         return server.add_secure_port(listen, _credentials(settings))
     except RuntimeError as exc:
-        raise OSError(f"cannot listen on {listen}: {exc}") from exc
+        raise OSError(f"cannot listen on {listen}: {_why_not(listen) or exc}") from exc
+
+
+def _why_not(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound, in the system's words ("address
+    already in use"), found by binding a plain socket there: gRPC says only
+    "Failed to bind". None when that socket binds."""
+    host, _, port = listen.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except (OSError, ValueError, IndexError) as exc:
+        return (getattr(exc, "strerror", None) or str(exc)).lower()
+    return None
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:
@@ -302,8 +335,11 @@ async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.Heal
 
     grpcio-reflection implements only ``grpc.reflection.v1alpha``; ``v1`` has
     the same messages on the wire, so the same servicer also answers under
-    the ``v1`` name for tools that do not fall back to ``v1alpha``.
+    the ``v1`` name for tools that do not fall back to ``v1alpha``, and
+    :mod:`~ep_server.reflection_v1` puts ``v1``'s schema in the pool, for
+    tools that ask for every listed service's schema.
     """
+    reflection_v1.register()
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, _REFLECTION_V1)
@@ -345,7 +381,24 @@ def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
         if settings.schedule.enabled
         else "bookings: off"
     )
+    parts += [f"{name}: {state}" for name, state in _features(settings)]
     return "; ".join(parts)
+
+
+def _features(settings: Settings) -> list[tuple[str, str]]:
+    """Whether TLS, credentials, metrics and tracing are on, for the
+    start-up line."""
+    tls, auth = settings.tls, settings.auth
+    kinds = [k for k, on in (("tokens", auth.tokens_file), ("jwt", auth.jwt_issuer)) if on]
+    if tls.client_ca is not None:
+        kinds.append("mtls")
+    return [
+        ("tls", ("on, client certificates required" if tls.client_ca else "on")
+                if tls.enabled else "off"),
+        ("auth", ", ".join(kinds) if kinds else "off (anonymous callers only)"),
+        ("metrics", settings.metrics.listen or "off"),
+        ("tracing", "on" if settings.tracing.enabled else "off"),
+    ]  # fmt: skip
 
 
 def _plugin_label(record: PluginRecord) -> str:

@@ -31,6 +31,7 @@ from ep_server.host import detect_host
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import Registry, default_sources, load_registry
+from ep_server.wire.plain_json import plain_json
 
 __all__ = ["EPTestServer", "build_registry", "build_settings", "ep_server"]
 
@@ -104,7 +105,9 @@ class EPTestServer:
         resources: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
     ) -> dict[str, Any]:
-        """Ask, and return the answer as a JSON-form dict."""
+        """Ask, and return the answer in the EP's JSON form for people
+        (:mod:`ep_server.wire.plain_json`: ``"cause": "CAPACITY"``, integers
+        as numbers), the form ``ep ask --json`` prints."""
         request = {"tasktype": tasktype, "taskinfo": dict(taskinfo or {})}
         if resources is not None:
             request["resources"] = dict(resources)
@@ -116,7 +119,7 @@ class EPTestServer:
         return _to_dict(self.stub.Ask(message, timeout=timeout))
 
     def service_info(self, *, timeout: float = 10.0) -> dict[str, Any]:
-        """``GetServiceInfo``, as a JSON-form dict."""
+        """``GetServiceInfo``, in the EP's JSON form for people."""
         return _to_dict(self.stub.GetServiceInfo(pb.GetServiceInfoRequest(), timeout=timeout))
 
     def close(self) -> None:
@@ -131,7 +134,31 @@ class EPTestServer:
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return plain_json(message)
+
+
+#: pytest-asyncio's option whose absence it warns about on every run.
+_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Spare plugin authors pytest-asyncio's warning about an unset loop scope.
+
+    The fixture needs no asyncio plugin, but one installed beside ep-server
+    (its dev extra has it) warns on every run of a project that leaves
+    ``asyncio_default_fixture_loop_scope`` unset. Unset, it is set to
+    ``"function"``, pytest-asyncio's announced default, before pytest-asyncio
+    reads it; a project's own setting is left alone. pytest has no public way
+    to set an ini value, so this seeds its ini cache, and does nothing if
+    that ever changes."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        return
+    try:
+        if not config.getini(_LOOP_SCOPE):
+            config._inicache[_LOOP_SCOPE] = "function"
+    except (AttributeError, ValueError, TypeError):  # pytest internals moved
+        return
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from ep_server.config import Settings
+from ep_server.logs import WORKER_ENV
 
 __all__ = ["notify_ready", "run_workers"]
 
@@ -64,8 +65,9 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     # SIGTERM during start-up stops the workers too instead of orphaning them.
     previous = {sig: signal.signal(sig, group.forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for _ in range(workers):
-            group.children.append(subprocess.Popen(command, env=env, pass_fds=(ready_write,)))
+        for number in range(1, workers + 1):
+            numbered = {**env, WORKER_ENV: str(number)}  # tells its log lines apart
+            group.children.append(subprocess.Popen(command, env=numbered, pass_fds=(ready_write,)))
         os.close(ready_write)
         if not _all_ready(ready_read, workers, group):
             log.error("not every worker started; stopping")

@@ -145,6 +145,28 @@ def test_buf_curl_works_through_reflection(server):
         assert answer["offers"][0]["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
 
 
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_lists_every_service_s_methods_through_reflection(server, protocol):
+    buf = shutil.which("buf", path=str(BIN)) or shutil.which("buf")
+    s = server()
+    out = subprocess.run(
+        [
+            buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+            "--reflect-protocol", protocol, "--list-methods", f"http://127.0.0.1:{s.port}",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    methods = out.stdout.split()
+    for method in (
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "ivoa.ep.v1.ExecutionPlannerService/Ask",
+        "grpc.health.v1.Health/Check",
+    ):
+        assert method in methods
+
+
 def test_a_stuck_plugin_thread_does_not_keep_a_stopped_server_alive(server):
     env = {
         "EP_PLUGINS__ALLOW": "static,stuck",
@@ -263,3 +285,101 @@ def test_a_signal_during_worker_start_up_leaves_no_orphans():
     time.sleep(0.5)
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     assert alive == [], f"orphaned workers {alive}"
+
+
+def test_a_busy_port_says_address_already_in_use(server):
+    s = server()
+    out = subprocess.run(
+        [str(BIN / "ep-server"), "serve", "--listen", f"127.0.0.1:{s.port}"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "EP_SCHEDULE__LEDGER": ":memory:"},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{s.port}: address already in use" in out.stderr
+    assert "add_port.cc" not in out.stderr
+
+
+#: A line gRPC's C core writes itself (absl format), not through logging.
+CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.M)
+
+
+def test_grpc_core_lines_go_through_logging_on_both_commands(server, tmp_path):
+    from certs import CA
+
+    ca = CA(tmp_path)
+    pair = ca.issue("localhost", server=True)
+    tls = {"EP_TLS__CERT": str(pair.cert), "EP_TLS__KEY": str(pair.key)}
+    tls |= {"EP_TLS__CLIENT_CA": str(ca.pem), "EP_TLS__REQUIRE_CLIENT_CERT": "true"}
+    s = server(env={**tls, "EP_LOGGING__FORMAT": "json", "GRPC_VERBOSITY": "INFO"})
+    ask = [str(BIN / "ep"), "ask", "--tasktype", "uri://docker-container"]
+    ask += ["--endpoint", f"localhost:{s.port}", "--ca", str(ca.pem)]
+    client = subprocess.run(
+        ask, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GRPC_VERBOSITY": "INFO"},
+    )  # fmt: skip
+    assert client.returncode == 1
+    assert "TLS error" in client.stdout
+    assert "client certificate" in client.stdout
+    assert not CORE_LINE.search(client.stderr), client.stderr
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    records = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    handshakes = [r for r in records if r["logger"] == "grpc" and "Handshake" in r["message"]]
+    assert handshakes, log
+    assert handshakes[0]["grpc_source"].startswith("ssl_transport_security")
+
+
+def test_ep_server_version_and_help(capsys):
+    import importlib.metadata
+
+    from ep_server.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"ep-server {importlib.metadata.version('ep-server')}"
+    )
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--log-level {DEBUG,INFO,WARNING,ERROR} log lines at this level and above" in text
+    assert "only they share it (SO_REUSEPORT), another ep-server on the port still fails" in text
+    assert "1 cannot start or do it: bad config, a busy port" in text
+
+
+def test_the_startup_line_says_what_is_on(server, tmp_path):
+    from certs import CA
+
+    pair = CA(tmp_path).issue("localhost", server=True)
+    s = server(env={"EP_TLS__CERT": str(pair.cert), "EP_TLS__KEY": str(pair.key)})
+    [startup] = [line for line in s.lines if "listening on" in line]
+    assert "bookings: ledger :memory:" in startup
+    assert "tls: on; auth: off (anonymous callers only); metrics: off; tracing: off" in startup
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.finish()[0] == 0
+
+
+def test_tracing_without_an_opentelemetry_sdk_warns(server):
+    s = server(env={"EP_TRACING__ENABLED": "true"})
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    assert "no OpenTelemetry SDK is set up in this process, so spans go nowhere" in log
+    assert "opentelemetry-instrument ep-server serve" in log
+
+
+def test_each_worker_s_log_lines_carry_its_number_and_pid(server):
+    env = {"EP_SCHEDULE__ENABLED": "false", "EP_LOGGING__FORMAT": "json"}
+    s = server("--workers", "2", ready=r"with 2 workers", env=env)
+    workers = children_of(s.proc.pid)
+    s.proc.send_signal(signal.SIGTERM)
+    code, log = s.finish()
+    assert code == 0
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    started = {
+        (r["worker"], r["pid"]) for r in records if "worker" in r and "listening" in r["message"]
+    }
+    assert {w for w, _ in started} == {1, 2}
+    assert {p for _, p in started} == set(workers)

@@ -109,12 +109,15 @@ def test_a_ledger_that_is_neither_a_file_nor_a_postgresql_uri_is_refused(ledger)
 
 
 def _reference_blocks() -> list[str]:
+    """The TOML blocks of the configuration, bookings and security docs."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Configuration reference")
-    section = text[start : text.index("\n### ", start + 1)]
-    return re.findall(r"^```toml\n(.*?)^```$", section, re.M | re.S)
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    found = []
+    for name in ("configuration.md", "bookings.md", "security.md"):
+        text = (docs / name).read_text(encoding="utf-8")
+        found += re.findall(r"^```toml\n(.*?)^```$", text, re.M | re.S)
+    return found
 
 
 def test_every_toml_block_of_the_configuration_reference_loads(tmp_path):
@@ -135,3 +138,53 @@ def test_announcements_must_be_retried_well_after_the_plugin_deadline(tmp_path):
     assert "plugins.deadline (2s)" in message
     settings = load_settings(write(tmp_path, text.format(7.0)), environ={})
     assert settings.schedule.announce_retry_after == 7.0
+
+
+def test_problems_are_in_plain_words_with_their_file(tmp_path):
+    text = '[server]\nlisen = "x"\nlisten = "nowhere"\n[plugins]\ndeadline = "soon"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "invalid configuration:",
+        f"  server.listen: expected HOST:PORT, for example 127.0.0.1:50051 or [::1]:0 (in {path})",
+        f"  server.lisen: unknown key (did you mean listen?) (in {path})",
+        f"  plugins.deadline: expected a number, got 'soon' (in {path})",
+    ]
+
+
+def test_a_bad_environment_variable_is_named_not_the_file(tmp_path):
+    path = write(tmp_path, "[plugins]\ndeadline = 1.0\n")
+    environ = {"EP_PLUGINS__DEADLINE": "abc", "EP_SERVER__GRACE_PERIOD": "-1"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ=environ)
+    text = str(info.value)
+    assert "  plugins.deadline: expected a number, got 'abc' (set by $EP_PLUGINS__DEADLINE)" in text
+    assert "  server.grace_period: must be at least 0.0 (set by $EP_SERVER__GRACE_PERIOD)" in text
+    assert str(path) not in text
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key; known here: format, access_log"):
+        load_settings(write(tmp_path, "[logging]\ncolour = true\n"), environ={})
+
+
+def test_the_command_reports_core_and_plugin_keys_at_once(tmp_path, capsys):
+    from ep_server.cli import main
+
+    text = '[server]\nlisen = "x"\n[plugin.static]\nclams = []\n'
+    path = write(tmp_path, text)
+    assert main(["serve", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"  server.lisen: unknown key (did you mean listen?) (in {path})" in err
+    assert f"  plugin.static.clams: unknown key (in {path})" in err
+    assert "Extra inputs" not in err
+
+
+def test_a_table_wide_problem_names_the_variables_that_set_its_keys():
+    environ = {"EP_AUTH__JWT_ISSUER": "https://login.example.org"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=environ)
+    assert "  auth: jwt_issuer and jwks_file must be given together" in str(info.value)
+    assert str(info.value).endswith("(set by $EP_AUTH__JWT_ISSUER)")

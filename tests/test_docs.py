@@ -5,15 +5,18 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import docblocks
 import pytest
 
 import ep_server
 from ep_server import hookspecs
+from tools.cluster.processes import free_ports
 
 ROOT = Path(__file__).parent.parent
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -119,3 +122,66 @@ def test_the_guide_example_installs_and_its_tests_pass(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout
+    assert "Warning" not in result.stdout + result.stderr  # pytest-asyncio's among them
+
+
+def _guide_block(containing: str) -> str:
+    [block] = [b for _, b in docblocks.blocks(GUIDE.read_text()) if containing in b]
+    return block
+
+
+def test_a_fixed_size_offer_is_built_as_the_guide_shows():
+    exec(_guide_block("Resources(cores=IntRange(1, 4)"), {})  # its own assert checks it
+
+
+@pytest.fixture
+def hello_installed(tmp_path):
+    """The guide's example installed into a folder of its own, as a site's
+    environment would have it (entry point included)."""
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    pip += ["--no-build-isolation", "--target", str(target), str(EXAMPLE)]
+    subprocess.run(pip, check=True, capture_output=True, timeout=300)
+    return target
+
+
+def test_installing_a_plugin_on_a_site_runs_as_the_guide_shows(tmp_path, hello_installed):
+    [port] = free_ports(1)
+    block = _guide_block("ep-server serve --config ep.toml").replace("50055", str(port))
+    env = docblocks.venv_env(PYTHONPATH=str(hello_installed))
+    shell = docblocks.Shell(tmp_path, env)
+    try:
+        out = shell.sh(block)
+    finally:
+        shell.stop()
+    assert "'name': 'hello'" in out
+    assert "'state': 'LOADED'" in out
+    assert re.search(r"^1\s+127\.0\.0\.1:\d+\s+YES\s+uri://hello-service", out, re.M), out
+    assert "[plugin.static.claims]" in (tmp_path / "ep.toml").read_text()
+
+
+def test_type_checking_a_plugin_runs_as_the_guide_shows(tmp_path):
+    folder = tmp_path / "ep-plugin-hello"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    block = _guide_block("mypy --strict").replace("/path/to/ep-server", str(ROOT))
+    block = block.replace("mypy ", f"mypy --cache-dir {tmp_path / 'cache'} ", 1)
+    shell = docblocks.Shell(folder, docblocks.venv_env())
+    assert "Success: no issues found" in shell.sh(block)
+    hooks = folder / "ep_plugin_hello" / "hooks.py"
+    hooks.write_text(hooks.read_text().replace("fit.resources, fit.message", "fit.resources, 3"))
+    out = shell.sh(block, check=False)
+    assert 'Argument 4 to "Offer" has incompatible type "int"; expected "str"' in out
+
+
+def test_the_policy_example_refuses_docker_tasks_outside_the_group():
+    from ep_server import Cause, Identity, Reason, TaskQuery, hookimpl
+
+    namespace = {"hookimpl": hookimpl, "TaskQuery": TaskQuery, "Reason": Reason, "Cause": Cause}
+    exec(_guide_block("def ep_policy("), namespace)
+    policy = namespace["ep_policy"]
+    docker = "uri://docker-container"
+    alice = Identity("alice", "token", frozenset({"astro"}))
+    assert policy(TaskQuery(docker, identity=alice)) is None
+    refused = policy(TaskQuery(docker, identity=Identity("bob", "token")))
+    assert (refused.code, refused.cause) == ("GROUP_REQUIRED", Cause.POLICY)
+    assert policy(TaskQuery("uri://hello-world")) is None

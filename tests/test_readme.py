@@ -1,4 +1,5 @@
-"""README's "Running a replicated site", run as written.
+"""The README's and the docs' walk-throughs, run as written: "Running a
+replicated site" (docs/operations.md) below, the others further down.
 
 The section's code blocks run in order in a temporary directory, with only
 what would clash changed: free ports for 50051-50053 and 8080, and a
@@ -10,9 +11,11 @@ as ``make cluster`` does.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docblocks
 import pytest
 
 from tools.cluster import haproxy
@@ -27,15 +31,16 @@ from tools.cluster.processes import free_ports, wait_until
 from tools.cluster.replicas import healthy
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 REPLICAS = ["127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"]
 BALANCER = "127.0.0.1:8080"
 POSTGRES = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Running a replicated site")
-    return text[start : text.index("\n### ", start + 1)]
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    start = text.index("## Running a replicated site")
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _blocks() -> list[tuple[str, str]]:
@@ -162,3 +167,182 @@ def test_the_walk_through_runs_as_written(walk: Walk) -> None:
     assert len(booked) == 2, out  # accepted through the balancer, listed by a replica
     assert booked[0] == booked[1]
     assert "YES" in walk.sh(client)
+
+
+def _booking_walk_through() -> str:
+    """The README's booking walk-through: the block that makes booking-demo/."""
+    [block] = [b for _, b in docblocks.blocks(README.read_text()) if "booking-demo" in b]
+    return block
+
+
+def _serve_default(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``make run``'s server (the default config, so the default ledger file),
+    on a free port instead of 50051."""
+    log = (folder / "make-run.log").open("wb")
+    return subprocess.Popen(
+        ["ep-server", "serve", "--listen", "127.0.0.1:0"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def test_the_booking_walk_through_runs_beside_make_run(tmp_path: Path) -> None:
+    env = docblocks.venv_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    default = _serve_default(tmp_path, env)
+    shell = docblocks.Shell(tmp_path, env)
+    try:
+        wait_until(
+            lambda: "listening on" in (tmp_path / "make-run.log").read_text(),
+            "make run's server", seconds=60, step=0.2,
+        )  # fmt: skip
+        [port] = free_ports(1)
+        out = shell.sh(_booking_walk_through().replace("50052", str(port)))
+    finally:
+        shell.stop()
+        default.terminate()
+        default.wait(30)
+    assert re.search(r"^\S+\s+BOOKED\s", out, re.M), out
+    assert default.returncode == 0, (tmp_path / "make-run.log").read_text()
+    assert (tmp_path / "booking-demo" / "ledger.sqlite3").is_file()
+    assert not (ROOT / "tokens.toml").exists()
+
+
+def _without_venv() -> dict[str, str]:
+    """This environment with the venv's scripts off ``PATH``."""
+    scripts = str(Path(sys.executable).parent)
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != scripts]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": os.pathsep.join([*path, "/usr/bin", "/bin"])}
+
+
+def test_activating_the_venv_puts_its_commands_on_path(tmp_path: Path) -> None:
+    [block] = [b for _, b in docblocks.blocks(README.read_text()) if "activate" in b]
+    out = docblocks.Shell(ROOT, _without_venv()).sh(block)
+    venv = ROOT / ".venv" / "bin"
+    assert out.split() == [str(venv / name) for name in ("ep", "ep-server", "buf", "python")]
+
+
+def test_make_shell_is_a_shell_with_the_venv_activated() -> None:
+    env = {**_without_venv(), "SHELL": "/bin/sh"}
+    result = subprocess.run(
+        ["make", "-s", "-o", "install", "shell"],
+        cwd=ROOT, env=env, input="command -v ep\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str(ROOT / ".venv" / "bin" / "ep")
+
+
+class Examples:
+    """A copy of examples/ in a folder of the test's, ``make run``'s server
+    beside it on a free port, and a shell there with the venv's commands.
+    ``adapt`` puts this run's ports into a block; the copied files get them
+    too."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        shutil.copytree(ROOT / "examples", folder / "examples")
+        self.env = docblocks.venv_env(XDG_STATE_HOME=str(folder / "state"))
+        self.ports = dict(zip(["50051", "50443"], map(str, free_ports(2)), strict=True))
+        for path in (folder / "examples").rglob("*.toml"):
+            path.write_text(self.adapt(path.read_text()))
+        self.shell = docblocks.Shell(folder, self.env)
+        self.default = subprocess.Popen(
+            ["ep-server", "serve", "--listen", f"127.0.0.1:{self.ports['50051']}"],
+            cwd=folder, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.shell.sh(f"for i in $(seq 100); do ep info 127.0.0.1:{self.ports['50051']} "
+                      "> /dev/null 2>&1 && break; sleep 0.2; done")  # fmt: skip
+
+    def adapt(self, text: str) -> str:
+        for old, new in self.ports.items():
+            text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+            text = text.replace(f"localhost:{old}", f"localhost:{new}")
+        return text
+
+    def sh(self, block: str) -> str:
+        return self.shell.sh(self.adapt(block))
+
+    def stop(self) -> None:
+        self.shell.stop()
+        self.default.terminate()
+        self.default.wait(30)
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Iterator[Examples]:
+    running = Examples(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _block_with(text: str) -> str:
+    """The one block of README.md or docs/ that contains ``text``."""
+    [block] = [b for _, b, _ in docblocks.all_blocks() if text in b]
+    return block
+
+
+def test_asking_with_the_example_files_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("--sites examples/sites.toml"))
+    assert re.search(r"^1\s+local\S*\s+YES", out, re.M), out
+    assert '"responseword": "YES"' in out
+
+
+def test_trying_mtls_with_dev_certs_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("ep-server dev-certs examples/mtls"))
+    assert re.search(r"^1\s+local-mtls\s+YES", out, re.M), out
+    assert "TLS error" in out
+    assert "no client certificate: refused" in out
+    for name in ("ca.pem", "server.key", "client.pem"):
+        assert (examples.folder / "examples" / "mtls" / name).is_file()
+
+
+def test_each_hint_gets_the_answer_its_comment_names(examples: Examples) -> None:
+    setup, *asks = _block_with("PRIVILEGED_NOT_ALLOWED").strip().splitlines()
+    assert len(asks) == 4
+    for line in asks:
+        command, _, expected = line.partition("# ")
+        word, _, detail = expected.partition(": ")
+        out = examples.shell.sh(examples.adapt(f"{setup}\n{command}"), check=False)
+        assert re.search(rf"^\d*\s+127\.0\.0\.1:\d+\s+{word}\s", out, re.M), out
+        assert detail in out.replace("\n", " "), out
+
+
+def test_the_first_ask_with_buf_curl_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("buf curl --protocol grpc"))
+    answer = json.loads(out)
+    assert answer["responseword"] == "YES"
+    [offer] = answer["offers"]
+    assert offer["servicetype"] == "uri://docker-uws"
+    assert offer["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
+
+
+def _run_python(examples: Examples, block: str) -> str:
+    script = examples.folder / "snippet.py"
+    script.write_text(examples.adapt(block))
+    return examples.shell.sh("python snippet.py")
+
+
+def test_asking_with_the_generated_stubs_runs_as_written(examples: Examples) -> None:
+    out = _run_python(examples, _block_with("import grpc\n"))
+    assert json.loads(out)["responseword"] == "YES"
+
+
+def test_the_asyncio_client_example_runs_as_written(examples: Examples) -> None:
+    out = _run_python(examples, _block_with("async def main()"))
+    assert re.search(r"^local Answer\(", out, re.M), out
+    assert re.search(r"^local-again Answer\(", out, re.M), out
+    assert "uri://docker-uws" in out.splitlines()[-1]  # the choice
+
+
+def test_the_site_list_example_is_a_valid_site_list() -> None:
+    import tomllib
+
+    from ep_server.client.sites import parse_sites
+
+    block = _block_with('name = "edinburgh"')
+    sites = parse_sites(tomllib.loads(block), base=ROOT)
+    assert [s.name for s in sites] == ["edinburgh", "local", "replicated"]
+    assert sites[0].tls is not None
+    assert sites[0].tls.cert == ROOT / "me.pem"
+    assert sites[2].address == "ep1.example.org:50051,ep2.example.org:50051"

@@ -142,3 +142,25 @@ def test_the_ep_command_speaks_tls_and_sends_tokens(tmp_path, capsys, monkeypatc
         assert main(["info", address, "--cert", str(pair.cert)]) == 2  # --cert without --key
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("with_rogue_cert", [False, True], ids=["no-cert", "rogue-cert"])
+async def test_the_client_reports_a_refused_handshake_as_tls_and_tries_once(
+    tmp_path, start, with_rogue_cert
+):
+    from ep_server.client import Client, FailureKind, Site, TaskQuery
+    from ep_server.client.sites import TLS
+
+    ca, rogue = CA(tmp_path), CA(tmp_path, "rogue CA")
+    server, _ = await start(mtls_config(ca, ca.issue("localhost", server=True)), Recorder())
+    mallory = rogue.issue("mallory")
+    tls = TLS(ca.pem, mallory.cert, mallory.key) if with_rogue_cert else TLS(ca.pem)
+    async with Client() as client:
+        site = Site("s", f"localhost:{server.port}", tls)
+        [result] = [r async for r in client.ask_many([site], TaskQuery(DOCKER, {}), deadline=10)]
+    failure = result.outcome
+    assert failure.kind is FailureKind.TLS
+    assert failure.attempts == 1
+    hint = "may not trust the client certificate" if with_rogue_cert else "client certificate"
+    assert hint in failure.message
+    assert "the server closed the connection in the TLS handshake" in failure.message

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ep_server.client.cli import main
+from ep_server.client.cli import run
 
-raise SystemExit(main())
+run()

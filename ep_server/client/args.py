@@ -7,10 +7,11 @@ naming the bad value, so argparse reports it as a usage error (exit 2).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -189,27 +190,89 @@ _ADDRESS = (
 RANKINGS = ("most-cores", "most-memory", "earliest", "fastest")
 
 
+EXIT_STATUS = """\
+exit status:
+  0    ask: at least one acceptable YES; other commands: the EP answered
+  1    ask: no acceptable YES (every site said NO or failed); others: the call failed
+  2    usage error (bad arguments, an unreadable site list or taskinfo)
+  130  interrupted (Ctrl-C); ask prints the answers already in"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ep-server")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ep`` parser, with its ``ask`` and ``info`` commands."""
+    """The ``ep`` parser, with its ``ask``, ``info`` and booking commands."""
     parser = argparse.ArgumentParser(
-        prog="ep", description="Ask IVOA ExecutionPlanner services whether they can run a task."
+        prog="ep",
+        description="Ask IVOA ExecutionPlanner services whether they can run a task.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_ask(commands.add_parser("ask", help="ask one or many EPs; list and rank the offers"))
-    _add_info(commands.add_parser("info", help="show what one EP can do (GetServiceInfo)"))
+    parser.add_argument("--version", action="version", version=f"ep (ep-server) {_version()}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    ask = commands.add_parser(
+        "ask",
+        help="ask one or many EPs; list and rank the offers",
+        description="Ask one or many EPs whether they can run a task; list and rank the offers.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_ask(ask)
+    _add_common(_one_ep_command(commands, "info", "show what one EP can do (GetServiceInfo)"))
     for name, what, key in (
         ("accept", "book a time-slot offer (AcceptOffer)", "offer_id"),
         ("reject", "release a time-slot offer (RejectOffer)", "offer_id"),
         ("cancel", "cancel one of your bookings (CancelBooking)", "booking_id"),
     ):
-        command = commands.add_parser(name, help=what)
-        command.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
+        command = _one_ep_command(commands, name, what)
         command.add_argument(key, metavar=key.upper().replace("_", "-"))
         _add_common(command)
-    bookings = commands.add_parser("bookings", help="list your bookings at one EP")
-    bookings.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
-    _add_common(bookings)
+    _add_common(_one_ep_command(commands, "bookings", "list your bookings at one EP"))
     return parser
+
+
+def _one_ep_command(
+    commands: argparse._SubParsersAction[Any], name: str, what: str
+) -> argparse.ArgumentParser:
+    """A command for one EP, named by a HOST:PORT argument or --endpoint."""
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=what, description=what, epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    command.add_argument(
+        "address", type=endpoint_arg, nargs="?", metavar="HOST:PORT", help=f"{_ADDRESS}"
+    )
+    command.add_argument(
+        "--endpoint", dest="endpoint_option", type=endpoint_arg, metavar="HOST:PORT",
+        help="the same as HOST:PORT, as ep ask takes it",
+    )  # fmt: skip
+    return command
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser; one for a single EP wants it named exactly once."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "endpoint_option") and (parsed.address is None) == (
+            parsed.endpoint_option is None
+        ):
+            self.error("name the EP once: HOST:PORT or --endpoint HOST:PORT")
+        return parsed, rest
+
+
+def address_from_args(args: argparse.Namespace) -> str:
+    """The one EP a command names, by HOST:PORT or --endpoint."""
+    return str(args.address or args.endpoint_option)
 
 
 def _add_ask(ask: argparse.ArgumentParser) -> None:
@@ -233,14 +296,17 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ask.add_argument(
         "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
-        metavar="HOST:PORT", help="an EP to ask (plaintext); repeat for more. "
+        metavar="HOST:PORT", help="an EP to ask (plaintext unless --tls, --ca or --cert); "
+        "repeat for more. "
         "Also dns:///NAME:PORT or HOST:PORT,HOST:PORT,...: one site's replicas, "
         "calls spread over them",
     )  # fmt: skip
     ask.add_argument(
         "--window", dest="windows", action="append", type=window_arg, default=[],
-        metavar="START/END", help="when can I run this? an acceptable start window "
-        "(ISO 8601, e.g. 2031-03-04T09:00Z/2031-03-04T17:00Z, or now/+8h); repeat for more",
+        metavar="START/END", help="when can I run this? an acceptable start window: "
+        "now/+8h, +1d/+2d, tomorrow (that whole day, UTC), or ISO 8601 such as "
+        "2030-03-04T09:00Z/2030-03-04T17:00Z; repeat for more. A site books at most "
+        "[schedule] horizon_days ahead (366 by default)",
     )  # fmt: skip
     ask.add_argument(
         "--duration", type=duration_arg, metavar="MIN[:MAX]",
@@ -258,11 +324,6 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     _add_common(ask)
 
 
-def _add_info(info: argparse.ArgumentParser) -> None:
-    info.add_argument("address", type=endpoint_arg, metavar="HOST:PORT", help=_ADDRESS)
-    _add_common(info)
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deadline", type=seconds_arg, default=DEFAULT_DEADLINE, metavar="SECONDS",
@@ -270,7 +331,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON")
     tls = parser.add_argument_group(
-        "security (for --endpoint and ep info; a site list sets TLS per site)"
+        "security (for --endpoint and HOST:PORT; a site list sets TLS per site)"
     )
     tls.add_argument("--tls", action="store_true", help="TLS with the system's root CAs")
     tls.add_argument("--ca", type=Path, metavar="FILE", help="TLS, trusting this CA bundle")
@@ -342,12 +403,21 @@ def _instant(text: str, now: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: Whole-day windows by name, in UTC: days after today.
+_DAYS = {"today": 0, "tomorrow": 1}
+
+
 def window_arg(text: str) -> Window:
-    """``START/END``: an acceptable range of start times."""
+    """``START/END``: an acceptable range of start times; or ``today`` or
+    ``tomorrow``, that whole day in UTC."""
+    now = datetime.now(UTC)
+    if text in _DAYS:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = midnight + timedelta(days=_DAYS[text])
+        return Window(day, day + timedelta(days=1))
     start, sep, end = text.partition("/")
     if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected START/END")
-    now = datetime.now(UTC)
+        raise argparse.ArgumentTypeError(f"{text!r}: expected START/END, today or tomorrow")
     window = Window(_instant(start, now), _instant(end, now))
     if window.end < window.start:
         raise argparse.ArgumentTypeError(f"{text!r}: END is before START")

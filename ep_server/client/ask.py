@@ -34,7 +34,7 @@ from ep_server.client.convert import (
 )
 from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
 from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
-from ep_server.client.sites import Site
+from ep_server.client.sites import TLS, Site
 from ep_server.client.targets import TargetError
 from ep_server.model import Booking, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
@@ -208,7 +208,7 @@ class Client:
             async with asyncio.timeout(deadline.remaining() + _GUARD):
                 channel = await self.pool.open(site)
                 call: Call[R] = channel.unary_unary(_SERVICE + method, response_deserializer=decode)
-                return await self._with_retries(channel, call, payload, deadline)
+                return await self._with_retries(channel, call, payload, deadline, site.tls)
         except TimeoutError:
             return Failure(FailureKind.DEADLINE_EXCEEDED, "no answer before the deadline")
         except CredentialsError as exc:
@@ -219,7 +219,12 @@ class Client:
             return Failure(FailureKind.CLIENT_ERROR, f"{type(exc).__name__}: {exc}")
 
     async def _with_retries(
-        self, channel: grpc.aio.Channel, call: Call[R], payload: bytes, deadline: Deadline
+        self,
+        channel: grpc.aio.Channel,
+        call: Call[R],
+        payload: bytes,
+        deadline: Deadline,
+        tls: TLS | None,
     ) -> R | Failure:
         """Retry UNAVAILABLE with backoff while the policy and deadline allow.
 
@@ -237,9 +242,9 @@ class Client:
             try:
                 return await call(payload, timeout=deadline.remaining(), metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
-                delay = next(delays, None) if is_retryable(exc) else None
+                delay = next(delays, None) if is_retryable(exc, tls) else None
                 if delay is None or delay >= deadline.remaining():
-                    return failure_from_error(exc, attempts)
+                    return failure_from_error(exc, attempts, tls)
             if channel.get_state() is grpc.ChannelConnectivity.READY:
                 await asyncio.sleep(delay)
             else:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ep_server.client.args import UsageError, build_parser, query_from_args
+from ep_server.client.args import UsageError, address_from_args, build_parser, query_from_args
 from ep_server.client.ask import Client
 from ep_server.client.choose import (
     Choice,
@@ -45,11 +46,23 @@ from ep_server.client.render import (
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import TLS, Site, SiteListError, load_sites
+from ep_server.logs import route_grpc_core_logs
 from ep_server.model import TaskQuery
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 EXIT_YES, EXIT_NONE, EXIT_USAGE = 0, 1, 2
+
+
+def run() -> None:
+    """The ``ep`` console script: :func:`main`, then exit with its status.
+
+    gRPC's own log lines go through :mod:`logging`, where only warnings and
+    errors are shown: a failed TLS handshake, say, is reported once, as the
+    site's failure, not also as the C core's line."""
+    route_grpc_core_logs()
+    logging.basicConfig(format="ep: %(name)s: %(message)s", level=logging.WARNING)
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +209,8 @@ _BOOKING_COMMANDS = ("accept", "reject", "cancel", "bookings")
 
 async def _booking_command(args: argparse.Namespace) -> int:
     """ep accept / reject / cancel / bookings: one call to one EP."""
-    site = Site(args.address, args.address, _tls(args))
+    address = address_from_args(args)
+    site = Site(address, address, _tls(args))
     async with Client(metadata=_metadata(args)) as client:
         if args.command == "accept":
             reply: Any = await client.accept_offer(site, args.offer_id, deadline=args.deadline)
@@ -207,7 +221,7 @@ async def _booking_command(args: argparse.Namespace) -> int:
         else:
             reply = await client.bookings(site, deadline=args.deadline)
     if isinstance(reply, Failure):
-        print(printable(f"ep: {args.address}: {reply.describe()}"), file=sys.stderr)
+        print(printable(f"ep: {address}: {reply.describe()}"), file=sys.stderr)
         return EXIT_NONE
     bookings = reply if isinstance(reply, list) else [] if reply is None else [reply]
     if args.json:
@@ -220,16 +234,17 @@ async def _booking_command(args: argparse.Namespace) -> int:
 
 
 async def _info(args: argparse.Namespace) -> int:
-    site = Site(args.address, args.address, _tls(args))
+    address = address_from_args(args)
+    site = Site(address, address, _tls(args))
     async with Client(metadata=_metadata(args)) as client:
         info = await client.service_info(site, deadline=args.deadline)
     if isinstance(info, Failure):
-        print(printable(f"ep: {args.address}: {info.describe()}"), file=sys.stderr)
+        print(printable(f"ep: {address}: {info.describe()}"), file=sys.stderr)
         return EXIT_NONE
     if args.json:
         print(json.dumps(message_json(info.raw) if info.raw else {}, indent=2))
     else:
-        print(info_lines(args.address, info))
+        print(info_lines(address, info))
     return EXIT_YES
 
 

@@ -35,6 +35,7 @@ from ep_server.model import (
     TaskQuery,
 )
 from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.wire.plain_json import plain_json
 
 __all__ = [
     "answer_from_proto",
@@ -230,6 +231,6 @@ def _plugin(msg: pb.PluginInfo) -> PluginInfo:
 
 
 def message_json(msg: Message) -> dict[str, Any]:
-    """Any message in the protocol's JSON form (proto field names)."""
-    result: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-    return result
+    """Any message in the EP's JSON form for people
+    (:mod:`ep_server.wire.plain_json`)."""
+    return plain_json(msg)

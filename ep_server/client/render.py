@@ -9,7 +9,8 @@ from typing import Any
 
 from ep_server.client.choose import Choice
 from ep_server.client.results import Failure, Offer, Reason, Result, ServiceInfo
-from ep_server.model import Booking, IntRange, Resources
+from ep_server.model import Booking, IntRange, Resources, Slot
+from ep_server.wire.plain_json import rfc3339
 
 __all__ = [
     "describe_resources",
@@ -168,6 +169,10 @@ def _resources_json(resources: Resources | None) -> dict[str, Any] | None:
     return {"cores": _range_json(resources.cores), "memory": _range_json(resources.memory)}
 
 
+def _slot_json(slot: Slot) -> dict[str, str]:
+    return {"start": rfc3339(slot.start), "end": rfc3339(slot.end)}
+
+
 def offer_json(offer: Offer) -> dict[str, Any]:
     """An offer in the protocol's JSON field names."""
     result: dict[str, Any] = {
@@ -178,9 +183,9 @@ def offer_json(offer: Offer) -> dict[str, Any]:
         "message": offer.message,
     }
     if offer.slot is not None:
-        result["slot"] = {"start": offer.slot.start.isoformat(), "end": offer.slot.end.isoformat()}
+        result["slot"] = _slot_json(offer.slot)
         result["id"] = offer.id
-        result["expire_time"] = offer.expire_time.isoformat() if offer.expire_time else None
+        result["expire_time"] = rfc3339(offer.expire_time) if offer.expire_time else None
         result["hold"] = dict(offer.hold)
     return result
 
@@ -194,14 +199,7 @@ def _reason_json(reason: Reason) -> dict[str, Any]:
         "cause": cause,
         "retryable": reason.retryable,
         "field": reason.field,
-        "earliest_slot": (
-            {
-                "start": reason.earliest_slot.start.isoformat(),
-                "end": reason.earliest_slot.end.isoformat(),
-            }
-            if reason.earliest_slot
-            else None
-        ),
+        "earliest_slot": _slot_json(reason.earliest_slot) if reason.earliest_slot else None,
     }
 
 
@@ -281,7 +279,7 @@ def booking_json(booking: Booking) -> dict[str, Any]:
         "plugin": booking.plugin,
         "servicetype": booking.servicetype,
         "serviceinfo": dict(booking.serviceinfo),
-        "slot": {"start": booking.slot.start.isoformat(), "end": booking.slot.end.isoformat()},
+        "slot": _slot_json(booking.slot),
         "hold": dict(booking.need),
-        "create_time": booking.create_time.isoformat(),
+        "create_time": rfc3339(booking.create_time),
     }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from ep_server.client.results import Failure, FailureKind
+from ep_server.client.sites import TLS
 
 __all__ = ["MAX_DEADLINE", "Deadline", "RetryPolicy", "failure_from_error", "is_retryable"]
 
@@ -26,6 +27,20 @@ MAX_DEADLINE = 1e8
 
 # Words in an UNAVAILABLE status that mean the TLS handshake failed.
 _TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate", "hostname verification")
+# What gRPC says when the server closes the connection it accepted.
+_CLOSED = "socket closed"
+
+
+def _closed_hint(tls: TLS | None) -> str:
+    if tls is not None and tls.cert is None:
+        return (
+            "the server closed the connection in the TLS handshake: it may require a client "
+            "certificate (--cert and --key, or cert and key in the site list)"
+        )
+    return (
+        "the server closed the connection in the TLS handshake: it may not trust the client "
+        "certificate sent (issued by a CA it does not know, or expired)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +99,37 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-def _is_tls(error: grpc.aio.AioRpcError) -> bool:
+def _is_tls(error: grpc.aio.AioRpcError, tls: TLS | None) -> bool:
     details = (error.details() or "").lower()
-    return error.code() is grpc.StatusCode.UNAVAILABLE and any(m in details for m in _TLS_MARKERS)
+    if error.code() is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    return any(m in details for m in _TLS_MARKERS) or (tls is not None and _CLOSED in details)
 
 
-def is_retryable(error: grpc.aio.AioRpcError) -> bool:
-    """True for UNAVAILABLE, unless it is a TLS handshake failure."""
-    return error.code() is grpc.StatusCode.UNAVAILABLE and not _is_tls(error)
+def is_retryable(error: grpc.aio.AioRpcError, tls: TLS | None = None) -> bool:
+    """True for UNAVAILABLE, unless it is a TLS handshake failure.
+
+    :param tls: the channel's TLS settings, None for plaintext. On a TLS
+        channel a connection the server closes ("Socket closed") is a TLS
+        failure too: it is how a server that wants a client certificate, or
+        does not trust the one sent, ends the handshake.
+    """
+    return error.code() is grpc.StatusCode.UNAVAILABLE and not _is_tls(error, tls)
 
 
-def failure_from_error(error: grpc.aio.AioRpcError, attempts: int) -> Failure:
-    """Classify a failed call."""
+def failure_from_error(
+    error: grpc.aio.AioRpcError, attempts: int, tls: TLS | None = None
+) -> Failure:
+    """Classify a failed call (``tls`` as for :func:`is_retryable`)."""
     code = error.code()
     message = error.details() or code.name
-    if _is_tls(error):
+    if _is_tls(error, tls):
         kind = FailureKind.TLS
+        if _CLOSED in message.lower():
+            message = f"{_closed_hint(tls)}; gRPC said: {message}"
+    elif code is grpc.StatusCode.UNAVAILABLE and _CLOSED in message.lower():
+        kind = FailureKind.UNREACHABLE
+        message += "; a server that speaks TLS closes plaintext connections so: try --tls or --ca"
     elif code is grpc.StatusCode.UNAVAILABLE:
         kind = FailureKind.UNREACHABLE
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -30,8 +30,9 @@ import pluggy
 import pydantic
 
 from ep_server import hookspecs
-from ep_server.config import Settings, describe_validation_error
-from ep_server.errors import PluginConfigError, StartupError
+from ep_server.config import Settings
+from ep_server.config_problems import problem_line
+from ep_server.errors import ConfigError, PluginConfigError
 from ep_server.model import Claim, HostInfo
 from ep_server.plugins.contract import HOOKS
 from ep_server.plugins.registry import Impl, PluginRecord, PluginState, Registry
@@ -87,7 +88,7 @@ def load_registry(
 
     :param sources: entry points to load; by default those of the
         ``ep_server`` group plus ``[plugins].modules``.
-    :raises StartupError: when a plugin's configuration is invalid.
+    :raises ConfigError: (a StartupError) when a plugin's configuration is invalid.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -116,7 +117,7 @@ def load_registry(
     if unknown:
         log.warning("config has sections for plugins that are not installed: %s", unknown)
     if draft.config_errors:
-        raise StartupError("invalid plugin configuration:\n" + "\n".join(draft.config_errors))
+        raise ConfigError("invalid plugin configuration:\n" + "\n".join(draft.config_errors))
     return draft.freeze()
 
 
@@ -197,10 +198,13 @@ def _start(
         configure = _impl(pm, "ep_configure", name)
         config = _call(configure, settings=section, host=host) if configure else None
     except PluginConfigError as exc:
-        draft.config_errors.append(f"  plugin.{name}.{exc.key}: {exc.message}")
+        key = f"plugin.{name}.{exc.key}"
+        draft.config_errors.append(
+            problem_line(key, exc.message, settings.origins, settings.source)
+        )
         return record
     except pydantic.ValidationError as exc:
-        draft.config_errors.append(describe_validation_error(exc, prefix=f"plugin.{name}."))
+        draft.config_errors.extend(settings.problems(exc, prefix=f"plugin.{name}."))
         return record
     except Exception as exc:
         pm.unregister(name=name)

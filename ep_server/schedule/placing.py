@@ -33,9 +33,11 @@ from ep_server.plugins.registry import Registry
 from ep_server.schedule.bookings import Bookings, owner_of
 from ep_server.schedule.ledger import Candidate, HeldOffer, Placement, TooManyOffers
 
-__all__ = ["NO_SLOT", "TOO_MANY_OFFERS", "Placer"]
+__all__ = ["BEYOND_HORIZON", "NO_SLOT", "TOO_MANY_OFFERS", "Placer"]
 
 NO_SLOT = "NO_SLOT"
+#: Every start window begins after the last start this site books.
+BEYOND_HORIZON = "BEYOND_HORIZON"
 TOO_MANY_OFFERS = "TOO_MANY_OFFERS"
 
 
@@ -66,6 +68,11 @@ class Placer:
         if schedule is None:
             why = "every start window has passed; ask with windows in the future"
             reason = Reason(NO_SLOT, why, Cause.REQUEST, field="schedule.windows")
+            return Answer((), [("", reason), *answer.reasons])
+        horizon = now + timedelta(days=self.settings.horizon_days)
+        if all(window.start > horizon for window in schedule.windows):
+            reason = Reason(BEYOND_HORIZON, _beyond(horizon, self.settings.horizon_days),
+                            Cause.POLICY, field="schedule.windows")  # fmt: skip
             return Answer((), [("", reason), *answer.reasons])
         query = dataclasses.replace(query, schedule=schedule)
         offered = [(p, o) for p, o in answer.offers if isinstance(o, Offer)]
@@ -184,7 +191,17 @@ class Placer:
         message = "no slot in the requested windows fits; asking later may help"
         if earliest is not None:
             message += f"; the earliest that would fit starts {earliest.start.isoformat()}"
+        else:
+            days = self.settings.horizon_days
+            message += f"; nothing fits within this site's booking horizon ({days} days ahead)"
         return Reason(NO_SLOT, message, Cause.CAPACITY, True, "schedule.windows", earliest)
+
+
+def _beyond(horizon: datetime, days: int) -> str:
+    return (
+        f"every start window begins after {horizon.isoformat(timespec='minutes')}: this site "
+        f"books at most {days} days ahead ([schedule] horizon_days); ask for earlier windows"
+    )
 
 
 def _from_now(schedule: Schedule, now: datetime) -> Schedule | None:

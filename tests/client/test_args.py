@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from ep_server.client.args import (
     DEFAULT_DEADLINE,
     UsageError,
+    address_from_args,
     apply_sets,
     build_parser,
     cores_arg,
@@ -23,6 +25,7 @@ from ep_server.client.args import (
     query_from_args,
     set_arg,
     taskinfo_arg,
+    window_arg,
 )
 from ep_server.client.cli import main
 from ep_server.model import IntRange, Resources, TaskQuery
@@ -253,3 +256,58 @@ def test_unsendable_taskinfo_is_a_usage_error(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "error" in err
+
+
+@pytest.mark.parametrize(("name", "days"), [("today", 0), ("tomorrow", 1)])
+def test_a_named_day_is_a_whole_day_window_in_utc(name: str, days: int) -> None:
+    window = window_arg(name)
+    today = datetime.now(UTC).date()
+    assert window.start == datetime.combine(today, time(), UTC) + timedelta(days=days)
+    assert window.end - window.start == timedelta(days=1)
+
+
+def test_a_window_that_is_neither_a_range_nor_a_day_names_both_forms() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="START/END, today or tomorrow"):
+        window_arg("next-week")
+
+
+def test_ep_version_names_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"ep (ep-server) {importlib.metadata.version('ep-server')}"
+    )
+
+
+@pytest.mark.parametrize("command", ["info", "bookings"])
+def test_one_ep_commands_take_endpoint_as_ask_does(command: str) -> None:
+    parser = build_parser()
+    by_flag = parser.parse_args([command, "--endpoint", "127.0.0.1:1"])
+    by_position = parser.parse_args([command, "127.0.0.1:1"])
+    assert address_from_args(by_flag) == address_from_args(by_position) == "127.0.0.1:1"
+
+
+def test_accept_takes_endpoint_before_or_after_the_offer() -> None:
+    args = build_parser().parse_args(["accept", "OFFER", "--endpoint", "127.0.0.1:1"])
+    assert (address_from_args(args), args.offer_id) == ("127.0.0.1:1", "OFFER")
+
+
+@pytest.mark.parametrize(
+    "argv", [["info"], ["info", "127.0.0.1:1", "--endpoint", "127.0.0.1:2"]], ids=["none", "both"]
+)
+def test_naming_no_ep_or_two_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert "name the EP once: HOST:PORT or --endpoint HOST:PORT" in capsys.readouterr().err
+
+
+def test_help_states_the_exit_statuses_and_that_endpoints_may_use_tls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["ask", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 ask: at least one acceptable YES" in text
+    assert "130 interrupted" in text
+    assert "(plaintext unless --tls, --ca or --cert)" in text

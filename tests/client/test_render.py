@@ -172,7 +172,7 @@ def test_json_gives_the_earliest_slot_of_a_reason() -> None:
     reason = Reason("NO_SLOT", "later", earliest_slot=Slot(start, start + timedelta(hours=2)))
     doc = json.loads(results_json([_result("s", Answer("NO", reasons=(reason,)))]))
     slot = doc["results"][0]["answer"]["reasons"][0]["earliest_slot"]
-    assert slot == {"start": "2031-03-05T09:00:00+00:00", "end": "2031-03-05T11:00:00+00:00"}
+    assert slot == {"start": "2031-03-05T09:00:00Z", "end": "2031-03-05T11:00:00Z"}
 
 
 @pytest.mark.parametrize(

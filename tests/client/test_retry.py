@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import grpc
 import pytest
 
 from ep_server.client import Deadline, Failure, FailureKind, RetryPolicy
 from ep_server.client.retry import failure_from_error, is_retryable
+from ep_server.client.sites import TLS
 
 
 def error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -75,3 +77,22 @@ def test_failure_describe() -> None:
     failure = Failure(FailureKind.UNREACHABLE, "refused", grpc.StatusCode.UNAVAILABLE)
     assert failure.describe() == "unreachable [UNAVAILABLE]: refused"
     assert Failure(FailureKind.TLS, "no CA").describe() == "TLS error: no CA"
+
+
+def test_a_closed_connection_on_a_tls_channel_is_a_tls_failure() -> None:
+    exc = error(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:1: Socket closed")
+    assert not is_retryable(exc, TLS())
+    failure = failure_from_error(exc, 1, TLS(ca=Path("ca.pem")))
+    assert failure.kind is FailureKind.TLS
+    assert "it may require a client certificate (--cert and --key" in failure.message
+    assert failure.message.endswith("gRPC said: ipv4:127.0.0.1:1: Socket closed")
+    with_cert = failure_from_error(exc, 1, TLS(cert=Path("c.pem"), key=Path("c.key")))
+    assert "may not trust the client certificate sent" in with_cert.message
+
+
+def test_a_closed_plaintext_connection_is_retried_with_a_hint_about_tls() -> None:
+    exc = error(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:1: Socket closed")
+    assert is_retryable(exc)
+    failure = failure_from_error(exc, 4)
+    assert failure.kind is FailureKind.UNREACHABLE
+    assert "try --tls or --ca" in failure.message

@@ -109,6 +109,36 @@ async def test_a_bad_schedule_names_its_fields(site):
     assert "schedule.min_duration" in info.value.details()
 
 
+async def test_windows_beyond_the_horizon_get_a_reason_naming_it(site):
+    stub, _, _, _ = await site({"horizon_days": 30})
+    later = T0 + timedelta(days=31)
+    answer = await ask_as(stub, "alice", windows=((later, later + 8 * HOUR),))
+    assert answer.responseword == pb.NO
+    [reason] = answer.reasons
+    assert (reason.code, reason.cause, reason.retryable) == (
+        "BEYOND_HORIZON",
+        pb.REASON_CAUSE_POLICY,
+        False,
+    )
+    assert reason.field == "schedule.windows"
+    assert "30 days ahead ([schedule] horizon_days)" in reason.message
+    assert "2031-04-03T09:00" in reason.message  # where the horizon ends
+
+
+async def test_a_window_reaching_past_the_horizon_still_gets_slots(site):
+    stub, _, _, _ = await site({"horizon_days": 30})
+    answer = await ask_as(stub, "alice", windows=((T0, T0 + timedelta(days=60)),))
+    assert answer.responseword == pb.YES
+
+
+async def test_no_slot_within_the_horizon_says_so(site):
+    stub, _, _, _ = await site({"horizon_days": 1})
+    answer = await ask_as(stub, "alice", cores=9, windows=((T0, T0 + HOUR),))
+    [reason] = answer.reasons
+    assert reason.code == "NO_SLOT"
+    assert "nothing fits within this site's booking horizon (1 days ahead)" in reason.message
+
+
 async def test_scheduling_can_be_off(site):
     stub, _, _, _ = await site({"enabled": False})
     answer = await ask_as(stub, "alice")

@@ -9,7 +9,7 @@ service with the resources fitted to the per-task limits
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ep_plugin_docker import reasons as R
@@ -93,16 +93,25 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     found += check_platforms(request.platforms, site.platforms)
     found += check_policy(request, site)
     fit = site.fit(query.resources)
-    return offers_or_reasons(site, fit, [*found, *fit.reasons])
+    return offers_or_reasons(site, fit, [*found, *fit.reasons], ignored_note(request.ignored))
 
 
-def offers_or_reasons(site: Site, fit: Fit, reasons: Iterable[Reason]) -> Verdict:
-    """NO with ``reasons`` if there are any, else YES with one offer per service."""
+def ignored_note(ignored: Sequence[str]) -> str:
+    """The offer's note on taskinfo fields this plugin does not read."""
+    if not ignored:
+        return ""
+    return f"ignored taskinfo fields this site does not know: {', '.join(ignored)}"
+
+
+def offers_or_reasons(site: Site, fit: Fit, reasons: Iterable[Reason], note: str = "") -> Verdict:
+    """NO with ``reasons`` if there are any, else YES with one offer per
+    service, its message the fit's and then ``note``."""
     found = tuple(reasons)
     if found:
         return Verdict.no(*found)
+    message = "; ".join(m for m in (fit.message, note) if m)
     return Verdict.yes(
-        *(Offer(s.servicetype, s.serviceinfo, fit.resources, fit.message) for s in site.services)
+        *(Offer(s.servicetype, s.serviceinfo, fit.resources, message) for s in site.services)
     )
 
 

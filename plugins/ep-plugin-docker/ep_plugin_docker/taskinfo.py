@@ -10,14 +10,18 @@ Two shapes are understood, and may be mixed:
   "TCP"}``).
 
 Beside these, ``platform`` (``"linux/arm64"``), ``ports`` at the top level,
-``network: "host"`` and ``network.mode: "host"`` are read. Unknown fields are
-ignored; a field that is read must have the right type, or the reader gives
-an ``INVALID_FIELD`` reason naming its path. Every problem is reported, not
-only the first.
+``network: "host"`` and ``network.mode: "host"`` are read. Unknown fields
+are not refused, so that a newer client's fields do not turn a YES into a
+NO, but they are listed (:attr:`ContainerRequest.ignored`) and the offer
+says so: a misspelt ``privilaged: true`` is then seen, not silently run
+unprivileged. A field that is read must have the right type, or the reader
+gives an ``INVALID_FIELD`` reason naming its path. Every problem is
+reported, not only the first.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +32,7 @@ from ep_plugin_docker.platforms import InvalidPlatform, Platform, normalise, par
 from ep_plugin_docker.reference import ImageRef, InvalidReference, parse_digest, parse_reference
 from ep_server import Reason
 
-__all__ = ["ContainerRequest", "PortRequest", "read_taskinfo"]
+__all__ = ["KNOWN_FIELDS", "ContainerRequest", "PortRequest", "read_taskinfo"]
 
 ROOT = "taskinfo"
 
@@ -54,6 +58,17 @@ class ContainerRequest:
     #: The field asking for host networking, or ``""``.
     host_network: str = ""
     ports: tuple[PortRequest, ...] = ()
+    #: Fields not read, each as a path with the nearest known field if any
+    #: (``taskinfo.privilaged (did you mean privileged?)``).
+    ignored: tuple[str, ...] = ()
+
+
+#: The fields read in each object, by the object's path pattern.
+KNOWN_FIELDS = {
+    ROOT: ("image", "platform", "privileged", "entrypoint", "environment", "network", "ports"),
+    f"{ROOT}.image": ("locations", "digest", "platform"),
+    f"{ROOT}.network": ("mode", "ports"),
+}
 
 
 @dataclass
@@ -64,6 +79,16 @@ class _Reader:
     images: list[tuple[str, ImageRef]] = field(default_factory=list)
     platforms: list[tuple[str, Platform]] = field(default_factory=list)
     ports: list[PortRequest] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def unknown_fields(self, data: Mapping[str, Any], path: str) -> None:
+        """Note the keys of ``data`` (at ``path``) that are not read."""
+        known = KNOWN_FIELDS[path]
+        for key in data:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                self.ignored.append(f"{path}.{key}{hint}")
 
     def fail(self, code: str, path: str, message: str) -> None:
         self.reasons.append(R.reason(code, path, f"{path}: {message}"))
@@ -109,6 +134,7 @@ def _kind(value: Any) -> str:
 def read_taskinfo(taskinfo: Mapping[str, Any]) -> tuple[ContainerRequest, list[Reason]]:
     """Read ``taskinfo``: what it asks for, and the problems with it."""
     r = _Reader()
+    r.unknown_fields(taskinfo, ROOT)
     _read_image(r, taskinfo)
     _read_platform(r, taskinfo.get("platform"), f"{ROOT}.platform")
     privileged = r.typed(taskinfo, "privileged", ROOT, bool) or False
@@ -117,8 +143,9 @@ def read_taskinfo(taskinfo: Mapping[str, Any]) -> tuple[ContainerRequest, list[R
     host_network = _read_network(r, taskinfo)
     _read_ports(r, taskinfo.get("ports"), f"{ROOT}.ports")
     request = ContainerRequest(
-        tuple(r.images), tuple(r.platforms), privileged, host_network, tuple(r.ports)
-    )
+        tuple(r.images), tuple(r.platforms), privileged, host_network, tuple(r.ports),
+        tuple(r.ignored),
+    )  # fmt: skip
     return request, r.reasons
 
 
@@ -148,6 +175,7 @@ def _read_reference(r: _Reader, text: str, path: str) -> ImageRef | None:
 
 
 def _read_image_spec(r: _Reader, spec: Mapping[str, Any], path: str) -> None:
+    r.unknown_fields(spec, path)
     digest = _read_digest(r, spec, path)
     locations = r.typed(spec, "locations", path, list)
     for i, item in enumerate(locations or ()):
@@ -253,6 +281,7 @@ def _read_network(r: _Reader, taskinfo: Mapping[str, Any]) -> str:
     if not isinstance(value, Mapping):
         r.wrong_type(path, value, "a string (the network mode) or an object")
         return ""
+    r.unknown_fields(value, path)
     _read_ports(r, value.get("ports"), f"{path}.ports")
     mode = r.typed(value, "mode", path, str)
     return f"{path}.mode" if mode and mode.lower() == "host" else ""

@@ -292,3 +292,14 @@ def test_a_decline_gives_every_reason() -> None:
         (R.INSUFFICIENT_CORES, Cause.CAPACITY, "resources.cores.min"),
         (R.INSUFFICIENT_MEMORY, Cause.CAPACITY, "resources.memory.min"),
     ]
+
+
+def test_a_misspelt_field_is_a_yes_with_a_note_not_a_refusal() -> None:
+    verdict = _ask({**SEED, "privilaged": True}, cores=IntRange(1, 100))
+    assert verdict.offers
+    message = verdict.offers[0].message
+    assert "capped" in message or "at most" in message  # the fit's note comes first
+    assert message.endswith(
+        "ignored taskinfo fields this site does not know: "
+        "taskinfo.privilaged (did you mean privileged?)"
+    )

@@ -201,3 +201,26 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
         (R.INVALID_PORT, "taskinfo.ports[0].internal"),
         (R.INVALID_FIELD, "taskinfo.ports[1]"),
     ]
+
+
+def test_unknown_fields_are_listed_with_the_nearest_known_one() -> None:
+    taskinfo = {
+        "image": {"locations": ["docker.io/example:1.0"], "digets": "x"},
+        "privilaged": True,
+        "network": {"mode": "bridge", "colour": "blue"},
+        "x-extension": 1,
+    }
+    request, reasons = read_taskinfo(taskinfo)
+    assert reasons == []
+    assert request.privileged is False
+    assert request.ignored == (
+        "taskinfo.privilaged (did you mean privileged?)",
+        "taskinfo.x-extension",
+        "taskinfo.image.digets (did you mean digest?)",
+        "taskinfo.network.colour",
+    )
+
+
+def test_a_taskinfo_of_known_fields_ignores_nothing() -> None:
+    request, _ = read_taskinfo({"image": "docker.io/example:1.0", "privileged": False})
+    assert request.ignored == ()

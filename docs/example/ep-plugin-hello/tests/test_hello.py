@@ -11,7 +11,7 @@ def test_the_plugin_is_discovered(ep_server):
     [plugin] = [p for p in ep.service_info()["plugins"] if p["name"] == "hello"]
     assert plugin["name"] == "hello"
     assert plugin["distribution"] == "ep-plugin-hello"
-    assert plugin["state"] == "PLUGIN_STATE_LOADED"
+    assert plugin["state"] == "LOADED"
     assert plugin["tasktypes"] == ["uri://hello-world"]
 
 
