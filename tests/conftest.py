@@ -13,6 +13,17 @@ from ep_server.testing import build_settings
 HOST = HostInfo(cores=8, memory=16 * 2**30, architecture="x86_64", os="linux")
 
 
+@pytest.fixture(autouse=True)
+def _private_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server on the default ledger path (under ``$XDG_STATE_HOME``), in
+    process or started as a command, keeps its ledger in a folder of the
+    test's own: never in the user's home, never beside a server already
+    running there (whose lock on that ledger would refuse it)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def host() -> HostInfo:
     return HOST

@@ -152,6 +152,10 @@ def test_installing_a_plugin_on_a_site_runs_as_the_guide_shows(tmp_path, hello_i
     shell = docblocks.Shell(tmp_path, env)
     try:
         out = shell.sh(block)
+    except AssertionError as exc:  # with what the server said
+        log = tmp_path / "hello.log"
+        said = log.read_text() if log.exists() else "(no hello.log)"
+        raise AssertionError(f"{exc}\n--- hello.log ---\n{said}") from None
     finally:
         shell.stop()
     assert "'name': 'hello'" in out
