@@ -9,7 +9,10 @@ path), so it runs in a worker thread.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ep_plugin_jupyter.config import JupyterConfig, Service
 from ep_plugin_jupyter.kernels import Kernels, check_kernels, discover_kernels
@@ -27,13 +30,21 @@ from ep_server import (
     fit_resources,
 )
 
-__all__ = ["TASKTYPES", "Site", "decide"]
+__all__ = ["KNOWN_FIELDS", "TASKTYPES", "Site", "decide", "ignored_fields"]
 
 #: The task types this plugin claims: the seed's, and the ExecutionBroker's.
 TASKTYPES = (
     "uri://jupyter-notebook",
     "https://www.purl.org/ivoa.net/EB/schema/v1.0/types/executable/jupyter-notebook-1.0",
 )
+
+#: The taskinfo fields read, at the top level and in a ``notebook`` object.
+#: Others are not refused (a newer client's fields must not turn a YES into
+#: a NO) but named on the offer, so that a misspelt one is seen.
+KNOWN_FIELDS = {
+    "taskinfo": ("notebook", "location", "kernel", "language", "languages"),
+    "taskinfo.notebook": ("location", "kernel", "language", "languages"),
+}
 
 #: How a refusal for resources says what a notebook may have.
 _GETS = "a notebook here gets"
@@ -88,8 +99,29 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     reasons += fit.reasons
     if reasons:
         return Verdict.no(*reasons)
-    return Verdict.yes(*(_offer(service, fit) for service in site.services))
+    ignored = ignored_fields(query.taskinfo)
+    note = f"ignored taskinfo fields this site does not know: {', '.join(ignored)}"
+    message = "; ".join(m for m in (fit.message, note if ignored else "") if m)
+    return Verdict.yes(*(_offer(service, fit, message) for service in site.services))
 
 
-def _offer(service: Service, fit: Fit) -> Offer:
-    return Offer(service.servicetype, service.serviceinfo, fit.resources, fit.message)
+def ignored_fields(taskinfo: Mapping[str, Any]) -> tuple[str, ...]:
+    """The taskinfo fields this plugin does not read, each as a path with
+    the nearest known field if any (``taskinfo.kernal (did you mean
+    kernel?)``)."""
+    scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
+    notebook = taskinfo.get("notebook")
+    if isinstance(notebook, Mapping):
+        scopes.append(("taskinfo.notebook", notebook))
+    ignored = []
+    for path, scope in scopes:
+        known = KNOWN_FIELDS[path]
+        for key in scope:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                ignored.append(f"{path}.{key}" + (f" (did you mean {near[0]}?)" if near else ""))
+    return tuple(ignored)
+
+
+def _offer(service: Service, fit: Fit, message: str) -> Offer:
+    return Offer(service.servicetype, service.serviceinfo, fit.resources, message)

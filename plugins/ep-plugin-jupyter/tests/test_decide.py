@@ -76,3 +76,22 @@ def test_each_task_type_is_claimed_with_every_service_type() -> None:
     assert [(c.tasktype, c.servicetypes) for c in claims] == [
         (tasktype, ("uri://a", "uri://b")) for tasktype in TASKTYPES
     ]
+
+
+def test_fields_it_does_not_read_are_named_on_the_offer_not_refused() -> None:
+    taskinfo = {
+        "notebook": {"location": SEED["notebook"], "kernal": "python"},
+        "languages": ["python"],
+        "gpus": 1,
+    }
+    verdict = decide(TaskQuery(TASKTYPES[0], taskinfo), site(host()))
+    [offer] = verdict.offers
+    assert offer.message == (
+        "ignored taskinfo fields this site does not know: taskinfo.gpus,"
+        " taskinfo.notebook.kernal (did you mean kernel?)"
+    )
+
+
+def test_an_offer_for_a_taskinfo_it_reads_wholly_has_no_note() -> None:
+    verdict = decide(TaskQuery(TASKTYPES[0], {**SEED, "kernel": "python"}), site(host()))
+    assert [o.message for o in verdict.offers] == [""]
