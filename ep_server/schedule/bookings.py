@@ -325,7 +325,8 @@ class Bookings:
             return True
         try:
             return await self.run(self.ledger.announced_event, booking_id) is not None
-        except LedgerUnavailable:
+        except Exception as exc:  # unknown: the sweep decides later
+            log.warning("reading whether booking %s was announced failed: %s", booking_id, exc)
             return False
 
     async def _call(self, impl: NotifyImpl, booking: Booking) -> bool:
