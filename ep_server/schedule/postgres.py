@@ -288,7 +288,7 @@ class PostgresLedger(Ledger):
 
     def announced_event(self, booking_id: str) -> str | None:
         with self._connection() as conn:
-            row = conn.execute(sql.ANNOUNCED_LEVEL, (booking_id,)).fetchone()
+            row = conn.execute(sql.ANNOUNCED_OF, (booking_id,)).fetchone()
         return None if row is None else event_of_level(row[0])
 
     def due_announcements(self, now: datetime, limit: int) -> list[DueAnnouncement]:

@@ -27,7 +27,7 @@ __all__ = [
     "ACCEPT_SCRIPT",
     "ADVANCE_CLOCK",
     "ANNOUNCED",
-    "ANNOUNCED_LEVEL",
+    "ANNOUNCED_OF",
     "BOOKING",
     "BOOKINGS",
     "CANCEL",
@@ -165,7 +165,7 @@ ANNOUNCED = """
                                   THEN NULL ELSE b.announce_due_us END
       FROM unnest(%(ids)s::text[], %(levels)s::smallint[]) AS d (id, level)
      WHERE b.id = d.id"""
-ANNOUNCED_LEVEL = "SELECT announced FROM ep_bookings WHERE id = %s"
+ANNOUNCED_OF = "SELECT announced FROM ep_bookings WHERE id = %s"
 #: Claims up to ``%(limit)s`` overdue announcements for ``%(after)s`` more:
 #: rows another replica is claiming at the same moment are skipped.
 DUE_ANNOUNCEMENTS = f"""
