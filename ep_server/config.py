@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from ep_server.config_problems import describe_problems
+from ep_server.config_problems import describe_problems, origin_of, problem_line
 from ep_server.errors import ConfigError
 from ep_server.model import MAX_TASKINFO_DEPTH, parse_bytes
 from ep_server.settings_types import ByteSize, NameList
@@ -420,17 +420,6 @@ class Settings(_Section):
         (see :func:`~ep_server.config_problems.describe_problems`)."""
         return describe_problems(exc, prefix=prefix, origins=self.origins, source=self.source)
 
-    @model_validator(mode="after")
-    def _announcements_outlast_the_deadline(self) -> Settings:
-        retry, deadline = self.schedule.announce_retry_after, self.plugins.deadline
-        if retry < deadline + ANNOUNCE_MARGIN:
-            raise ValueError(
-                f"schedule.announce_retry_after ({retry:g}s) must exceed plugins.deadline"
-                f" ({deadline:g}s) by at least {ANNOUNCE_MARGIN:g}s: an announcement may"
-                " take the deadline, and one retried sooner reaches its plugin twice"
-            )
-        return self
-
 
 def default_config_text() -> str:
     """The packaged default configuration (``ep_server/default.toml``)."""
@@ -470,15 +459,52 @@ def load_settings(
         origins[dotted] = "the command line"
     base = None if path is None else Path(path).resolve().parent
     context = {"base": base}
+    # Checked on the raw values, so that it is reported with the other keys'
+    # problems (pydantic skips a model's own validators when a field fails).
+    across = _announce_problem(data, origins, source)
     try:
-        return Settings.model_validate(
+        settings = Settings.model_validate(
             {**data, "source": source, "origins": origins}, context=context
         )
     except ValidationError as exc:
         problems = describe_problems(exc, origins=origins, source=source, model=Settings)
-        error = ConfigError("invalid configuration:\n" + "\n".join(problems))
+        error = ConfigError("invalid configuration:\n" + "\n".join([*problems, *across]))
         error.partial = _plugins_only(data, source, origins, context)
         raise error from exc
+    if across:
+        error = ConfigError("invalid configuration:\n" + "\n".join(across))
+        error.partial = _plugins_only(data, source, origins, context)
+        raise error
+    return settings
+
+
+def _announce_problem(
+    data: Mapping[str, Any], origins: Mapping[str, str], source: str
+) -> list[str]:
+    """``schedule.announce_retry_after`` must exceed ``plugins.deadline`` by
+    ANNOUNCE_MARGIN: an announcement may take the deadline, and one retried
+    sooner reaches its plugin twice. Values of the wrong type are left to
+    their own fields' checks."""
+
+    def number(section: str, key: str, model: type[BaseModel]) -> float | None:
+        table = data.get(section)
+        value = table.get(key) if isinstance(table, Mapping) else None
+        value = model.model_fields[key].default if value is None else value
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+
+    retry = number("schedule", "announce_retry_after", ScheduleSettings)
+    deadline = number("plugins", "deadline", PluginsSettings)
+    if retry is None or deadline is None or retry >= deadline + ANNOUNCE_MARGIN:
+        return []
+    deadline_from = origin_of("plugins.deadline", origins, source)
+    why = (
+        f"{retry:g}s must exceed plugins.deadline ({deadline:g}s, from {deadline_from})"
+        f" by at least {ANNOUNCE_MARGIN:g}s: an announcement may take the deadline, and"
+        " one retried sooner reaches its plugin twice"
+    )
+    return [problem_line("schedule.announce_retry_after", why, origins, source)]
 
 
 def _plugins_only(

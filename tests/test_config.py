@@ -134,10 +134,24 @@ def test_announcements_must_be_retried_well_after_the_plugin_deadline(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text.format(6.5)), environ={})
     message = str(info.value)
-    assert "schedule.announce_retry_after (6.5s)" in message
-    assert "plugins.deadline (2s)" in message
+    assert "  schedule.announce_retry_after: 6.5s must exceed plugins.deadline (2s" in message
     settings = load_settings(write(tmp_path, text.format(7.0)), environ={})
     assert settings.schedule.announce_retry_after == 7.0
+
+
+def test_a_deadline_too_long_for_the_announcements_names_its_variable(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"EP_PLUGINS__DEADLINE": "100"})
+    assert "plugins.deadline (100s, from $EP_PLUGINS__DEADLINE)" in str(info.value)
+
+
+def test_a_deadline_too_long_is_reported_with_the_other_problems(tmp_path):
+    path = write(tmp_path, "[server]\nlisen = 3\n[plugins]\ndeadline = 100\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    lines = str(info.value).splitlines()
+    assert any(line.startswith("  server.lisen: unknown key") for line in lines)
+    assert any(line.startswith("  schedule.announce_retry_after: 90s must") for line in lines)
 
 
 def test_problems_are_in_plain_words_with_their_file(tmp_path):
