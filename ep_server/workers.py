@@ -11,6 +11,7 @@ service manager (systemd, Kubernetes) rather than hiding a crash loop.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -40,11 +41,26 @@ def _split(listen: str) -> tuple[str, int]:
 
 def _reserve(host: str, port: int) -> socket.socket:
     """Bind (without listening) a SO_REUSEPORT socket: port 0 becomes one
-    real port that every worker can then bind too."""
+    real port that every worker can then bind too.
+
+    A given port is first bound without SO_REUSEPORT, which fails while
+    anything holds it, another group of workers included (SO_REUSEPORT
+    would let this group join that one silently).
+
+    :raises OSError: "cannot listen on HOST:PORT: ..." when it is taken.
+    """
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
+    address = (host.strip("[]"), port)
+    try:
+        if port:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind(address)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise OSError(f"cannot listen on {host}:{port}: {why}") from exc
     return sock
 
 

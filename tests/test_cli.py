@@ -383,3 +383,14 @@ def test_each_worker_s_log_lines_carry_its_number_and_pid(server):
     }
     assert {w for w, _ in started} == {1, 2}
     assert {p for _, p in started} == set(workers)
+
+
+def test_workers_refuse_a_port_that_another_group_of_workers_serves(server):
+    env = {"EP_SCHEDULE__ENABLED": "false"}
+    s = server("--workers", "2", ready=r"with 2 workers", env=env)
+    out = subprocess.run(
+        [str(BIN / "ep-server"), "serve", "--workers", "2", "--listen", f"127.0.0.1:{s.port}"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{s.port}: address already in use" in out.stderr
