@@ -9,6 +9,8 @@ an operator can find every line about that call.
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
 import json
 import logging
 import os
@@ -137,11 +139,19 @@ def route_grpc_core_logs() -> None:
     if _routed:
         return
     _routed = True
-    real = os.dup(2)
+    try:
+        real = os.dup(2)
+    except OSError:  # standard error is closed (2>&-): nothing to keep clean
+        return
     read, write = os.pipe()
     os.dup2(write, 2)
     os.close(write)
     sys.stderr = open(real, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
+    if faulthandler.is_enabled():  # a crash's traceback goes to the real one
+        faulthandler.enable(sys.stderr)
+    # At exit, standard error is itself again, so that whatever is written
+    # last (a fatal error's message) is not lost in the pipe.
+    atexit.register(os.dup2, real, 2)
     reader = threading.Thread(
         target=_pump, args=(os.fdopen(read, "rb"),), name="grpc-core-log", daemon=True
     )
@@ -151,14 +161,17 @@ def route_grpc_core_logs() -> None:
 def _pump(pipe: BinaryIO) -> None:
     log = logging.getLogger("grpc")
     for line in pipe:
-        match = _CORE_LINE.match(line.rstrip(b"\n"))
-        if match is None:
-            sys.stderr.write(line.decode(errors="backslashreplace"))
+        try:
+            match = _CORE_LINE.match(line.rstrip(b"\n"))
+            if match is None:
+                sys.stderr.write(line.decode(errors="backslashreplace"))
+                continue
+            severity, source, message = match.groups()
+            log.log(
+                _CORE_LEVELS[severity],
+                "%s",
+                message.decode(errors="backslashreplace"),
+                extra={"grpc_source": source.decode(errors="backslashreplace")},
+            )
+        except Exception:  # the pipe must keep draining, or writers to fd 2 block
             continue
-        severity, source, message = match.groups()
-        log.log(
-            _CORE_LEVELS[severity],
-            "%s",
-            message.decode(errors="backslashreplace"),
-            extra={"grpc_source": source.decode(errors="backslashreplace")},
-        )

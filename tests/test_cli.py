@@ -394,3 +394,13 @@ def test_workers_refuse_a_port_that_another_group_of_workers_serves(server):
     )  # fmt: skip
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{s.port}: address already in use" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["ep-server", "ep"])
+def test_the_commands_run_with_standard_error_closed(command):
+    out = subprocess.run(
+        ["bash", "-c", f"{BIN / command} --version 2>&-"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0
+    assert "0." in out.stdout
