@@ -163,4 +163,4 @@ async def test_the_client_reports_a_refused_handshake_as_tls_and_tries_once(
     assert failure.attempts == 1
     hint = "may not trust the client certificate" if with_rogue_cert else "client certificate"
     assert hint in failure.message
-    assert "the server closed the connection in the TLS handshake" in failure.message
+    assert "closed the connection during the TLS handshake" in failure.message

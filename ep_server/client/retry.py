@@ -29,17 +29,21 @@ MAX_DEADLINE = 1e8
 _TLS_MARKERS = ("ssl", "tls", "tsi_", "handshake", "certificate", "hostname verification")
 # What gRPC says when the server closes the connection it accepted.
 _CLOSED = "socket closed"
+# ... and, before it, when that happened while connecting (not mid-call).
+_CONNECTING = "failed to connect"
 
 
 def _closed_hint(tls: TLS | None) -> str:
     if tls is not None and tls.cert is None:
         return (
-            "the server closed the connection in the TLS handshake: it may require a client "
-            "certificate (--cert and --key, or cert and key in the site list)"
+            "the server (or something in front of it) closed the connection during the TLS "
+            "handshake: it may require a client certificate (--cert and --key, or cert and "
+            "key in the site list)"
         )
     return (
-        "the server closed the connection in the TLS handshake: it may not trust the client "
-        "certificate sent (issued by a CA it does not know, or expired)"
+        "the server (or something in front of it) closed the connection during the TLS "
+        "handshake: it may not trust the client certificate sent (issued by a CA it does "
+        "not know, or expired)"
     )
 
 
@@ -103,16 +107,18 @@ def _is_tls(error: grpc.aio.AioRpcError, tls: TLS | None) -> bool:
     details = (error.details() or "").lower()
     if error.code() is not grpc.StatusCode.UNAVAILABLE:
         return False
-    return any(m in details for m in _TLS_MARKERS) or (tls is not None and _CLOSED in details)
+    closed_connecting = _CLOSED in details and _CONNECTING in details
+    return any(m in details for m in _TLS_MARKERS) or (tls is not None and closed_connecting)
 
 
 def is_retryable(error: grpc.aio.AioRpcError, tls: TLS | None = None) -> bool:
     """True for UNAVAILABLE, unless it is a TLS handshake failure.
 
     :param tls: the channel's TLS settings, None for plaintext. On a TLS
-        channel a connection the server closes ("Socket closed") is a TLS
-        failure too: it is how a server that wants a client certificate, or
-        does not trust the one sent, ends the handshake.
+        channel a connection the server closes while it is being made
+        ("failed to connect ... Socket closed") is a TLS failure too: it is
+        how a server that wants a client certificate, or does not trust the
+        one sent, ends the handshake. Closed mid-call, it is retried.
     """
     return error.code() is grpc.StatusCode.UNAVAILABLE and not _is_tls(error, tls)
 

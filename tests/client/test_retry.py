@@ -79,15 +79,26 @@ def test_failure_describe() -> None:
     assert Failure(FailureKind.TLS, "no CA").describe() == "TLS error: no CA"
 
 
-def test_a_closed_connection_on_a_tls_channel_is_a_tls_failure() -> None:
-    exc = error(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:1: Socket closed")
+CLOSED_CONNECTING = (
+    "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed"
+)
+
+
+def test_a_connection_closed_while_connecting_on_a_tls_channel_is_a_tls_failure() -> None:
+    exc = error(grpc.StatusCode.UNAVAILABLE, CLOSED_CONNECTING)
     assert not is_retryable(exc, TLS())
     failure = failure_from_error(exc, 1, TLS(ca=Path("ca.pem")))
     assert failure.kind is FailureKind.TLS
     assert "it may require a client certificate (--cert and --key" in failure.message
-    assert failure.message.endswith("gRPC said: ipv4:127.0.0.1:1: Socket closed")
+    assert failure.message.endswith(f"gRPC said: {CLOSED_CONNECTING}")
     with_cert = failure_from_error(exc, 1, TLS(cert=Path("c.pem"), key=Path("c.key")))
     assert "may not trust the client certificate sent" in with_cert.message
+
+
+def test_a_connection_closed_mid_call_on_a_tls_channel_is_retried() -> None:
+    exc = error(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    assert is_retryable(exc, TLS())
+    assert failure_from_error(exc, 4, TLS()).kind is FailureKind.UNREACHABLE
 
 
 def test_a_closed_plaintext_connection_is_retried_with_a_hint_about_tls() -> None:
