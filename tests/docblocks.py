@@ -92,16 +92,21 @@ class Shell:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(g) for g in self.groups):
+        while time.monotonic() < deadline and any(_members(g) for g in self.groups):
             time.sleep(0.1)
         for group in self.groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
 
 
-def _alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _members(group: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.append(int(stat.parent.name))
+    return found

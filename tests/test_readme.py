@@ -10,16 +10,13 @@ as ``make cluster`` does.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,9 +67,7 @@ class Walk:
         )
         binary = haproxy.ensure_haproxy(folder / "apt-get.log")
         path = [str(Path(sys.executable).parent), str(Path(binary).parent), os.environ["PATH"]]
-        self.env = {**os.environ, "PATH": os.pathsep.join(path)}
-        self.groups: list[int] = []
-        self.blocks = 0
+        self.shell = docblocks.Shell(folder, {**os.environ, "PATH": os.pathsep.join(path)})
 
     def adapt(self, text: str) -> str:
         """The block with this run's ports and database."""
@@ -86,56 +81,11 @@ class Walk:
         return text.replace(ledger, f"postgresql://{name}@127.0.0.1:5432/{name}")
 
     def sh(self, text: str, timeout: float = 120) -> str:
-        """Run a block with bash (-e, pipefail) and return what it printed.
-        Its background jobs stay in its process group, stopped at the end,
-        and write to a file, so that bash's end is not theirs."""
-        self.blocks += 1
-        log = self.folder / f"block-{self.blocks}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                ["bash", "-e", "-o", "pipefail", "-c", self.adapt(text)],
-                cwd=self.folder,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.groups.append(process.pid)
-        process.wait(timeout)
-        printed = log.read_text(errors="replace")
-        assert process.returncode == 0, f"{text}\n---\n{printed}"
-        return printed
+        """Run a block, adapted, as :meth:`docblocks.Shell.sh` does."""
+        return self.shell.sh(self.adapt(text), timeout)
 
     def stop(self) -> None:
-        """SIGTERM every background process, SIGKILL after 20 s."""
-        for group in self.groups:
-            _signal_group(group, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for _ in range(200):
-            if not any(_members(g) for g in self.groups) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        for group in self.groups:
-            _signal_group(group, signal.SIGKILL)
-
-
-def _signal_group(group: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, sig)
-
-
-def _members(group: int) -> list[int]:
-    """The live (not zombie) processes of a process group."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == group:
-            found.append(int(stat.parent.name))
-    return found
+        self.shell.stop()
 
 
 @pytest.fixture

@@ -153,6 +153,7 @@ class PostgresLedger(Ledger):
         self._purge_hint = _NEVER
         # The connections whose statements for the scripts are prepared.
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._prepared_lock = threading.Lock()
         self._closed = False
         self.threads = connections
         self._db = LedgerPool(
@@ -351,7 +352,7 @@ class PostgresLedger(Ledger):
         span = {"lo": min(f.hold.start for f in found), "hi": max(f.hold.end for f in found)}
         with conn.pipeline(), conn.transaction():
             conn.execute(sql.LOCK, (self._lock_key,))
-            clock = conn.execute(sql.ADVANCE_CLOCK, (want,))
+            clock = conn.execute(sql.ADVANCE_CLOCK, {"clock": want})
             count = conn.execute(sql.OUTSTANDING, {"owner": placement.owner, "clock": want})
             rows = conn.execute(sql.HOLDS, {**span, "clock": want})
             t = self._seen(_one(clock))
@@ -385,14 +386,14 @@ class PostgresLedger(Ledger):
     def _ready(self, conn: psycopg.Connection[Any]) -> None:
         """Prepare the statements the scripts EXECUTE, once per connection
         (a connection the pool replaced is a new one, prepared anew)."""
-        with self._clock_lock:
+        with self._prepared_lock:
             if conn in self._prepared:
                 return
         for statement in sql.PREPARE:
             # One prepared earlier on this connection by a call that then failed.
             with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
                 conn.execute(statement)
-        with self._clock_lock:
+        with self._prepared_lock:
             self._prepared.add(conn)
 
     def _read_clock(self, conn: psycopg.Connection[Any], now: datetime) -> int:

@@ -65,9 +65,6 @@ READ_CLOCK = "SELECT value FROM ep_state WHERE key = 'clock'"
 #: Every write transaction advances the clock first: the row lock it takes
 #: orders the transaction after every other write to the ledger.
 ADVANCE_CLOCK = (
-    "UPDATE ep_state SET value = greatest(value, %s) WHERE key = 'clock' RETURNING value"
-)
-_ADVANCE = (
     "UPDATE ep_state SET value = greatest(value, %(clock)s) WHERE key = 'clock' RETURNING value"
 )
 
@@ -122,14 +119,14 @@ REJECT = "DELETE FROM ep_offers WHERE id = %(offer)s AND owner = %(owner)s"
 #: ``PostgresLedger._ready``) and the script EXECUTEs them.
 #: Results: the lock's, the clock's, :data:`ACCEPT`'s.
 ACCEPT_SCRIPT = (
-    f"SELECT pg_advisory_xact_lock(%(lock)s); {_ADVANCE};"
+    f"SELECT pg_advisory_xact_lock(%(lock)s); {ADVANCE_CLOCK};"
     " EXECUTE ep_accept(%(offer)s, %(owner)s, %(booking)s, %(clock)s, %(announce_after)s)"
 )
 #: Results: the clock's, :data:`REJECT`'s (its row count).
-REJECT_SCRIPT = f"{_ADVANCE}; {REJECT}"
+REJECT_SCRIPT = f"{ADVANCE_CLOCK}; {REJECT}"
 #: Results: the clock's, :data:`CANCEL`'s.
 CANCEL_SCRIPT = (
-    f"{_ADVANCE}; EXECUTE ep_cancel(%(booking)s, %(owner)s, %(clock)s, %(announce_after)s)"
+    f"{ADVANCE_CLOCK}; EXECUTE ep_cancel(%(booking)s, %(owner)s, %(clock)s, %(announce_after)s)"
 )
 
 

@@ -508,14 +508,19 @@ def bookings_on(ledger, plugin, clock, *, threads=8, patience=60.0):
     return Bookings(ledger, registry, caller, clock, patience=patience), caller
 
 
-def made_elsewhere(ledger, at):
-    """A booking made by another process that died before announcing it."""
+def held_offer(ledger, at, ask_id="ask"):
+    """The first offer held for an Ask of alice's (1 core, 1 h, within 4 h of ``at``)."""
     placement = Placement(
-        "token:alice", f"ask-{at.isoformat()}",
+        "token:alice", ask_id,
         (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
         Schedule((Window(at, at + timedelta(hours=4)),), timedelta(hours=1)),
     )  # fmt: skip
-    [offer] = ledger.place(placement, at)[:1]
+    return ledger.place(placement, at)[0]
+
+
+def made_elsewhere(ledger, at):
+    """A booking made by another process that died before announcing it."""
+    offer = held_offer(ledger, at, f"ask-{at.isoformat()}")
     booking, created = ledger.accept(offer.id, "token:alice", at)
     assert created
     return booking
@@ -552,12 +557,7 @@ async def test_announcements_made_are_recorded_so_no_sweep_repeats_them():
     clock = Clock()
     plugin = Booker()
     bookings, caller = bookings_on(ledger, plugin, clock)
-    placement = Placement(
-        "token:alice", "ask",
-        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
-        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
-    )  # fmt: skip
-    [offer, *_] = ledger.place(placement, clock())
+    offer = held_offer(ledger, clock())
     booking = await bookings.accept(offer.id, Identity("alice", "token"))
     await bookings.cancel(booking.id, Identity("alice", "token"))
     await until_heard(plugin, 2)
@@ -591,12 +591,7 @@ async def test_an_announcement_its_busy_plugin_never_took_is_left_to_a_sweep():
     until = asyncio.get_running_loop().time() + 5
     blocker = asyncio.ensure_future(caller.gather([impl], until, None))
     await asyncio.sleep(0.05)
-    placement = Placement(
-        "token:alice", "ask",
-        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
-        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
-    )  # fmt: skip
-    [offer, *_] = ledger.place(placement, clock())
+    offer = held_offer(ledger, clock())
     booking = await bookings.accept(offer.id, Identity("alice", "token"))
     await asyncio.sleep(0.6)  # past its patience: given up, not recorded
     assert heard == []
@@ -695,12 +690,7 @@ async def test_when_a_busy_plugin_never_took_the_booking_its_cancellation_waits_
     until = asyncio.get_running_loop().time() + 5
     blocker = asyncio.ensure_future(caller.gather([impl], until, None))
     await asyncio.sleep(0.05)
-    placement = Placement(
-        "token:alice", "ask",
-        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
-        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
-    )  # fmt: skip
-    [offer, *_] = ledger.place(placement, clock())
+    offer = held_offer(ledger, clock())
     booking = await bookings.accept(offer.id, Identity("alice", "token"))
     await asyncio.sleep(0.6)  # past its patience: given up
     release.set()
@@ -730,12 +720,7 @@ async def test_announcements_whose_recording_is_cut_short_by_closing_are_still_r
     clock = Clock()
     plugin = InOrder()
     bookings, caller = bookings_on(ledger, plugin, clock, threads=2)
-    placement = Placement(
-        "token:alice", "ask",
-        (Candidate("booker", "uri://docker-uws", {}, {"cores": 1}),),
-        Schedule((Window(clock(), clock() + timedelta(hours=4)),), timedelta(hours=1)),
-    )  # fmt: skip
-    [offer, *_] = ledger.place(placement, clock())
+    offer = held_offer(ledger, clock())
     booking = await bookings.accept(offer.id, Identity("alice", "token"))
     release = threading.Event()
     slow = bookings.submit(release.wait, 10)  # the ledger's one thread, busy
