@@ -75,8 +75,14 @@ def server():
     yield start
     for s in started:
         if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.communicate()
+            # SIGTERM, as an operator stops it: a --workers parent forwards it
+            # to its workers (SIGKILL would leave them running, orphaned).
+            s.proc.send_signal(signal.SIGTERM)
+            try:
+                s.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                s.proc.kill()
+                s.proc.communicate()
 
 
 def ask(
@@ -388,12 +394,16 @@ def test_each_worker_s_log_lines_carry_its_number_and_pid(server):
 def test_workers_refuse_a_port_that_another_group_of_workers_serves(server):
     env = {"EP_SCHEDULE__ENABLED": "false"}
     s = server("--workers", "2", ready=r"with 2 workers", env=env)
+    workers = children_of(s.proc.pid)
     out = subprocess.run(
         [str(BIN / "ep-server"), "serve", "--workers", "2", "--listen", f"127.0.0.1:{s.port}"],
         capture_output=True, text=True, timeout=60, env={**os.environ, **env},
     )  # fmt: skip
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{s.port}: address already in use" in out.stderr
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.finish()[0] == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 @pytest.mark.parametrize("command", ["ep-server", "ep"])
