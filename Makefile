@@ -7,10 +7,13 @@ PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml
 STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
+# The operator page's browser test (tests/http/test_page_browser.py) drives
+# Debian's chromium package; never a browser that a tool downloads.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install run shell test lint proto breaking bench cluster clean
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 
 # Reinstall when any pyproject.toml changes. Editable installs, so code edits
 # need no reinstall.
@@ -25,6 +28,16 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	npm ci --prefix $(NODE_DIR) --ignore-scripts --no-audit --no-fund
 	touch $@
+
+# Debian's chromium, installed with apt-get when missing (needs root; as
+# anyone else, install the package and run make again).
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "the browser tests need Debian's chromium package: sudo apt-get install chromium" >&2; \
+	  exit 1; \
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	  || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
 
 run: install
 	$(BIN)/ep-server serve
