@@ -1,0 +1,1 @@
+"""The HTTP door: what the EP serves over HTTP beside gRPC."""
