@@ -88,7 +88,7 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; padding: .25rem
 .state-failed, .state-blocked { color: var(--capacity) }
 p.note { color: var(--muted) }
 figure { margin: 1rem 0 2rem }
-figcaption { font-weight: bold }
+figcaption h3 { margin: 0 }
 ul.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: .25rem 1.25rem }
 .swatch { display: inline-block; width: .9em; height: .9em; margin-right: .4em;
   vertical-align: -.1em }
@@ -183,7 +183,8 @@ def page_view(
     """The view of a site described by ``info`` (``GetServiceInfo``'s
     answer in :func:`~ep_server.wire.plain_json.plain_json`'s form, where
     fields at their default value are left out), with its pools'
-    ``occupancy`` when it was read."""
+    ``occupancy`` when it was read; ``books`` says whether the site takes
+    bookings, and ``problem`` why a booking site's occupancy is missing."""
     host = info.get("capacity", {})
     occupied = {} if occupancy is None else occupancy.pools
     return PageView(
@@ -291,7 +292,8 @@ def _occupancy(pools: tuple[PoolView, ...], start: datetime, end: datetime) -> s
     count = round((end - start).total_seconds() / 86_400)
     parts = [
         f"<p>What bookings and offers not yet accepted hold of each pool over the coming"
-        f" {count} days, from {_time(start)} to {_time(end)}; days in UTC.</p>\n",
+        f" {count} day{'' if count == 1 else 's'}, from {_time(start)} to {_time(end)};"
+        " days in UTC.</p>\n",
         '<ul class="legend"><li><span class="swatch booked"></span>booked</li>'
         '<li><span class="swatch offered"></span>offered</li>'
         '<li><span class="swatch capacity"></span>capacity</li></ul>\n',
@@ -320,7 +322,7 @@ def _pool_figure(n: int, pool: PoolView, start: datetime, end: datetime) -> str:
         for d in summary
     )
     return (
-        f"<figure>\n<figcaption>{escape(pool.name)}</figcaption>\n{svg}\n"
+        f"<figure>\n<figcaption><h3>{escape(pool.name)}</h3></figcaption>\n{svg}\n"
         f"<table><caption>{escape(pool.name)} per day: the most booked, the most offered,"
         " the least free</caption>\n<thead><tr><th scope=col>Day</th><th scope=col>Booked</th>"
         "<th scope=col>Offered</th><th scope=col>Free</th></tr></thead>\n"
