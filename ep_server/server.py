@@ -379,11 +379,16 @@ async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.Heal
     return health_servicer
 
 
-def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
+def describe_startup(
+    settings: Settings, registry: Registry, port: int, http_port: int | None = None
+) -> str:
     """The one start-up log line: where it listens and which plugins loaded."""
     host = settings.server.listen.rpartition(":")[0]
+    http_host = settings.http.listen.rpartition(":")[0]
+    scheme = "https" if settings.tls.enabled else "http"
     parts = [
         f"ep-server {server_version()} listening on {host}:{port}",
+        f"http: {scheme}://{http_host}:{http_port}/" if http_port is not None else "http: off",
         f"config: {settings.source}",
         "plugins: " + (", ".join(_plugin_label(r) for r in registry.loaded) or "none"),
     ]
@@ -429,7 +434,7 @@ async def serve(settings: Settings, registry: Registry | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     registry = registry or load_registry(settings, detect_host(settings.host))
     running = await start_server(settings, registry)
-    log.info("%s", describe_startup(settings, registry, running.port))
+    log.info("%s", describe_startup(settings, registry, running.port, running.http_port))
     notify_ready()
     await stop.wait()
     log.info("shutting down: in-flight calls get %.3gs to finish", settings.server.grace_period)
