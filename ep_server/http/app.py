@@ -31,7 +31,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from ep_server.auth import subject_from_der_certificate
-from ep_server.errors import EPError, NotFound, ResourceExhausted
+from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from ep_server.http.routes import RestRoute, rest_routes
 from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
@@ -195,6 +195,12 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
     async def run(raw: _Raw, call: Call) -> Any:
         body = await _json_body(raw.http, what) if has_body else None
         query = list(raw.http.query.items())
+        if has_body and query:  # body "*": the body is the whole request
+            found = [
+                FieldViolation(name, "is not read: the body carries the request")
+                for name, _ in query
+            ]
+            raise InvalidArgument(what, found)
         message = http_json.request_from_http(
             request_type, what, body, raw.path, query, door.max_json_depth
         )
