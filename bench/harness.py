@@ -143,6 +143,8 @@ class ServerProcess:
         """
         environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
         environ.pop("EP_CONFIG", None)
+        # Each server's HTTP door on a free port, not all on the default 8080.
+        environ["EP_HTTP__LISTEN"] = "127.0.0.1:0"
         environ.update(env or {})
         pipe, rest = subprocess.PIPE, (None if stream == "stdout" else subprocess.DEVNULL)
         proc = subprocess.Popen(

@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="override [server].listen")
     serve.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="override [http].listen (the HTTP door; [http] enabled = false turns it off)",
+    )
+    serve.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     overrides = {"server.listen": args.listen} if args.listen else {}
+    if args.http_listen:
+        overrides["http.listen"] = args.http_listen
     try:
         settings = _load_settings(args.config, overrides)
         setup_logging(args.log_level, settings.logging.format)

@@ -378,6 +378,40 @@ class MetricsSettings(_Section):
         return None if value is None else ServerSettings._host_port(value)
 
 
+class HttpSettings(_Section):
+    """``[http]``: the HTTP door beside gRPC (REST/JSON from the proto's
+    ``google.api.http`` rules, the IVOA note's ``/accepts`` and ``/accept``,
+    ``/openapi.json`` and the operator page), served by the same process on
+    the same event loop, with the same TLS (``[tls]``), credentials and
+    limits."""
+
+    enabled: bool = True
+    #: HOST:PORT to listen on; port 0 picks a free port.
+    listen: str = "127.0.0.1:8080"
+    #: Largest request body accepted; larger gets 413.
+    max_body_bytes: ByteSize = 4 * MiB
+    #: Origins whose pages may call the API from a browser (CORS), such as
+    #: "https://portal.example.org", or "*" for any; empty (the default)
+    #: sends no CORS headers, so browsers keep other sites' pages out.
+    cors_origins: list[str] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return ServerSettings._host_port(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected scheme://host[:port], "
+                    "such as https://portal.example.org, or *"
+                )
+        return value
+
+
 class LoggingSettings(_Section):
     """``[logging]``."""
 
@@ -403,6 +437,7 @@ class Settings(_Section):
     auth: AuthConfig = AuthConfig()
     limits: LimitsSettings = LimitsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
     tracing: TracingSettings = TracingSettings()
     schedule: ScheduleSettings = ScheduleSettings()

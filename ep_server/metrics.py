@@ -15,6 +15,8 @@ Metric names::
     ep_ask_answers_total{responseword}                  counter
     ep_offers_total                                     counter
     ep_bookings_total{event}                            counter
+    ep_http_requests_total{route,status}                counter
+    ep_http_request_duration_seconds{route}             histogram
 
 Label cardinality is bounded by the caller's contract, because every label
 value becomes a time series that lives as long as the process:
@@ -23,6 +25,10 @@ value becomes a time series that lives as long as the process:
   a fixed set known to the server; never a value taken from a request.
 - ``code`` is a gRPC status name (``OK``, ``INVALID_ARGUMENT``...), at most 17.
 - ``plugin`` is the name of a plugin in the server's registry, fixed at start.
+- ``route`` is an HTTP route's template as the server defines it
+  (``POST /v1/ask``, ``GET /``), or ``unmatched``; ``status`` an HTTP
+  status code. An HTTP call to an RPC counts in both the ``ep_rpc_*`` and
+  the ``ep_http_*`` metrics.
 - ``outcome``, ``responseword``, ``event`` and ``state`` come from small fixed
   sets; the first three are checked here and an unknown value raises
   :class:`ValueError` (a programming error, not a runtime condition).
@@ -154,6 +160,7 @@ class Metrics:
         self._define_rpc_metrics()
         self._define_plugin_metrics()
         self._define_business_metrics()
+        self._define_http_metrics()
 
     # -- definitions ------------------------------------------------------
 
@@ -205,7 +212,33 @@ class Metrics:
         self._answers = {w: answers.labels(responseword=w) for w in sorted(RESPONSE_WORDS)}
         self._bookings = {e: bookings.labels(event=e) for e in sorted(BOOKING_EVENTS)}
 
+    def _define_http_metrics(self) -> None:
+        """Create the per-route HTTP metrics and their child cache."""
+        reg = self.registry
+        self._http_count = Counter(
+            "ep_http_requests", "HTTP requests handled, by route and HTTP status.",
+            ["route", "status"], registry=reg,
+        )  # fmt: skip
+        self._http_seconds = Histogram(
+            "ep_http_request_duration_seconds", "Time to handle an HTTP request, by route.",
+            ["route"], buckets=DURATION_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self._http_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
     # -- recording (hot path) ----------------------------------------------
+
+    def http(self, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and observe its duration; ``route`` is a
+        template the server defines (never a path a client sent)."""
+        try:
+            count, seconds_hist = self._http_children[route, status]
+        except KeyError:
+            count, seconds_hist = self._http_children.setdefault(
+                (route, status),
+                (self._http_count.labels(route, str(status)), self._http_seconds.labels(route)),
+            )
+        count.inc()
+        seconds_hist.observe(seconds)
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         """Count one finished RPC and observe its duration.

@@ -55,6 +55,8 @@ class Inbound(Protocol):
 
     #: The id the pipeline gave the call; the transport sends it back.
     request_id: str
+    #: "grpc" or "http", for the access log.
+    transport: str
 
     @property
     def metadata(self) -> Metadata:
@@ -164,7 +166,7 @@ class CallPipeline:
             raise EPError(message) from exc
         finally:
             self._in_flight -= 1
-            self._record(name, code, time.perf_counter() - started, identity)
+            self._record(name, code, time.perf_counter() - started, identity, inbound)
             REQUEST_ID.reset(token)
 
     def _admit(self, name: str) -> None:
@@ -244,7 +246,9 @@ class CallPipeline:
                 reason="RATE_LIMITED",
             )
 
-    def _record(self, name: str, code: str, seconds: float, who: Identity) -> None:
+    def _record(
+        self, name: str, code: str, seconds: float, who: Identity, inbound: Inbound
+    ) -> None:
         if self.metrics is not None:
             self.metrics.rpc(name, code, seconds)
         if self.access_log:
@@ -259,6 +263,7 @@ class CallPipeline:
                     "code": code,
                     "ms": seconds * 1000,
                     "identity": who.subject,
+                    "transport": inbound.transport,
                 },
             )
 

@@ -35,6 +35,8 @@ from ep_server.auth import Authenticator
 from ep_server.config import Settings
 from ep_server.errors import StartupError
 from ep_server.host import detect_host
+from ep_server.http.door import http_app
+from ep_server.http.serving import HttpDoor, start_http
 from ep_server.metrics import Metrics
 from ep_server.pipeline import CallPipeline
 from ep_server.planner import Planner
@@ -75,6 +77,13 @@ class Running:
     watcher: asyncio.Future[None] | None = None
     #: Announces bookings that no process announced in time.
     sweeper: asyncio.Future[None] | None = None
+    #: The HTTP door, when ``[http]`` is enabled.
+    http: HttpDoor | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP door's bound port, when it is open."""
+        return self.http.port if self.http is not None else None
 
     async def shutdown(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish for up to ``grace``
@@ -84,7 +93,10 @@ class Running:
             if task is not None:
                 task.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        stops = [self.server.stop(grace)]
+        if self.http is not None:
+            stops.append(self.http.stop())
+        await asyncio.gather(*stops)
         if self.bookings is not None:
             await self.bookings.close()
         self.caller.close()
@@ -125,6 +137,7 @@ async def start_server(
         caller.close(0)
         raise
     running = Running(server, 0, health_servicer, planner, caller, metrics, bookings)
+    app = http_app(settings, servicer, pipeline, metrics) if settings.http.enabled else None
     if bookings is not None and settings.schedule.postgres:
         running.watcher = asyncio.ensure_future(_watch_ledger(bookings, health_servicer))
     if bookings is not None:
@@ -133,6 +146,8 @@ async def start_server(
     try:
         running.port = _bind(server, settings)
         await server.start()
+        if app is not None:
+            running.http = await start_http(app, settings)
         if settings.metrics.listen:
             host, _, metrics_port = settings.metrics.listen.rpartition(":")
             running.metrics_port = await metrics.serve(host.strip("[]"), int(metrics_port))
@@ -364,11 +379,16 @@ async def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.Heal
     return health_servicer
 
 
-def describe_startup(settings: Settings, registry: Registry, port: int) -> str:
+def describe_startup(
+    settings: Settings, registry: Registry, port: int, http_port: int | None = None
+) -> str:
     """The one start-up log line: where it listens and which plugins loaded."""
     host = settings.server.listen.rpartition(":")[0]
+    http_host = settings.http.listen.rpartition(":")[0]
+    scheme = "https" if settings.tls.enabled else "http"
     parts = [
         f"ep-server {server_version()} listening on {host}:{port}",
+        f"http: {scheme}://{http_host}:{http_port}/" if http_port is not None else "http: off",
         f"config: {settings.source}",
         "plugins: " + (", ".join(_plugin_label(r) for r in registry.loaded) or "none"),
     ]
@@ -414,7 +434,7 @@ async def serve(settings: Settings, registry: Registry | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     registry = registry or load_registry(settings, detect_host(settings.host))
     running = await start_server(settings, registry)
-    log.info("%s", describe_startup(settings, registry, running.port))
+    log.info("%s", describe_startup(settings, registry, running.port, running.http_port))
     notify_ready()
     await stop.wait()
     log.info("shutting down: in-flight calls get %.3gs to finish", settings.server.grace_period)

@@ -127,6 +127,8 @@ class _GrpcCall:
 
     __slots__ = ("context", "request_id")
 
+    transport = "grpc"
+
     def __init__(self, context: Context) -> None:
         self.context = context
         self.request_id = ""

@@ -52,11 +52,13 @@ def build_settings(config: Mapping[str, Any] | None = None, **server: Any) -> Se
 
     ``server`` keywords override ``[server]`` keys. The server always listens
     on ``127.0.0.1:0`` (a free loopback port) unless ``listen`` is passed here,
-    even when ``config`` names another address; the booking ledger is in
+    even when ``config`` names another address, and so does its HTTP door; the booking ledger is in
     memory unless ``config`` names one.
     """
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (config or {}).items()}
     data["server"] = {**data.get("server", {}), "listen": "127.0.0.1:0", **server}
+    # The HTTP door too listens on a free loopback port.
+    data["http"] = {**data.get("http", {}), "listen": "127.0.0.1:0"}
     # A throwaway booking ledger unless the test names a file.
     data["schedule"] = {"ledger": ":memory:", **data.get("schedule", {})}
     return Settings.model_validate(data)
@@ -91,6 +93,9 @@ class EPTestServer:
         self._running = self._run(start_server(settings, registry))
         self.port: int = self._running.port
         self.address = f"127.0.0.1:{self.port}"
+        #: The HTTP door's port and base URL (None when ``[http]`` is off).
+        self.http_port: int | None = self._running.http_port
+        self.http_url = f"http://127.0.0.1:{self.http_port}" if self.http_port else None
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.ExecutionPlannerServiceStub(self.channel)  # type: ignore[no-untyped-call]
 

@@ -73,9 +73,19 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     host, port = _split(settings.server.listen)
     reserved = _reserve(host, port)
     address = f"{host}:{reserved.getsockname()[1]}"
+    extra = []
+    http_reserved = None
+    if settings.http.enabled:  # the HTTP door's port is shared the same way
+        http_host, http_port = _split(settings.http.listen)
+        try:
+            http_reserved = _reserve(http_host, http_port)
+        except OSError:
+            reserved.close()
+            raise
+        extra = ["--http-listen", f"{http_host}:{http_reserved.getsockname()[1]}"]
     ready_read, ready_write = os.pipe()
     env = {**os.environ, "EP_SERVER__REUSE_PORT": "true", READY_FD: str(ready_write)}
-    command = [sys.executable, "-m", "ep_server", "serve", *argv, "--listen", address]
+    command = [sys.executable, "-m", "ep_server", "serve", *argv, "--listen", address, *extra]
     group = _Group()
     # Signals are forwarded from before the first worker starts, so that a
     # SIGTERM during start-up stops the workers too instead of orphaning them.
@@ -97,6 +107,8 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
                 ", ".join(str(c.pid) for c in group.children),
             )
         reserved.close()  # every worker has bound the port, or is stopping
+        if http_reserved is not None:
+            http_reserved.close()
         return group.supervise()
     finally:
         reserved.close()

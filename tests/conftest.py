@@ -20,8 +20,12 @@ def _private_state(
     """A server on the default ledger path (under ``$XDG_STATE_HOME``), in
     process or started as a command, keeps its ledger in a folder of the
     test's own: never in the user's home, never beside a server already
-    running there (whose lock on that ledger would refuse it)."""
+    running there (whose lock on that ledger would refuse it); and its HTTP
+    door listens on a free port."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    # Servers started as commands open their HTTP door on a free port, not
+    # on the default 8080 that a developer's own server may hold.
+    monkeypatch.setenv("EP_HTTP__LISTEN", "127.0.0.1:0")
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ class Inbound:
     subject: str | None = None
     remaining: float | None = None
     request_id: str = ""
+    transport: str = "test"
 
     def peer(self) -> str:
         return self.address

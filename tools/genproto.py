@@ -36,9 +36,8 @@ _ABS_IMPORT = re.compile(r"^from ivoa\.ep\.v1 import ", re.MULTILINE)
 
 def generate(out: Path) -> dict[str, str]:
     """Run protoc into a scratch directory and return {file name: text}."""
-    protos = sorted(
-        p.relative_to(PROTO_ROOT).as_posix() for p in PROTO_ROOT.rglob("ivoa/**/*.proto")
-    )
+    ours = PROTO_ROOT.rglob("ivoa/**/*.proto")
+    protos = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in ours)
     wkt = str(resources.files("grpc_tools") / "_proto")
     with tempfile.TemporaryDirectory() as tmp:
         args = [

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ep_server.auth.credentials import AuthError, authorization_values, bearer_token
 from ep_server.auth.jwts import Keys, identity_from_jwt, load_jwks, looks_like_jwt
-from ep_server.auth.mtls import subject_from_auth_context
+from ep_server.auth.mtls import subject_from_auth_context, subject_from_der_certificate
 from ep_server.auth.tokens import StaticToken, identity_from_token, load_tokens
 from ep_server.config import ASYMMETRIC_ALGORITHMS, AuthConfig
 from ep_server.model import ANONYMOUS, Identity
@@ -43,6 +43,7 @@ __all__ = [
     "Authenticator",
     "authorization_values",
     "subject_from_auth_context",
+    "subject_from_der_certificate",
 ]
 
 

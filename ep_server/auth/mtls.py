@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["subject_from_auth_context"]
+__all__ = ["subject_from_auth_context", "subject_from_der_certificate"]
 
 
 def subject_from_auth_context(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
@@ -46,3 +46,18 @@ def _single(auth_context: Mapping[str, Iterable[bytes]], key: str) -> bytes | No
     """The one value of ``key``; None when it has none or several."""
     values = list(auth_context.get(key) or ())
     return values[0] if len(values) == 1 else None
+
+
+def subject_from_der_certificate(der: bytes) -> str | None:
+    """The subject DN of a client certificate (DER) that the HTTP door's TLS
+    verified, in the form gRPC gives it in ``x509_subject`` (RFC 2253/4514,
+    most significant RDN last), so that one certificate is one identity
+    whichever door it comes through. None for an empty subject or a
+    certificate that cannot be read."""
+    from cryptography import x509
+
+    try:
+        subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    except ValueError:
+        return None
+    return subject if subject.strip() else None

@@ -126,7 +126,8 @@ def start_replica(
     argv = [*_ep_server(), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
     if workers != 1:
         argv += ["--workers", str(workers)]
-    environ = dict(env or {})
+    # Each replica's HTTP door on a free port of its own (HAProxy fronts gRPC).
+    environ = {"EP_HTTP__LISTEN": "127.0.0.1:0", **(env or {})}
     if metrics_port is not None:
         environ["EP_METRICS__LISTEN"] = f"127.0.0.1:{metrics_port}"
     return Replica(name, port, metrics_port, Child(name, argv, log, env=environ))

@@ -1,0 +1,36 @@
+"""The HTTP door's application, assembled from the server's parts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ep_server.config import Settings
+from ep_server.http.app import Door, build_app
+from ep_server.http.note import note_routes
+from ep_server.metrics import Metrics
+from ep_server.pipeline import CallPipeline
+from ep_server.servicer import ExecutionPlannerServicer
+from ep_server.wire.http_json import JSON_DEPTH_SLACK
+
+__all__ = ["http_app"]
+
+
+def http_app(
+    settings: Settings,
+    servicer: ExecutionPlannerServicer,
+    pipeline: CallPipeline,
+    metrics: Metrics | None,
+) -> web.Application:
+    """The HTTP application of a server: the proto's REST routes and the
+    routes beside them, on the same servicer and pipeline as gRPC."""
+    cfg = settings.http
+    door = Door(
+        servicer=servicer,
+        pipeline=pipeline,
+        metrics=metrics,
+        max_json_depth=settings.server.max_taskinfo_depth + JSON_DEPTH_SLACK,
+        max_body_bytes=cfg.max_body_bytes,
+        cors_origins=tuple(cfg.cors_origins),
+        mtls=settings.tls.client_ca is not None,
+    )
+    return build_app(door, note_routes(door))

@@ -1,0 +1,79 @@
+"""Starting and stopping the HTTP door on the running event loop."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ep_server.config import Settings
+from ep_server.errors import StartupError
+
+__all__ = ["HttpDoor", "start_http", "tls_context"]
+
+
+@dataclass
+class HttpDoor:
+    """A started HTTP door."""
+
+    runner: web.AppRunner
+    port: int
+
+    async def stop(self) -> None:
+        """Stop listening, let requests in flight finish (up to the runner's
+        shutdown timeout, the server's grace period), then close."""
+        await self.runner.cleanup()
+
+
+async def start_http(app: web.Application, settings: Settings) -> HttpDoor:
+    """Serve ``app`` on ``[http] listen`` with ``[tls]``'s TLS.
+
+    :raises OSError: "cannot listen on HOST:PORT: ..." when the address
+        cannot be bound.
+    """
+    listen = settings.http.listen
+    host, _, port = listen.rpartition(":")
+    context = tls_context(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.server.grace_period
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        host.strip("[]"),
+        int(port),
+        ssl_context=context,
+        reuse_port=settings.server.reuse_port or None,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = (exc.strerror or str(exc)).lower()
+        raise OSError(f"cannot listen on {listen} ([http] listen): {why}") from exc
+    bound = runner.addresses[0][1] if runner.addresses else int(port)
+    return HttpDoor(runner, bound)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context of ``[tls]`` (None when TLS is off): the same
+    certificate as gRPC's, and client certificates asked for and verified
+    against ``client_ca`` (required when ``require_client_cert``)."""
+    tls = settings.tls
+    if not tls.enabled:
+        return None
+    assert tls.cert is not None
+    assert tls.key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+        if tls.client_ca is not None:
+            context.load_verify_locations(cafile=tls.client_ca)
+            context.verify_mode = (
+                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"[tls]: cannot use the certificate files for HTTP: {exc}") from exc
+    context.set_alpn_protocols(["http/1.1"])
+    return context

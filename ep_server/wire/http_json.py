@@ -1,0 +1,216 @@
+"""The HTTP door's edge: proto3 JSON in and out, errors as ``google.rpc.Status``.
+
+Requests are built from a JSON body, the route's path variables and the
+query string, as ``google.api.http`` rules say (AIP-127): the body (when the
+rule names one) and the query parameters fill the message's fields by
+protobuf's JSON mapping, so the proto field name and its lowerCamelCase JSON
+name are both accepted, 64-bit integers as numbers or strings, enums by name
+or number, and a field the message does not have is an error. Whatever
+protobuf refuses becomes an :class:`~ep_server.errors.InvalidArgument`
+naming the field, as gRPC's edge names it; the message built is then
+validated by the same ``*_from_request`` functions as a gRPC request, so
+nothing reaches a plugin that gRPC would have refused.
+
+Responses are protobuf's JSON mapping with the proto field names
+(``offer_id``, ``expire_time``: what Envoy's transcoder writes with
+``preserve_proto_field_names`` and grpc-gateway v2 by default), fields at
+their default value left out.
+
+Errors are the JSON form of ``google.rpc.Status`` (``code`` is the gRPC
+code's number, ``details`` the packed ErrorInfo, BadRequest, RetryInfo),
+sent with the HTTP status AIP-193 maps the code to: what a client of the
+same API behind Envoy's transcoder or grpc-gateway receives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from ep_server.errors import EPError, FieldViolation, InvalidArgument
+from ep_server.wire.status import status_proto
+
+__all__ = [
+    "HTTP_STATUS",
+    "JSON_DEPTH_SLACK",
+    "error_json",
+    "message_dict",
+    "message_json",
+    "request_from_http",
+]
+
+M = TypeVar("M", bound=Message)
+
+#: The HTTP status of each gRPC code (AIP-193, as google.rpc.Code documents).
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+#: How much deeper than the taskinfo limit a JSON body may nest: the
+#: deepest field outside taskinfo (``schedule.windows[0].start``) lies
+#: four levels down.
+JSON_DEPTH_SLACK = 4
+
+_NESTED_FIELD = re.compile(r"Failed to parse (\w+) field: ")
+_AT_PATH = re.compile(r" at (?:\w+\.)?([\w.\[\]]+?)\.*$")
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]*)" at "\w+(?:\.([\w.\[\]]+))?"')
+
+
+def request_from_http(
+    cls: type[M],
+    what: str,
+    body: bytes | None,
+    path: Mapping[str, str],
+    query: Sequence[tuple[str, str]],
+    max_depth: int,
+) -> M:
+    """The ``cls`` request that ``body`` (JSON, None for a rule without a
+    body), the path variables and the query parameters describe.
+
+    :param what: the request's name in errors (``"AskRequest"``).
+    :param max_depth: the deepest nesting a body may have (the taskinfo
+        limit plus :data:`JSON_DEPTH_SLACK`), checked before protobuf's
+        recursive parser sees it.
+    :raises InvalidArgument: naming each field that cannot be read.
+    """
+    data: dict[str, Any] = {}
+    if body is not None and body.strip():
+        data = _json_object(what, body, max_depth)
+    for name, value in query:
+        if name in path:
+            raise InvalidArgument(what, [FieldViolation(name, "is set by the URL's path")])
+        _set_dotted(data, name, value)
+    for name, value in path.items():
+        data[name] = value
+    message = cls()
+    try:
+        json_format.ParseDict(data, message)
+    except json_format.ParseError as exc:
+        raise InvalidArgument(what, [_violation(str(exc))]) from None
+    except RecursionError:  # deeper than the check above let through
+        raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
+    return message
+
+
+def message_json(message: Message) -> bytes:
+    """``message`` in protobuf's JSON mapping, with the proto field names."""
+    return json.dumps(message_dict(message), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """``message`` as protobuf's JSON mapping's dict, with the proto field names."""
+    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return data
+
+
+def error_json(exc: EPError) -> tuple[int, bytes]:
+    """The HTTP status and the ``google.rpc.Status`` JSON body of ``exc``."""
+    body = json_format.MessageToDict(status_proto(exc), preserving_proto_field_name=True)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return HTTP_STATUS.get(exc.code, 500), text
+
+
+def _json_object(what: str, body: bytes, max_depth: int) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(what, [FieldViolation("", f"is not UTF-8: {exc.reason}")]) from None
+    except json.JSONDecodeError as exc:
+        found = FieldViolation(
+            "", f"is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        )
+        raise InvalidArgument(what, [found]) from None
+    except RecursionError:
+        raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
+    if not isinstance(data, dict):
+        found = FieldViolation("", f"must be a JSON object, not {type(data).__name__}")
+        raise InvalidArgument(what, [found])
+    deep = _too_deep(data, max_depth)
+    if deep is not None:
+        if deep == "taskinfo" or deep.startswith("taskinfo."):
+            limit = max_depth - JSON_DEPTH_SLACK
+            raise InvalidArgument(
+                what, [FieldViolation("taskinfo", f"is nested deeper than {limit} levels")]
+            )
+        raise InvalidArgument(what, [FieldViolation(deep, "is nested too deeply")])
+    return data
+
+
+def _too_deep(data: dict[str, Any], limit: int) -> str | None:
+    """The top-level key under which ``data`` nests more than ``limit``
+    levels (the top level is 1), or None. Iterative: the body may be deeper
+    than Python's recursion allows."""
+    for key, value in data.items():
+        stack: list[tuple[Any, int]] = [(value, 2)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict):
+                children: Any = item.values()
+            elif isinstance(item, list):
+                children = item
+            else:
+                continue
+            if depth > limit:
+                return str(key)
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _set_dotted(data: dict[str, Any], name: str, value: str) -> None:
+    """Set ``a.b.c=value`` from a query parameter; a repeated one becomes a
+    list (for repeated fields; protobuf refuses it for single ones)."""
+    *parents, leaf = name.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InvalidArgument("query", [FieldViolation(name, "mixes a value and subfields")])
+        node = child
+    if leaf in node:
+        previous = node[leaf]
+        node[leaf] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    else:
+        node[leaf] = value
+
+
+def _violation(error: str) -> FieldViolation:
+    """A :class:`FieldViolation` from protobuf's ParseError text, which names
+    the field as a chain of "Failed to parse X field: " and, sometimes, a
+    trailing "at Message.path"."""
+    unknown = _UNKNOWN_FIELD.search(error)
+    if unknown:
+        name, parent = unknown.group(1), unknown.group(2)
+        return FieldViolation(
+            f"{parent}.{name}" if parent else name, "is not a field of this request"
+        )
+    names = _NESTED_FIELD.findall(error)
+    detail = _NESTED_FIELD.sub("", error).split("\n")[0].rstrip(".")
+    at = _AT_PATH.search(detail)
+    if at:
+        detail = detail[: at.start()]
+        path = at.group(1)
+    else:
+        path = ".".join(names)
+    return FieldViolation(path, detail.strip() or "cannot be parsed")
