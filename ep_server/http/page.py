@@ -24,8 +24,10 @@ the aiohttp handler that does both for a running servicer.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -374,20 +376,40 @@ class Site(Protocol):
         ...
 
 
-def page_handler(site: Site) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler of ``GET /`` for ``site`` (the servicer): the
-    page, with the occupancy read afresh for each request. When the booking
-    ledger cannot be reached, the page says so in place of the occupancy."""
-    info = plain_json(site.info)
+def page_handler(
+    site: Site, *, fresh_for: float = 2.0, clock: Callable[[], float] = time.monotonic
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler of ``GET /`` for ``site`` (the servicer). When the
+    booking ledger cannot be reached, the page says so in place of the
+    occupancy.
 
-    async def page(request: web.Request) -> web.Response:
-        bookings, occupancy, problem = site.bookings, None, ""
-        if bookings is not None:
+    Anyone may load the page, so the occupancy read for one load serves
+    the loads of the next ``fresh_for`` seconds, and loads that arrive
+    while it is read wait for that read: however often the page is
+    loaded, the ledger is read at most once per ``fresh_for`` seconds.
+    """
+    info = plain_json(site.info)
+    lock = asyncio.Lock()
+    last: list[tuple[float, Occupancy | None, str]] = []
+
+    async def current() -> tuple[Occupancy | None, str]:
+        bookings = site.bookings
+        if bookings is None:
+            return None, ""
+        async with lock:
+            if last and clock() - last[0][0] < fresh_for:
+                return last[0][1], last[0][2]
+            occupancy, problem = None, ""
             try:
                 occupancy = await bookings.occupancy(DAYS)
             except LedgerUnavailable:
                 problem = "The booking ledger cannot be reached now: no occupancy to show."
-        view = page_view(info, occupancy, books=bookings is not None, problem=problem)
+            last[:] = [(clock(), occupancy, problem)]
+            return occupancy, problem
+
+    async def page(request: web.Request) -> web.Response:
+        occupancy, problem = await current()
+        view = page_view(info, occupancy, books=site.bookings is not None, problem=problem)
         return web.Response(
             text=render_page(view), content_type="text/html", charset="utf-8", headers=HEADERS
         )

@@ -2,9 +2,9 @@
 
 ``page_site(books=True)`` starts an EP (a booking plugin, a plugin that
 fails to load with a hostile error, a blocked one), makes a booking and
-leaves offers outstanding when it books, and serves
-:func:`ep_server.http.page.page_handler` at ``GET /`` on 127.0.0.1, a free
-port. Everything is stopped when the test ends.
+leaves offers outstanding when it books; its HTTP door serves the page at
+``GET /`` on 127.0.0.1, a free port. Everything is stopped when the test
+ends.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import grpc
 import pytest
-from aiohttp import web
 from fake_plugins.common import FakeSource
 from schedule.rpc_site import HOUR, T0, Booker, Clock, accept, ask_as, tokens_file
 
-from ep_server.http.page import page_handler
 from ep_server.model import HostInfo
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
@@ -67,22 +64,16 @@ async def page_site(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Pag
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         stub = pb_grpc.ExecutionPlannerServiceStub(channel)
         info = await stub.GetServiceInfo(pb.GetServiceInfoRequest(), timeout=10)
+        assert info.plugins  # the site answers
         secrets = await _book(stub) if books else []
-        app = web.Application()
-        # What the page reads of the servicer: the same answer, the same bookings.
-        app.router.add_get("/", page_handler(SimpleNamespace(info=info, bookings=running.bookings)))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
 
         async def stop() -> None:
-            await runner.cleanup()
             await channel.close()
             await running.shutdown(0)
 
         stops.append(stop)
-        return PageSite(f"http://{host}:{port}/", secrets)
+        # The page as the server's HTTP door serves it.
+        return PageSite(f"http://127.0.0.1:{running.http_port}/", secrets)
 
     yield start
     for stop in stops:

@@ -4,6 +4,7 @@ aiohttp handler on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -356,3 +357,32 @@ async def test_the_handler_says_when_the_ledger_cannot_be_reached() -> None:
     assert status == 200
     assert "The booking ledger cannot be reached now" in text_of(body)
     assert "db.example" not in body  # where the ledger lives is for the log
+
+
+class Counting:
+    """A booking site whose occupancy reads are counted, each taking a while."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def occupancy(self, days: int) -> Occupancy:
+        self.reads += 1
+        await asyncio.sleep(0.05)
+        return Occupancy(T0, T0 + timedelta(days=days), {"cores": []})
+
+
+async def test_loads_share_one_ledger_read_while_it_is_fresh() -> None:
+    now = [0.0]
+    site = SimpleNamespace(info=service_info({"cores": 4}), bookings=Counting())
+    app = web.Application()
+    app.router.add_get("/", page_handler(site, fresh_for=2.0, clock=lambda: now[0]))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        loads = await asyncio.gather(*(client.get("/") for _ in range(20)))
+        assert {response.status for response in loads} == {200}
+        assert site.bookings.reads == 1  # twenty loads at once, one read
+        now[0] = 1.9
+        assert (await client.get("/")).status == 200
+        assert site.bookings.reads == 1
+        now[0] = 2.1  # stale: read again
+        assert (await client.get("/")).status == 200
+        assert site.bookings.reads == 2
