@@ -145,7 +145,7 @@ def test_bad_replica_lists_are_named() -> None:
         }
     )
     for expected in [
-        "site #1 ('a'): give address or addresses, not both",
+        "site #1 ('a'): give one of address, addresses and url, not address and addresses",
         "site #2 ('b'): addresses: must be a list of HOST:PORT strings",
         "site #3 ('c'): addresses: must be a list of HOST:PORT strings",
         "site #4 ('d'): addresses: must be a list of HOST:PORT strings",
