@@ -162,6 +162,11 @@ def uri_arg(text: str) -> str:
 def endpoint_arg(text: str) -> str:
     """``HOST:PORT``, ``dns:///NAME:PORT`` or ``HOST:PORT,HOST:PORT,...``
     (the replicas of one site)."""
+    if is_url(text):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, got the URL {text!r}: a site that speaks the note's "
+            "HTTP interface is only asked (ep ask --endpoint URL)"
+        )
     try:
         return parse_endpoint(text)
     except ValueError as exc:
@@ -171,6 +176,10 @@ def endpoint_arg(text: str) -> str:
 def site_endpoint_arg(text: str) -> str:
     """What ``ep ask --endpoint`` takes: a gRPC address (:func:`endpoint_arg`)
     or the URL of a site that speaks the note's HTTP interface."""
+    if "://" in text and not is_url(text) and not text.startswith("dns:"):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT or an http:// or https:// URL, got {text!r}"
+        )
     if not is_url(text):
         return endpoint_arg(text)
     try:

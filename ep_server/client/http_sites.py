@@ -34,14 +34,15 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 import aiohttp
+import grpc
 
-from ep_server.client.channels import CredentialsError
+from ep_server.client.channels import CredentialsError, read_tls_file
 from ep_server.client.http_reply import MAX_ANSWER_BYTES, RETRIED, Reply, reply_outcome
 from ep_server.client.results import Answer, Failure, FailureKind
-from ep_server.client.retry import Deadline, RetryPolicy
+from ep_server.client.retry import Deadline, RetryPolicy, closed_hint
 from ep_server.client.sites import TLS, Site
 
-__all__ = ["MAX_REDIRECTS", "HttpSites", "ssl_context"]
+__all__ = ["MAX_REDIRECTS", "HttpSites", "redirect_target", "ssl_context"]
 
 #: Redirects followed for one attempt.
 MAX_REDIRECTS = 3
@@ -54,6 +55,8 @@ _HEADERS = MappingProxyType(
     }
 )
 _CHUNK = 64 * 1024
+#: What gRPC reports for a connection not made or dropped, and so does this.
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -65,16 +68,30 @@ def ssl_context(tls: TLS | None) -> ssl.SSLContext:
     :raises CredentialsError: when a file cannot be read or is not PEM.
     """
     tls = tls or TLS()
+    ca = read_tls_file(tls.ca, "CA file")
+    read_tls_file(tls.cert, "certificate file")
+    read_tls_file(tls.key, "key file")
     try:
-        context = ssl.create_default_context(cafile=tls.ca)
+        context = ssl.create_default_context(cadata=ca.decode("ascii") if ca else None)
         if tls.cert is not None:
             context.load_cert_chain(tls.cert, tls.key)
-    except FileNotFoundError as exc:
-        raise CredentialsError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
-    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError: not PEM, key mismatch
+    except (UnicodeDecodeError, ssl.SSLError, OSError) as exc:  # not PEM, a key not the cert's
         files = ", ".join(str(p) for p in (tls.ca, tls.cert, tls.key) if p is not None)
         raise CredentialsError(f"cannot load TLS files ({files}): {exc}") from exc
     return context
+
+
+def redirect_target(url: str, location: str) -> str | None:
+    """Where a redirect from ``url`` to ``location`` goes, or None when it is
+    not followed: no location, a scheme other than http(s), or https down
+    to http."""
+    if not location:
+        return None
+    target = urllib.parse.urljoin(url, location)
+    old, new = urllib.parse.urlsplit(url).scheme, urllib.parse.urlsplit(target).scheme
+    if new not in ("http", "https") or (old, new) == ("https", "http"):
+        return None
+    return target
 
 
 def _headers(metadata: Metadata) -> dict[str, str]:
@@ -90,8 +107,8 @@ class _Hop:
 
     url: str
     headers: dict[str, str]
-    context: ssl.SSLContext
-    server_name: str | None
+    tls: TLS | None = None
+    server_name: str | None = None
 
 
 class HttpSites:
@@ -125,9 +142,9 @@ class HttpSites:
             return Failure(FailureKind.CLIENT_ERROR, f"{type(exc).__name__}: {exc}")
 
     async def _with_retries(self, site: Site, body: bytes, deadline: Deadline) -> Answer | Failure:
-        first = _Hop(site.address + "accept", self._metadata, self._context(site.tls), None)
-        if site.tls is not None and site.tls.server_name:
-            first = dataclasses.replace(first, server_name=site.tls.server_name)
+        server_name = site.tls.server_name if site.tls is not None else None
+        first = _Hop(site.address + "accept", self._metadata, site.tls, server_name)
+        self._context(site.tls)  # unreadable TLS files: a failure before any attempt
         delays = self.retry.delays(self._rng)
         attempts = 0
         while True:
@@ -153,7 +170,7 @@ class HttpSites:
                     return reply_outcome(reply, self.max_answer_bytes), False
                 hop = next_hop
         except aiohttp.ClientError as exc:
-            return _failure(exc)
+            return _failure(exc, hop)
         message = f"more than {MAX_REDIRECTS} redirects, the last to {hop.url}"
         return Failure(FailureKind.REFUSED, message), False
 
@@ -163,7 +180,7 @@ class HttpSites:
             hop.url,
             data=body,
             headers={**_HEADERS, **hop.headers},
-            ssl=hop.context,
+            ssl=self._context(hop.tls),
             server_hostname=hop.server_name,
             allow_redirects=False,
         ) as response:
@@ -183,17 +200,14 @@ class HttpSites:
             )
 
     def _redirect(self, hop: _Hop, location: str) -> _Hop | None:
-        """The next hop of a redirect to ``location``, or None when it is
-        not followed (no location, another scheme, or https down to http)."""
-        if not location:
+        """The next hop of a redirect, or None when it is not followed. The
+        site's own settings go along only to its own host."""
+        url = redirect_target(hop.url, location)
+        if url is None:
             return None
-        url = urllib.parse.urljoin(hop.url, location)
-        old, new = urllib.parse.urlsplit(hop.url), urllib.parse.urlsplit(url)
-        if new.scheme not in ("http", "https") or (old.scheme, new.scheme) == ("https", "http"):
-            return None
-        if new.hostname == old.hostname:
+        if urllib.parse.urlsplit(url).hostname == urllib.parse.urlsplit(hop.url).hostname:
             return dataclasses.replace(hop, url=url)
-        return _Hop(url, {}, self._context(None), None)
+        return _Hop(url, {})
 
     def _context(self, tls: TLS | None) -> ssl.SSLContext:
         context = self._contexts.get(tls)
@@ -229,14 +243,23 @@ async def _read(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
     return bytes(data), False
 
 
-def _failure(exc: aiohttp.ClientError) -> tuple[Failure, bool]:
-    """A connection failure, and whether it may be retried: not a TLS
-    failure (the next handshake would fail alike); a connection that could
-    not be made, or was closed before the answer came, may be."""
-    if isinstance(exc, aiohttp.ClientSSLError) or isinstance(
-        getattr(exc, "__cause__", None), ssl.SSLError
-    ):
-        return Failure(FailureKind.TLS, str(exc) or type(exc).__name__), False
+def _failure(exc: aiohttp.ClientError, hop: _Hop) -> tuple[Failure, bool]:
+    """A connection failure, and whether it may be retried.
+
+    A TLS failure is not (the next handshake would fail alike). A connection
+    that could not be made, or was closed before the answer came, is. Over
+    https a connection closed after it was made is how a server that wants a
+    client certificate, or does not trust the one sent, ends it: such a
+    failure, when the retries end, is reported as a TLS failure with that hint.
+    """
     message = str(exc) or type(exc).__name__
-    retried = isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError)
-    return Failure(FailureKind.UNREACHABLE, message), retried
+    if isinstance(exc, aiohttp.ClientSSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return Failure(FailureKind.TLS, message, _UNAVAILABLE), False
+    dropped = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+    )
+    if dropped and hop.url.startswith("https:"):
+        hinted = f"{closed_hint(hop.tls or TLS())}; {message}"
+        return Failure(FailureKind.TLS, hinted, _UNAVAILABLE), True
+    retried = isinstance(exc, aiohttp.ClientOSError) or dropped
+    return Failure(FailureKind.UNREACHABLE, message, _UNAVAILABLE), retried
