@@ -317,7 +317,7 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("--cores", type=cores_arg, metavar="MIN[:MAX]", help="cores needed, e.g. 4:16")
     ask.add_argument("--memory", type=memory_arg, metavar="MIN[:MAX]", help="e.g. 8GiB:16GiB")
     ask.add_argument(
-        "--sites", type=sites_arg, action="append", default=[], metavar="FILE",
+        "--sites", type=sites_arg, action="append", default=[], metavar="FILE|URL",
         help="TOML site list; repeat for more (--endpoint adds to them). "
         "An http:// or https:// URL is one site, as with --endpoint",
     )  # fmt: skip

@@ -8,7 +8,7 @@ first use and closed with the client. The answer is read as
 
 * **Retries**, by the client's :class:`~ep_server.client.retry.RetryPolicy`
   within the deadline: a connection that could not be made or was dropped
-  before the answer, and 502, 503 and 504. Never a TLS failure.
+  before the answer, and 502, 503 and 504. Never a failed TLS handshake.
 * **Redirects**: 301, 302, 307 and 308 are followed, the question posted
   again, at most :data:`MAX_REDIRECTS` times, to the same scheme or from
   ``http`` up to ``https``, never down. Call metadata (the bearer token), the
@@ -19,7 +19,8 @@ first use and closed with the client. The answer is read as
   No cookies are kept: one site cannot set state another sees.
 
 Call metadata is sent as HTTP headers (``-bin`` values in base64, as gRPC
-sends them).
+sends them), except those that would replace the request's own
+``Content-Type``, ``Accept`` or ``Accept-Encoding``.
 """
 
 from __future__ import annotations
@@ -95,9 +96,11 @@ def redirect_target(url: str, location: str) -> str | None:
 
 
 def _headers(metadata: Metadata) -> dict[str, str]:
+    own = {key.lower() for key in _HEADERS}
     return {
         key: value if isinstance(value, str) else base64.b64encode(value).decode()
         for key, value in metadata
+        if key.lower() not in own
     }
 
 
@@ -144,7 +147,8 @@ class HttpSites:
     async def _with_retries(self, site: Site, body: bytes, deadline: Deadline) -> Answer | Failure:
         server_name = site.tls.server_name if site.tls is not None else None
         first = _Hop(site.address + "accept", self._metadata, site.tls, server_name)
-        self._context(site.tls)  # unreadable TLS files: a failure before any attempt
+        if first.url.startswith("https:"):
+            self._context(site.tls)  # unreadable TLS files: a failure before any attempt
         delays = self.retry.delays(self._rng)
         attempts = 0
         while True:
@@ -180,7 +184,7 @@ class HttpSites:
             hop.url,
             data=body,
             headers={**_HEADERS, **hop.headers},
-            ssl=self._context(hop.tls),
+            ssl=self._context(hop.tls) if hop.url.startswith("https:") else True,
             server_hostname=hop.server_name,
             allow_redirects=False,
         ) as response:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -628,3 +630,10 @@ def test_redirects_go_to_the_same_scheme_or_up_to_https(
     url: str, location: str, expected: str | None
 ) -> None:
     assert redirect_target(url, location) == expected
+
+
+def test_the_ep_command_imports_aiohttp_only_to_ask_a_site_over_http() -> None:
+    code = "import sys, ep_server.client.cli; print('aiohttp' in sys.modules)"
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
