@@ -250,20 +250,25 @@ async def _read(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
 def _failure(exc: aiohttp.ClientError, hop: _Hop) -> tuple[Failure, bool]:
     """A connection failure, and whether it may be retried.
 
-    A TLS failure is not (the next handshake would fail alike). A connection
-    that could not be made, or was closed before the answer came, is. Over
-    https a connection closed after it was made is how a server that wants a
-    client certificate, or does not trust the one sent, ends it: such a
-    failure, when the retries end, is reported as a TLS failure with that hint.
+    A failed TLS handshake is not retried (the next would fail alike). A
+    connection that could not be made, or was closed before the answer
+    came, is. Over https a connection ended after it was made (closed, or
+    with a TLS alert) is how a server that wants a client certificate, or
+    does not trust the one sent, ends it: that is a TLS failure with a hint.
     """
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ClientSSLError) or isinstance(exc.__cause__, ssl.SSLError):
+    alert = isinstance(exc.__cause__, ssl.SSLError)
+    if isinstance(exc, aiohttp.ClientSSLError):
         return Failure(FailureKind.TLS, message, _UNAVAILABLE), False
     dropped = isinstance(exc, aiohttp.ServerDisconnectedError) or (
         isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
     )
     if dropped and hop.url.startswith("https:"):
         hinted = f"{closed_hint(hop.tls or TLS())}; {message}"
-        return Failure(FailureKind.TLS, hinted, _UNAVAILABLE), True
+        return Failure(FailureKind.TLS, hinted, _UNAVAILABLE), not alert
+    if alert:
+        return Failure(FailureKind.TLS, message, _UNAVAILABLE), False
+    if dropped:
+        message += "; a server that speaks TLS closes plaintext connections so: try https://"
     retried = isinstance(exc, aiohttp.ClientOSError) or dropped
     return Failure(FailureKind.UNREACHABLE, message, _UNAVAILABLE), retried

@@ -153,7 +153,15 @@ def test_the_servers_note_answer_reads_back_as_the_answer_it_came_from() -> None
         offer.serviceinfo.update({"endpoint": f"http://example.org/{cores}"})
         offer.resources.cores.max = cores
         offer.resources.memory.min = 2**40
-    response.reasons.add(code="NOTE", cause=pb.REASON_CAUSE_POLICY, retryable=True)
+    timed = response.offers[1]
+    timed.id = "offer-1"
+    timed.expire_time.FromSeconds(1_900_000_000)
+    timed.slot.start.FromSeconds(1_900_003_600)
+    timed.slot.end.FromSeconds(1_900_010_800)
+    timed.hold["cores"] = 8
+    reason = response.reasons.add(code="NOTE", cause=pb.REASON_CAUSE_POLICY, retryable=True)
+    reason.earliest_slot.start.FromSeconds(1_900_003_600)
+    reason.earliest_slot.end.FromSeconds(1_900_010_800)
     note = json.loads(json.dumps(note_answer(http_json.message_dict(response))))
     assert _answer_of(note) == answer_from_proto(response)
 
@@ -473,13 +481,20 @@ async def test_a_compressed_answer_is_not_read(stub: StartStub) -> None:
     assert running.seen[0].headers["Accept-Encoding"] == "identity"
 
 
-async def test_metadata_goes_as_headers(stub: StartStub) -> None:
+async def test_metadata_goes_as_headers_but_not_over_the_requests_own(
+    stub: StartStub,
+) -> None:
     running = await stub(answering({"reponseword": "NO"}))
-    metadata = [("authorization", "Bearer t0ken"), ("x-trace-bin", b"\x00\x01")]
+    metadata = [
+        ("authorization", "Bearer t0ken"),
+        ("x-trace-bin", b"\x00\x01"),
+        ("content-type", "text/plain"),
+    ]
     assert isinstance(await ask(running.site, metadata=metadata), Answer)
     headers = running.seen[0].headers
     assert headers["Authorization"] == "Bearer t0ken"
     assert headers["x-trace-bin"] == "AAE="
+    assert headers["Content-Type"] == "application/json"
 
 
 # --- redirects ---------------------------------------------------------------
@@ -637,3 +652,21 @@ def test_the_ep_command_imports_aiohttp_only_to_ask_a_site_over_http() -> None:
     command = [sys.executable, "-c", code]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+async def test_https_to_a_plaintext_server_is_a_tls_failure(stub: StartStub) -> None:
+    running = await stub(answering({"reponseword": "YES", **OFFER}))
+    outcome = await ask(Site("mixed up", running.url.replace("http:", "https:")))
+    assert isinstance(outcome, Failure)
+    assert outcome.kind is FailureKind.TLS
+    assert outcome.attempts == 1
+
+
+async def test_plaintext_to_a_tls_server_suggests_https(
+    stub: StartStub, server_tls: ssl.SSLContext
+) -> None:
+    running = await stub(answering({"reponseword": "YES", **OFFER}), server_tls)
+    outcome = await ask(Site("mixed up", running.url.replace("https:", "http:")))
+    assert isinstance(outcome, Failure)
+    assert outcome.kind is FailureKind.UNREACHABLE
+    assert outcome.message.endswith("try https://")
