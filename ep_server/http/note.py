@@ -26,8 +26,8 @@ other offers, in the site's order of preference, under ``interfaces``, each
 in the same shape; ``reasons`` as in ``AskResponse``. The verdict is
 written twice: ``responseword``, the protocol's spelling, and
 ``reponseword``, the spelling of the note's examples that the clients built
-from it read. Where a verdict is read (:func:`response_word`), both are
-accepted.
+from it read. Where the client reads a verdict
+(:func:`ep_server.client.note.verdict`), both are accepted.
 
 Query values are text. ``taskinfo.cores=4`` is read as the number 4 and
 ``true``/``false`` as booleans (integers only in their plain form:
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import yaml
@@ -66,7 +66,6 @@ __all__ = [
     "RESPONSE_WORD_KEYS",
     "note_answer",
     "note_routes",
-    "response_word",
     "taskinfo_from_query",
 ]
 
@@ -84,15 +83,6 @@ _ACCEPTED = "application/json, application/yaml, multipart/form-data or a url-en
 _PART_LIMIT = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def response_word(answer: Mapping[str, Any]) -> str | None:
-    """The verdict of a note-shaped answer, under either spelling."""
-    for key in RESPONSE_WORD_KEYS:
-        word = answer.get(key)
-        if isinstance(word, str):
-            return word
-    return None
 
 
 def note_answer(response: dict[str, Any]) -> dict[str, Any]:
