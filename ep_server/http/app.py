@@ -33,9 +33,10 @@ from google.protobuf.message import Message
 from ep_server.auth import subject_from_der_certificate
 from ep_server.errors import EPError, NotFound, ResourceExhausted
 from ep_server.http.routes import RestRoute, rest_routes
+from ep_server.logs import REQUEST_ID
 from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline
+from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline, request_id_of
 from ep_server.servicer import SERVICE, ExecutionPlannerServicer
 from ep_server.wire import http_json
 
@@ -287,8 +288,11 @@ def _middleware(door: Door) -> Any:
         seconds = time.perf_counter() - started
         if metrics is not None:
             metrics.http(label, response.status, seconds)
-        if not request.get(PIPELINED):
-            _log_access(door, request, label, response.status, seconds)
+        if not request.get(PIPELINED):  # no RPC ran, so no id was given
+            request_id = request_id_of([(k.lower(), v) for k, v in request.headers.items()])
+            if not response.prepared:
+                response.headers[REQUEST_ID_KEY] = request_id
+            _log_access(door, request, label, response.status, seconds, request_id)
         return response
 
     return middleware
@@ -349,16 +353,27 @@ _CODE_OF_HTTP = {
 }
 
 
-def _log_access(door: Door, request: web.Request, label: str, status: int, seconds: float) -> None:
+def _log_access(
+    door: Door, request: web.Request, label: str, status: int, seconds: float, request_id: str
+) -> None:
     """The access log line of a request that ran no RPC (an RPC's own line
     is the pipeline's)."""
     if not door.pipeline.access_log:
         return
-    access.info(
-        "%s %s %d %.1fms",
-        request.method,
-        label,
-        status,
-        seconds * 1000,
-        extra={"route": label, "http_status": status, "ms": seconds * 1000, "transport": "http"},
-    )
+    token = REQUEST_ID.set(request_id)  # the log line's request_id
+    try:
+        access.info(
+            "%s %s %d %.1fms",
+            request.method,
+            label,
+            status,
+            seconds * 1000,
+            extra={
+                "route": label,
+                "http_status": status,
+                "ms": seconds * 1000,
+                "transport": "http",
+            },
+        )
+    finally:
+        REQUEST_ID.reset(token)

@@ -99,9 +99,11 @@ async def test_every_answer_and_error_carries_a_request_id(site):
         (await s.post("/v1/ask", json=SEED)).headers["x-request-id"],
         (await s.post("/v1/ask", json={"tasktype": "docker"})).headers["x-request-id"],
         (await s.get("/v1/serviceinfo")).headers["x-request-id"],
+        (await s.get("/v1/no-such-route")).headers["x-request-id"],
+        (await s.get("/v1/ask")).headers["x-request-id"],
     ]
     assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
-    assert len(set(ids)) == 3
+    assert len(set(ids)) == 5
 
 
 async def test_a_sane_client_request_id_is_echoed_and_an_odd_one_replaced(site):
