@@ -163,6 +163,13 @@ class _Raw:
 
     http: web.Request
     path: Mapping[str, str]
+    #: The body, read before the pipeline admits the call (as gRPC reads a
+    #: whole message first), so that a client slow to send it holds no
+    #: call slot; None for a route without a body.
+    body: bytes | None = None
+    #: Why the body could not be read (415, 413): raised in the pipeline,
+    #: so that it is counted and logged like any other refusal.
+    unreadable: EPError | None = None
 
 
 def _rpc_handler(door: Door, route: RestRoute) -> Handler:
@@ -176,10 +183,11 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
     pipeline, name, what = door.pipeline, route.rpc, route.request
 
     async def run(raw: _Raw, call: Call) -> Any:
-        body = await _json_body(raw.http, what) if has_body else None
+        if raw.unreadable is not None:
+            raise raw.unreadable
         query = list(raw.http.query.items())
         message = http_json.request_from_http(
-            request_type, what, body, raw.path, query, door.max_json_depth
+            request_type, what, raw.body, raw.path, query, door.max_json_depth
         )
         return await method(message, call)
 
@@ -187,8 +195,14 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
         call = HttpCall(request, door.mtls)
         request[PIPELINED] = True
         path = {field: request.match_info[var] for var, field in variables}
+        raw = _Raw(request, path)
+        if has_body:
+            try:
+                raw = _Raw(request, path, await _json_body(request, what))
+            except EPError as exc:
+                raw = _Raw(request, path, None, exc)
         try:
-            response = await pipeline.run(name, call, run, _Raw(request, path))
+            response = await pipeline.run(name, call, run, raw)
         except EPError as exc:
             return error_response(exc, call.request_id)
         return json_response(http_json.message_json(response), call.request_id)

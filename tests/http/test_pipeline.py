@@ -71,6 +71,26 @@ async def test_the_concurrency_limit_counts_http_calls(site):
     assert refused.headers["Retry-After"] == "1"
 
 
+async def test_a_client_slow_to_send_its_body_holds_no_call_slot(site):
+    """The body is read before the call is admitted, as gRPC reads a whole
+    message before its handler runs: a client stalled mid-body must not
+    hold one of max_concurrent_rpcs."""
+    s = await site({"limits": {"max_concurrent_rpcs": 1}})
+    _, stalled = await asyncio.open_connection("127.0.0.1", s.running.http_port)
+    stalled.write(
+        b"POST /v1/ask HTTP/1.1\r\nHost: ep\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    await stalled.drain()
+    await asyncio.sleep(0.1)
+    try:
+        answer = await s.stub.Ask(pb.AskRequest(tasktype=DOCKER), timeout=10)
+        assert answer.responseword == pb.YES
+        assert (await s.post("/v1/ask", json=SEED)).status == 200
+    finally:
+        stalled.close()
+
+
 def jwks(tmp_path: Any) -> tuple[ec.EllipticCurvePrivateKey, Any]:
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
