@@ -278,7 +278,11 @@ def test_ports_probes_and_services_agree_with_the_config(objects, settings):
 async def test_the_probes_ask_names_the_server_serves(objects, config_path):
     # The server as the ConfigMap configures it, on a free loopback port;
     # its ledger is an in-memory one, as the health service does not use it.
-    local = {"server.listen": "127.0.0.1:0", "metrics.listen": "127.0.0.1:0"}
+    local = {
+        "server.listen": "127.0.0.1:0",
+        "http.listen": "127.0.0.1:0",
+        "metrics.listen": "127.0.0.1:0",
+    }
     settings = load_settings(
         config_path,
         environ=pod_environment(objects),
