@@ -9,6 +9,7 @@ that does not exist (404), a method the path does not take (405 with
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -51,6 +52,18 @@ async def test_a_body_past_max_body_bytes_gets_413(site):
 
     assert_status_json(await post_raw(s, chunks()), 413, 8)
     await assert_unharmed(s)
+
+
+async def test_a_compressed_body_is_limited_by_its_size_uncompressed(site):
+    s = await site({"http": {"max_body_bytes": 64 * 1024}})
+    padding = b'"' + b"0" * (8 * 2**20) + b'"'
+    bomb = gzip.compress(b'{"tasktype": "uri://x", "taskinfo": {"pad": ' + padding + b"}}")
+    assert len(bomb) < 64 * 1024
+    reply = await post_raw(s, bomb, {**JSON, "Content-Encoding": "gzip"})
+    assert_status_json(reply, 413, 8)
+    small = gzip.compress(json.dumps(SEED).encode())
+    reply = await post_raw(s, small, {**JSON, "Content-Encoding": "gzip"})
+    assert reply.json["responseword"] == "YES"
 
 
 @pytest.mark.parametrize(
