@@ -103,7 +103,7 @@ class Site:
 
 
 #: ``await site(config, *plugins, clock=None, channel_credentials=None,
-#: ssl=None, host="127.0.0.1")``: a started :class:`Site` serving
+#: ssl=None)``: a started :class:`Site` serving
 #: ``plugins`` (named p0, p1...; by default one offering
 #: ``uri://docker-uws`` for the docker task type).
 StartSite = Callable[..., Awaitable[Site]]
@@ -120,14 +120,13 @@ async def sites() -> AsyncIterator[StartSite]:
         clock: Clock | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         ssl: ssl.SSLContext | None = None,
-        host: str = "127.0.0.1",
     ) -> Site:
         plugins = plugins or (Offering("uri://docker-uws", DOCKER),)
         settings = build_settings(config)
         sources = [FakeSource(f"p{i}", p) for i, p in enumerate(plugins)]
         registry = load_registry(settings, detect_host(), sources)
         running = await start_server(settings, registry, clock)
-        address = f"{host}:{running.port}"
+        address = f"127.0.0.1:{running.port}"
         channel = (
             grpc.aio.insecure_channel(address)
             if channel_credentials is None
@@ -140,7 +139,7 @@ async def sites() -> AsyncIterator[StartSite]:
             channel,
             pb_grpc.ExecutionPlannerServiceStub(channel),
             session,
-            f"{scheme}://{host}:{running.http_port}",
+            f"{scheme}://127.0.0.1:{running.http_port}",
             ssl,
             plugins,
             clock,
@@ -157,10 +156,9 @@ async def sites() -> AsyncIterator[StartSite]:
             await made.running.shutdown(0)
 
 
-def booking_config(tmp_path: Any, **extra: Any) -> dict[str, Any]:
+def booking_config(tmp_path: Any) -> dict[str, Any]:
     """A site that books: alice's and bob's tokens, 8 cores and 16 GiB."""
     return {
         "auth": {"tokens_file": str(tokens_file(tmp_path))},
         "schedule": {"ledger": ":memory:", "pools": {"cores": 8, "memory": "16GiB"}},
-        **extra,
     }
