@@ -93,6 +93,9 @@ class EPTestServer:
         self._running = self._run(start_server(settings, registry))
         self.port: int = self._running.port
         self.address = f"127.0.0.1:{self.port}"
+        #: The HTTP door's port and base URL (None when ``[http]`` is off).
+        self.http_port: int | None = self._running.http_port
+        self.http_url = f"http://127.0.0.1:{self.http_port}" if self.http_port else None
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.ExecutionPlannerServiceStub(self.channel)  # type: ignore[no-untyped-call]
 

@@ -261,7 +261,10 @@ def test_ports_probes_and_services_agree_with_the_config(objects, settings):
     assert settings.server.listen.rpartition(":")[0] in ("[::]", "0.0.0.0")
     container = container_of(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": port, "metrics": port_of(settings.metrics.listen)}
+    http = port_of(settings.http.listen)
+    assert settings.http.enabled
+    assert settings.http.listen.rpartition(":")[0] in ("[::]", "0.0.0.0")
+    assert ports == {"grpc": port, "http": http, "metrics": port_of(settings.metrics.listen)}
     # The kubelet's gRPC probes speak plaintext.
     assert not settings.tls.enabled
     for probe in PROBES:
@@ -269,16 +272,26 @@ def test_ports_probes_and_services_agree_with_the_config(objects, settings):
     services = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Service"}
     assert services["ep-server"]["type"] == "ClusterIP"
     assert services["ep-server-headless"]["clusterIP"] == "None"
-    for spec in services.values():
-        [service_port] = spec["ports"]
-        assert service_port["port"] == port
-        assert ports[service_port["targetPort"]] == port
+    # Both Services carry gRPC; the ClusterIP one the HTTP door too (the
+    # headless one is for gRPC clients that balance per call).
+    served = {
+        name: {p["name"]: (p["port"], ports[p["targetPort"]]) for p in spec["ports"]}
+        for name, spec in services.items()
+    }
+    assert served == {
+        "ep-server": {"grpc": (port, port), "http": (http, http)},
+        "ep-server-headless": {"grpc": (port, port)},
+    }
 
 
 async def test_the_probes_ask_names_the_server_serves(objects, config_path):
     # The server as the ConfigMap configures it, on a free loopback port;
     # its ledger is an in-memory one, as the health service does not use it.
-    local = {"server.listen": "127.0.0.1:0", "metrics.listen": "127.0.0.1:0"}
+    local = {
+        "server.listen": "127.0.0.1:0",
+        "http.listen": "127.0.0.1:0",
+        "metrics.listen": "127.0.0.1:0",
+    }
     settings = load_settings(
         config_path,
         environ=pod_environment(objects),
@@ -358,6 +371,7 @@ def test_the_image_runs_as_the_pods_user_with_its_ports_and_command(objects, set
     pod = pod_of(objects)["securityContext"]
     assert instructions["USER"][-1] == f"{pod['runAsUser']}:{pod['runAsGroup']}"
     exposed = {int(port) for port in instructions["EXPOSE"][-1].split()}
-    assert exposed == {port_of(settings.server.listen), port_of(settings.metrics.listen)}
+    listens = (settings.server.listen, settings.http.listen, settings.metrics.listen)
+    assert exposed == {port_of(listen) for listen in listens}
     assert json.loads(instructions["ENTRYPOINT"][-1]) == ["ep-server"]
     assert json.loads(instructions["CMD"][-1]) == container_of(objects)["args"]

@@ -136,7 +136,13 @@ def _serve_default(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
 
 
 def test_the_booking_walk_through_runs_beside_make_run(tmp_path: Path) -> None:
-    env = docblocks.venv_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    # make run's server holds the HTTP port that is the default in this
+    # test's environment: a walk-through server without a port of its own
+    # would fail to start beside it, as it would beside make run on 8080.
+    [held] = free_ports(1)
+    env = docblocks.venv_env(
+        XDG_STATE_HOME=str(tmp_path / "state"), EP_HTTP__LISTEN=f"127.0.0.1:{held}"
+    )
     default = _serve_default(tmp_path, env)
     shell = docblocks.Shell(tmp_path, env)
     try:
@@ -144,8 +150,9 @@ def test_the_booking_walk_through_runs_beside_make_run(tmp_path: Path) -> None:
             lambda: "listening on" in (tmp_path / "make-run.log").read_text(),
             "make run's server", seconds=60, step=0.2,
         )  # fmt: skip
-        [port] = free_ports(1)
-        out = shell.sh(_booking_walk_through().replace("50052", str(port)))
+        port, http_port = free_ports(2)
+        walk_through = _booking_walk_through().replace("50052", str(port))
+        out = shell.sh(walk_through.replace("8082", str(http_port)))
     finally:
         shell.stop()
         default.terminate()
@@ -191,12 +198,13 @@ class Examples:
         self.folder = folder
         shutil.copytree(ROOT / "examples", folder / "examples")
         self.env = docblocks.venv_env(XDG_STATE_HOME=str(folder / "state"))
-        self.ports = dict(zip(["50051", "50443"], map(str, free_ports(2)), strict=True))
+        self.ports = dict(zip(["50051", "50443", "8080"], map(str, free_ports(3)), strict=True))
         for path in (folder / "examples").rglob("*.toml"):
             path.write_text(self.adapt(path.read_text()))
         self.shell = docblocks.Shell(folder, self.env)
         self.default = subprocess.Popen(
-            ["ep-server", "serve", "--listen", f"127.0.0.1:{self.ports['50051']}"],
+            ["ep-server", "serve", "--listen", f"127.0.0.1:{self.ports['50051']}",
+             "--http-listen", f"127.0.0.1:{self.ports['8080']}"],
             cwd=folder, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.shell.sh(f"for i in $(seq 100); do ep info 127.0.0.1:{self.ports['50051']} "
@@ -266,6 +274,17 @@ def test_the_first_ask_with_buf_curl_runs_as_written(examples: Examples) -> None
     [offer] = answer["offers"]
     assert offer["servicetype"] == "uri://docker-uws"
     assert offer["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
+
+
+def test_the_first_ask_over_http_runs_as_written(examples: Examples) -> None:
+    out = examples.sh(_block_with("curl -s 'http://127.0.0.1:8080/accepts"))
+    decoder = json.JSONDecoder()
+    note, end = decoder.raw_decode(out)  # curl prints no newline after each
+    rest, _ = decoder.raw_decode(out[end:].lstrip())
+    assert note["responseword"] == note["reponseword"] == "YES"
+    assert note["servicetype"] == "uri://docker-uws"
+    assert note["serviceinfo"] == {"endpoint": "http://example.org/dkuws"}
+    assert rest["offers"][0]["serviceinfo"] == note["serviceinfo"]
 
 
 def _run_python(examples: Examples, block: str) -> str:

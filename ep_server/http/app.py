@@ -31,7 +31,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from ep_server.auth import subject_from_der_certificate
-from ep_server.errors import EPError, NotFound, ResourceExhausted
+from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from ep_server.http.routes import RestRoute, rest_routes
 from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
@@ -39,7 +39,17 @@ from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline
 from ep_server.servicer import SERVICE, ExecutionPlannerServicer
 from ep_server.wire import http_json
 
-__all__ = ["Door", "HttpCall", "build_app", "error_response", "json_response"]
+__all__ = [
+    "PIPELINED",
+    "BodyTooLarge",
+    "Door",
+    "HttpCall",
+    "UnsupportedMediaType",
+    "build_app",
+    "error_response",
+    "json_response",
+    "read_body",
+]
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("ep_server.access")
@@ -152,8 +162,16 @@ class _MethodNotAllowed(EPError):
     http_status = 405
 
 
-class _TooLarge(ResourceExhausted):
+class BodyTooLarge(ResourceExhausted):
+    """A request body past ``[http] max_body_bytes`` (HTTP 413)."""
+
     http_status = 413
+
+    def __init__(self, limit: int | None = None) -> None:
+        what = f" ({limit} bytes)" if limit else ""
+        super().__init__(
+            f"the request body is larger than this site accepts{what}", 0, reason="BODY_TOO_LARGE"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +195,12 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
     async def run(raw: _Raw, call: Call) -> Any:
         body = await _json_body(raw.http, what) if has_body else None
         query = list(raw.http.query.items())
+        if has_body and query:  # body "*": the body is the whole request
+            found = [
+                FieldViolation(name, "is not read: the body carries the request")
+                for name, _ in query
+            ]
+            raise InvalidArgument(what, found)
         message = http_json.request_from_http(
             request_type, what, body, raw.path, query, door.max_json_depth
         )
@@ -211,12 +235,7 @@ async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        limit = request.app[DOOR].max_body_bytes
-        raise _TooLarge(
-            f"the request body is larger than this site accepts ({limit} bytes)",
-            0,
-            reason="BODY_TOO_LARGE",
-        ) from exc
+        raise BodyTooLarge(request.app[DOOR].max_body_bytes) from exc
 
 
 DOOR = web.AppKey("door", Door)
@@ -255,7 +274,7 @@ def _add(app: web.Application, method: str, path: str, handler: Handler, label: 
 _LABELS = web.AppKey("labels", dict)
 #: Set on a request whose handler ran an RPC through the pipeline, which
 #: writes its access log line.
-PIPELINED = "ep_pipelined"
+PIPELINED = web.RequestKey("ep_pipelined", bool)
 
 
 def _middleware(door: Door) -> Any:
@@ -328,7 +347,7 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> web.Response:
     if isinstance(exc, web.HTTPNotFound):
         error = NotFound(f"no route {request.path}", reason="NO_SUCH_ROUTE")
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        error = _TooLarge(f"the request body is too large: {exc.text}", 0, reason="BODY_TOO_LARGE")
+        error = BodyTooLarge()
     else:
         error = EPError(exc.reason)
         error.code = _CODE_OF_HTTP.get(exc.status, grpc.StatusCode.UNKNOWN)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ep_server.config import Settings
 from ep_server.http.app import Door, build_app
+from ep_server.http.note import note_routes
 from ep_server.metrics import Metrics
 from ep_server.pipeline import CallPipeline
 from ep_server.servicer import ExecutionPlannerServicer
@@ -32,4 +33,4 @@ def http_app(
         cors_origins=tuple(cfg.cors_origins),
         mtls=settings.tls.client_ca is not None,
     )
-    return build_app(door)
+    return build_app(door, note_routes(door))

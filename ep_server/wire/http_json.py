@@ -40,6 +40,7 @@ __all__ = [
     "HTTP_STATUS",
     "JSON_DEPTH_SLACK",
     "error_json",
+    "message_dict",
     "message_json",
     "request_from_http",
 ]
@@ -115,8 +116,13 @@ def request_from_http(
 
 def message_json(message: Message) -> bytes:
     """``message`` in protobuf's JSON mapping, with the proto field names."""
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(message_dict(message), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """``message`` as protobuf's JSON mapping's dict, with the proto field names."""
+    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return data
 
 
 def error_json(exc: EPError) -> tuple[int, bytes]:

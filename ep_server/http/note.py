@@ -1,0 +1,395 @@
+"""The IVOA ExecutionPlanner note's own interface: ``GET /accepts`` and ``POST /accept``.
+
+The note's clients ask with a task type and a taskinfo, and read back a
+flat answer::
+
+    GET /accepts?tasktype=uri://docker-container&taskinfo.image=docker.io/example:1.0
+
+    {"responseword": "YES", "reponseword": "YES",
+     "servicetype": "uri://docker-uws",
+     "serviceinfo": {"endpoint": "http://example.org/dkuws"},
+     "interfaces": []}
+
+``POST /accept`` takes the same question as a body: JSON, YAML, or a form
+(``multipart/form-data`` or ``application/x-www-form-urlencoded``) with the
+fields ``tasktype`` and ``taskinfo`` (the taskinfo a JSON or YAML text). A
+JSON or YAML body may carry any field of ``AskRequest`` (``resources``,
+``schedule``) beside those two.
+
+Both run the ``Ask`` RPC itself, through the same pipeline: the same
+validation, plugins, limits, metrics and errors (``google.rpc.Status``
+JSON, as on the ``/v1`` routes).
+
+The answer: the first offer's ``servicetype`` and ``serviceinfo`` at the
+top, with its ``resources``, ``plugin`` and ``message`` where set; the
+other offers, in the site's order of preference, under ``interfaces``, each
+in the same shape; ``reasons`` as in ``AskResponse``. The verdict is
+written twice: ``responseword``, the protocol's spelling, and
+``reponseword``, the spelling of the note's examples that the clients built
+from it read. Where a verdict is read (:func:`response_word`), both are
+accepted.
+
+Query values are text. ``taskinfo.cores=4`` is read as the number 4 and
+``true``/``false`` as booleans (integers only in their plain form:
+``007`` and ``1.10`` stay text, so no value is silently changed); dotted
+names nest (``taskinfo.a.b=1`` is ``{"a": {"b": 1}}``), a name given twice
+is a list, and ``taskinfo={...}`` gives the whole taskinfo as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import yaml
+from aiohttp import web
+from aiohttp.multipart import BodyPartReader
+
+from ep_server.errors import EPError, FieldViolation, InvalidArgument
+from ep_server.http.app import (
+    PIPELINED,
+    BodyTooLarge,
+    Door,
+    HttpCall,
+    UnsupportedMediaType,
+    error_response,
+    json_response,
+    read_body,
+)
+from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.pipeline import Call
+from ep_server.wire import http_json
+
+__all__ = [
+    "RESPONSE_WORD_KEYS",
+    "note_answer",
+    "note_routes",
+    "response_word",
+    "taskinfo_from_query",
+]
+
+#: The keys a verdict may be read from: the protocol's spelling, and the
+#: note's examples' (which its clients read and write).
+RESPONSE_WORD_KEYS = ("responseword", "reponseword")
+
+_WHAT = "AskRequest"
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_JSON_TYPES = ("application/json",)
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+_ACCEPTED = "application/json, application/yaml, multipart/form-data or a url-encoded form"
+#: Largest text part of a form read (the body limit bounds the whole).
+_PART_LIMIT = 4 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def response_word(answer: Mapping[str, Any]) -> str | None:
+    """The verdict of a note-shaped answer, under either spelling."""
+    for key in RESPONSE_WORD_KEYS:
+        word = answer.get(key)
+        if isinstance(word, str):
+            return word
+    return None
+
+
+def note_answer(response: dict[str, Any]) -> dict[str, Any]:
+    """The note's answer shape from an ``AskResponse`` in JSON (proto names)."""
+    word = response.get("responseword", "NO")
+    answer: dict[str, Any] = {"responseword": word, "reponseword": word}
+    offers = [_interface(offer) for offer in response.get("offers", ())]
+    if offers:
+        answer.update(offers[0])
+    answer["interfaces"] = offers[1:]
+    if response.get("reasons"):
+        answer["reasons"] = response["reasons"]
+    return answer
+
+
+def _interface(offer: dict[str, Any]) -> dict[str, Any]:
+    shaped = {
+        "servicetype": offer.get("servicetype", ""),
+        "serviceinfo": offer.get("serviceinfo", {}),
+    }
+    for key in ("resources", "plugin", "message", "id", "expire_time", "slot", "hold"):
+        if key in offer:
+            shaped[key] = offer[key]
+    return shaped
+
+
+def taskinfo_from_query(pairs: list[tuple[str, str]]) -> tuple[str | None, dict[str, Any]]:
+    """The task type and the taskinfo of ``/accepts``'s query parameters.
+
+    :raises InvalidArgument: for a parameter that is neither, a taskinfo
+        given both whole and by keys, or a JSON taskinfo that is not an object.
+    """
+    tasktype: str | None = None
+    whole: dict[str, Any] | None = None
+    taskinfo: dict[str, Any] = {}
+    bad: list[FieldViolation] = []
+    for name, value in pairs:
+        if name == "tasktype":
+            if tasktype is not None:
+                bad.append(FieldViolation("tasktype", "is given more than once"))
+            tasktype = value
+        elif name == "taskinfo":
+            whole = _json_taskinfo(value, bad)
+        elif name.startswith("taskinfo."):
+            _put(taskinfo, name, name.removeprefix("taskinfo.").split("."), _scalar(value), bad)
+        else:
+            bad.append(
+                FieldViolation(name, "is not a parameter of /accepts (tasktype, taskinfo.*)")
+            )
+    if whole is not None and taskinfo:
+        bad.append(FieldViolation("taskinfo", "is given both whole and by keys"))
+    if bad:
+        raise InvalidArgument(_WHAT, bad)
+    return tasktype, whole if whole is not None else taskinfo
+
+
+def _scalar(text: str) -> Any:
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    return {"true": True, "false": False}.get(text, text)
+
+
+def _put(
+    node: dict[str, Any], name: str, path: list[str], value: Any, bad: list[FieldViolation]
+) -> None:
+    if any(not part for part in path):
+        bad.append(FieldViolation(name, "has an empty key"))
+        return
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            bad.append(FieldViolation(name, "gives both a value and keys inside it"))
+            return
+        node = child
+    leaf = path[-1]
+    if leaf not in node:
+        node[leaf] = value
+    elif isinstance(node[leaf], dict):
+        bad.append(FieldViolation(name, "gives both a value and keys inside it"))
+    elif isinstance(node[leaf], list):
+        node[leaf].append(value)
+    else:
+        node[leaf] = [node[leaf], value]
+
+
+def _json_taskinfo(text: str, bad: list[FieldViolation]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        bad.append(FieldViolation("taskinfo", f"is not a JSON object: {exc}"))
+        return None
+    if not isinstance(value, dict):
+        bad.append(FieldViolation("taskinfo", "must be a JSON object"))
+        return None
+    return value
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases (a few bytes of
+    aliases can stand for billions of values) and with times left as text
+    (as JSON has them: a Timestamp field reads RFC 3339 text)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases are not accepted", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+_NoAliasLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml(text: bytes | str, field: str, max_depth: int) -> Any:
+    """The YAML document ``text`` (a body when ``field`` is "", else that
+    form field's text), no deeper than ``max_depth`` levels."""
+    try:
+        deep = _too_deep(text, max_depth)
+        if deep is not None:
+            if field:
+                deep = field
+            if deep == "taskinfo":
+                limit = max_depth - (http_json.JSON_DEPTH_SLACK if not field else 0)
+                found = FieldViolation("taskinfo", f"is nested deeper than {limit} levels")
+            else:
+                found = FieldViolation(deep, "is nested too deeply")
+            raise InvalidArgument(_WHAT, [found])
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1} column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        found = FieldViolation(field, f"is not valid YAML: {problem}{at}")
+        raise InvalidArgument(_WHAT, [found]) from None
+    except RecursionError:
+        raise InvalidArgument(_WHAT, [FieldViolation(field, "is nested too deeply")]) from None
+
+
+def _too_deep(text: bytes | str, max_depth: int) -> str | None:
+    """The top-level key under which the YAML ``text`` nests deeper than
+    ``max_depth`` levels ("" when the top is not a mapping), or None. Reads
+    the event stream, which PyYAML parses without recursion (its composer
+    recurses once per level), and refuses aliases on the way."""
+    depth, key, expecting_key, top_is_mapping = 0, "", True, False
+    for event in yaml.parse(text, Loader=_NoAliasLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases are not accepted",
+                event.start_mark,  # type: ignore[arg-type]
+            )
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth == 1:
+                top_is_mapping = isinstance(event, yaml.MappingStartEvent)
+            if depth > max_depth:
+                return key if top_is_mapping else ""
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+            if depth == 1:
+                expecting_key = True
+        elif isinstance(event, yaml.ScalarEvent) and depth == 1 and top_is_mapping:
+            if expecting_key:
+                key = event.value
+            expecting_key = not expecting_key
+    return None
+
+
+async def _post_body(request: web.Request, limit: int, depth: int) -> bytes:
+    """``POST /accept``'s body as a JSON AskRequest, whatever form it came in.
+
+    :param limit: the most bytes a body may have.
+    :param depth: the deepest a body may nest (its top level is 1).
+    """
+    kind = request.content_type
+    if kind in _FORM_TYPES:
+        return await _form(request, limit, depth)
+    body = await read_body(request)
+    if kind in _JSON_TYPES or kind.endswith("+json") or (not request.body_exists and not body):
+        return body
+    if kind in _YAML_TYPES:
+        data = _yaml(body, "", depth)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            found = FieldViolation("", "must be a YAML mapping of tasktype and taskinfo")
+            raise InvalidArgument(_WHAT, [found])
+        return _as_json(data, "")
+    raise UnsupportedMediaType(_WHAT, kind, _ACCEPTED)
+
+
+async def _form(request: web.Request, limit: int, depth: int) -> bytes:
+    """A form's ``tasktype`` and ``taskinfo`` (JSON or YAML text) as JSON."""
+    fields: dict[str, str] = {}
+    bad: list[FieldViolation] = []
+    if request.content_type == "multipart/form-data":
+        try:
+            reader = await request.multipart()
+            read = 0
+            async for part in reader:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    found = FieldViolation("", "holds a part without a name, or nested parts")
+                    raise InvalidArgument(_WHAT, [found])
+                content = bytearray()
+                while chunk := await part.read_chunk():
+                    read += len(chunk)
+                    if read > limit:  # aiohttp's body limit does not cover multipart
+                        raise BodyTooLarge(limit)
+                    content += chunk
+                text = content.decode(part.get_charset(default="utf-8"))
+                _form_field(fields, part.name, text, bad)
+        except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
+            found = FieldViolation("", f"is not a readable multipart form: {exc}")
+            raise InvalidArgument(_WHAT, [found]) from None
+    else:
+        await read_body(request)  # the limit, and 413 past it
+        form = await request.post()
+        for name, value in form.items():
+            _form_field(fields, name, value if isinstance(value, str) else "", bad)
+    if bad:
+        raise InvalidArgument(_WHAT, bad)
+    data: dict[str, Any] = {}
+    if "tasktype" in fields:
+        data["tasktype"] = fields["tasktype"]
+    if "taskinfo" in fields:
+        # JSON is YAML too; the form's taskinfo is the taskinfo's top level.
+        data["taskinfo"] = _yaml(fields["taskinfo"], "taskinfo", depth - http_json.JSON_DEPTH_SLACK)
+    return _as_json(data, "taskinfo")
+
+
+def _form_field(fields: dict[str, str], name: str, text: str, bad: list[FieldViolation]) -> None:
+    if name not in ("tasktype", "taskinfo"):
+        bad.append(FieldViolation(name, "is not a field of /accept's form (tasktype, taskinfo)"))
+    elif name in fields:
+        bad.append(FieldViolation(name, "is given more than once"))
+    else:
+        fields[name] = text
+
+
+def _as_json(data: Any, field: str) -> bytes:
+    try:
+        return json.dumps(data, allow_nan=True).encode()
+    except (TypeError, ValueError) as exc:  # keys YAML allows and JSON does not
+        raise InvalidArgument(
+            _WHAT, [FieldViolation(field, f"cannot be read as JSON: {exc}")]
+        ) from None
+    except RecursionError:
+        raise InvalidArgument(_WHAT, [FieldViolation(field, "is nested too deeply")]) from None
+
+
+def note_routes(door: Door) -> list[tuple[str, str, Handler]]:
+    """The note's routes: (method, path, handler)."""
+    ask = door.servicer.Ask
+    pipeline = door.pipeline
+    depth = door.max_json_depth
+
+    async def accepts(request: web.Request, call: Call) -> Any:
+        tasktype, taskinfo = taskinfo_from_query(list(request.query.items()))
+        data: dict[str, Any] = {"taskinfo": taskinfo}
+        if tasktype is not None:
+            data["tasktype"] = tasktype
+        body = _as_json(data, "taskinfo")
+        message = http_json.request_from_http(pb.AskRequest, _WHAT, body, {}, [], depth)
+        return await ask(message, call)
+
+    async def accept(request: web.Request, call: Call) -> Any:
+        if request.query:
+            found = [
+                FieldViolation(name, "is not read: POST /accept takes its question from the body")
+                for name in request.query
+            ]
+            raise InvalidArgument(_WHAT, found)
+        body = await _post_body(request, door.max_body_bytes, depth)
+        message = http_json.request_from_http(pb.AskRequest, _WHAT, body, {}, [], depth)
+        return await ask(message, call)
+
+    def handler(run: Callable[[web.Request, Call], Awaitable[Any]]) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            call = HttpCall(request, door.mtls)
+            request[PIPELINED] = True
+            try:
+                response = await pipeline.run("Ask", call, run, request)
+            except EPError as exc:
+                return error_response(exc, call.request_id)
+            answer = note_answer(http_json.message_dict(response))
+            return json_response(_dumps(answer), call.request_id)
+
+        handle.__name__ = run.__name__
+        return handle
+
+    return [("GET", "/accepts", handler(accepts)), ("POST", "/accept", handler(accept))]
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
