@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
@@ -309,7 +310,13 @@ async def _form(request: web.Request, limit: int, depth: int) -> bytes:
                     content += chunk
                 text = content.decode(part.get_charset(default="utf-8"))
                 _form_field(fields, part.name, text, bad)
-        except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
+        except (
+            ValueError,
+            AssertionError,
+            LookupError,
+            RuntimeError,
+            HttpProcessingError,  # a part's header lines that HTTP's parser refuses
+        ) as exc:
             found = FieldViolation("", f"is not a readable multipart form: {exc}")
             raise InvalidArgument(_WHAT, [found]) from None
     else:
