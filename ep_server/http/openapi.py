@@ -21,7 +21,7 @@ What no descriptor says is written here, in two tables marked as
 hand-described, and nowhere else: :data:`ERRORS`, the error statuses of the
 HTTP door (AIP-193's mapping of the gRPC codes this server gives), and
 :func:`hand_described_paths`, the routes no RPC annotates (the IVOA note's
-``/accepts`` and ``/accept``, this document, the operator page).
+``/accepts`` and ``/accept``, and this document).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ep_server.http.openapi_schemas import ProtoIndex, Schema, Schemas, ref
 
 __all__ = [
     "ERRORS",
+    "ERROR_HEADERS",
     "SERVICE",
     "Route",
     "build_document",
@@ -152,7 +153,7 @@ def build_document(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[
         "paths": paths | extra,
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
-            "responses": {f"Error{code}": _error(text) for code, text in ERRORS.items()},
+            "responses": {f"Error{code}": _error(code, text) for code, text in ERRORS.items()},
             "headers": {"x-request-id": _REQUEST_ID_HEADER},
             "securitySchemes": {"bearer": _BEARER_SCHEME},
         },
@@ -255,10 +256,10 @@ def _ok(description: str, content: dict[str, Any]) -> Schema:
     return {"description": description, "headers": _REQUEST_ID, "content": content}
 
 
-def _error(description: str) -> Schema:
+def _error(code: int, description: str) -> Schema:
     return {
         "description": description,
-        "headers": _REQUEST_ID,
+        "headers": _REQUEST_ID | ERROR_HEADERS.get(code, {}),
         "content": {_JSON: {"schema": ref(STATUS)}},
     }
 
@@ -302,6 +303,23 @@ ERRORS: dict[int, str] = {
     " ledger's database); a google.rpc.RetryInfo says when asking again can work.",
 }
 
+_RETRY_AFTER = {
+    "description": "Seconds after which asking again can work (RetryInfo's delay, rounded up).",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+#: The headers an error status carries beside x-request-id.
+ERROR_HEADERS: dict[int, dict[str, Schema]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with: Bearer.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {"Retry-After": _RETRY_AFTER},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
 _CONVENTIONS = """\
 Each /v1 route is the google.api.http rule of an RPC, and its bodies are the \
 proto3 JSON mapping of the RPC's messages \
@@ -341,8 +359,8 @@ _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
-    """The routes no RPC annotates: the IVOA note's interface, this
-    document and the operator page. Their schemas join ``schemas``."""
+    """The routes no RPC annotates: the IVOA note's interface and this
+    document. Their schemas join ``schemas``."""
     schemas.components |= _note_schemas(schemas)
     answer = {_JSON: {"schema": ref("IvoaNoteAnswer")}}
     note: Schema = {"tags": [_NOTE_TAG], "security": [{}, _BEARER]}
@@ -397,16 +415,8 @@ def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
             "get": {
                 "operationId": "OpenApi",
                 "summary": "This document.",
-                "responses": {"200": _ok("This document.", document)},
-            }
-        },
-        "/": {
-            "get": {
-                "operationId": "Page",
-                "summary": "The operator page.",
-                "responses": {
-                    "200": _ok("An HTML page.", {"text/html": {"schema": {"type": "string"}}})
-                },
+                # Served as a file, outside the call pipeline: no request id.
+                "responses": {"200": {"description": "This document.", "content": document}},
             }
         },
     }

@@ -68,6 +68,9 @@ WELL_KNOWN: dict[str, Schema] = {
     "google.protobuf.Timestamp": {
         "type": "string",
         "format": "date-time",
+        # RFC 3339 as protobuf reads it: upper-case T and Z, at most 9 digits.
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+        r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$",
         "description": "A time in RFC 3339 form, written in UTC with 0, 3, 6 or 9 fractional"
         ' digits ("2031-03-04T09:00:00Z"); read with any offset.',
     },
