@@ -2,9 +2,10 @@
 
 Each ``/v1`` route is the ``google.api.http`` rule of an RPC of
 ``ivoa.ep.v1.ExecutionPlannerService``, and :func:`build_document` reads the
-same rules: one operation per RPC (operationId: the RPC's name), its path and
-query parameters from the rule's template and the request's other fields,
-its body and answer from the request and response messages
+same rules with the server's own reader (:mod:`ep_server.http.routes`): one
+operation per RPC (operationId: the RPC's name), its path and query
+parameters from the rule's template and the request's other fields, its
+body and answer from the request and response messages
 (:mod:`~ep_server.http.openapi_schemas`), and its text from the proto
 comments.
 
@@ -28,29 +29,28 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from google.api import annotations_pb2
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import MethodDescriptor
 
 from ep_server.config import RPC_NAMES
 from ep_server.http.openapi_schemas import ProtoIndex, Schema, Schemas, ref
+from ep_server.http.routes import RestRoute, rest_routes
 
 __all__ = [
     "ERRORS",
     "ERROR_HEADERS",
     "SERVICE",
-    "Route",
     "build_document",
     "hand_described_paths",
     "openapi_document",
     "openapi_json",
+    "openapi_path",
     "render",
-    "routes",
 ]
 
 #: The service whose RPCs the ``/v1`` routes serve.
@@ -60,7 +60,8 @@ SERVICE = "ivoa.ep.v1.ExecutionPlannerService"
 STATUS = "google.rpc.Status"
 ERROR_DETAILS = ("google.rpc.BadRequest", "google.rpc.ErrorInfo", "google.rpc.RetryInfo")
 _JSON = "application/json"
-_VARIABLE = re.compile(r"\{([\w.]+)(?:=[^}]*)?\}")
+# A path template's variable: {field} or {field=segments}.
+_VARIABLE = re.compile(r"\{[^}]*\}")
 _REQUEST_ID = {"x-request-id": {"$ref": "#/components/headers/x-request-id"}}
 _BEARER: dict[str, list[str]] = {"bearer": []}
 # Query parameters take scalars, enums, and these messages written as one string.
@@ -90,48 +91,22 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-# --- routes from the google.api.http rules ---------------------------------------
+# --- operations from the google.api.http rules ------------------------------------
 
 
-@dataclass(frozen=True)
-class Route:
-    """One RPC's HTTP rule: ``verb`` (``"get"``...), ``path`` in OpenAPI form
-    (``/v1/offers/{offer_id}:accept``), the request fields bound in the path,
-    and ``body`` (``"*"``, a field name, or ``""`` for none)."""
-
-    method: descriptor_pb2.MethodDescriptorProto
-    verb: str
-    path: str
-    path_fields: tuple[str, ...]
-    body: str
-
-
-def routes(service: descriptor_pb2.ServiceDescriptorProto) -> Iterator[Route]:
-    """The route of each RPC that has a ``google.api.http`` rule."""
-    for method in service.method:
-        rule = method.options.Extensions[annotations_pb2.http]
-        pattern = rule.WhichOneof("pattern")
-        if pattern is None:
-            continue
-        if rule.additional_bindings or rule.response_body:
-            raise ValueError(f"{method.name}: additional_bindings and response_body are not served")
-        if pattern == "custom":
-            verb, template = rule.custom.kind.lower(), rule.custom.path
-        else:
-            verb, template = pattern, getattr(rule, pattern)
-        fields = tuple(m[1] for m in _VARIABLE.finditer(template))
-        path = _VARIABLE.sub(lambda m: "{" + m[1] + "}", template)
-        yield Route(method, verb, path, fields, rule.body)
-
-
-def build_document(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[str, Any]:
+def build_document(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> dict[str, Any]:
     """The OpenAPI document of the HTTP door, from the compiled ``files``
-    (with source info, and every file they import)."""
+    (with source info, and every file they import, imports first)."""
     index = ProtoIndex.of(files)
     schemas = Schemas(index, packed=ERROR_DETAILS)
     paths: dict[str, dict[str, Any]] = {}
-    for route in routes(index.services[SERVICE]):
-        paths.setdefault(route.path, {})[route.verb] = _operation(route, index, schemas)
+    named: set[str] = set()
+    for route, method in _routes(files):
+        operation = _operation(route, method, index, schemas)
+        if route.rpc in named:  # an additional binding of an RPC
+            operation["operationId"] = f"{route.rpc}_{len(named)}"
+        named.add(route.rpc)
+        paths.setdefault(openapi_path(route), {})[route.method.lower()] = operation
     schemas.ref(STATUS, "output")
     extra = hand_described_paths(schemas)
     if clash := set(extra) & set(paths):
@@ -160,29 +135,49 @@ def build_document(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[
     }
 
 
-def _operation(route: Route, index: ProtoIndex, schemas: Schemas) -> Schema:
-    method = route.method
-    request, response = method.input_type.lstrip("."), method.output_type.lstrip(".")
-    text = index.comment(f"{SERVICE}.{method.name}")
+def _routes(
+    files: Sequence[descriptor_pb2.FileDescriptorProto],
+) -> list[tuple[RestRoute, MethodDescriptor]]:
+    """The service's routes read as the server reads them
+    (:func:`~ep_server.http.routes.rest_routes`), from the compiled files."""
+    pool = descriptor_pool.DescriptorPool()
+    for file in files:
+        pool.Add(file)
+    service = pool.FindServiceByName(SERVICE)
+    return [(route, service.methods_by_name[route.rpc]) for route in rest_routes(service)]
+
+
+def openapi_path(route: RestRoute) -> str:
+    """A route's path as OpenAPI writes it, each variable ``{field}``
+    whatever its segment pattern: ``/v1/offers/{offer_id}:accept``."""
+    fields = iter([field for _, field in route.variables])
+    return _VARIABLE.sub(lambda _: "{" + next(fields) + "}", route.template)
+
+
+def _operation(
+    route: RestRoute, method: MethodDescriptor, index: ProtoIndex, schemas: Schemas
+) -> Schema:
+    request, response = method.input_type.full_name, method.output_type.full_name
+    in_path = [field for _, field in route.variables]
+    text = index.comment(method.full_name)
     operation: Schema = {
         "operationId": method.name,
         "summary": _first_sentence(text),
         "description": text,
         "tags": [SERVICE],
     }
-    parameters = [_path_parameter(name, index, request, schemas) for name in route.path_fields]
+    parameters = [_path_parameter(name, index, request, schemas) for name in in_path]
     if route.body != "*":
-        skip = {*route.path_fields, route.body}
-        query = _query(index, request, skip)
+        query = _query(index, request, {*in_path, route.body})
         parameters += [_query_parameter(one, index, request, schemas) for one in query]
     if parameters:
         operation["parameters"] = parameters
     if route.body:
-        operation["requestBody"] = _request_body(route, index, request, schemas)
+        operation["requestBody"] = _request_body(route.body, in_path, index, request, schemas)
     answer = _first_sentence(index.comment(response))
     operation["responses"] = {
         "200": _ok(answer, {_JSON: {"schema": schemas.ref(response, "output")}}),
-        **_error_refs(_error_statuses(route)),
+        **_error_refs(_error_statuses(bool(in_path), bool(route.body))),
     }
     # Anonymous callers may make these RPCs unless [auth].anonymous says otherwise.
     operation["security"] = [{}, _BEARER] if method.name in RPC_NAMES else [_BEARER]
@@ -232,17 +227,17 @@ def _query_parameter(
     return {"name": one.name, "in": "query", "description": described, "schema": schema}
 
 
-def _request_body(route: Route, index: ProtoIndex, request: str, schemas: Schemas) -> Schema:
-    if route.body != "*":
-        schema = schemas.field(_field(index, request, route.body), "input")
+def _request_body(
+    body: str, in_path: list[str], index: ProtoIndex, request: str, schemas: Schemas
+) -> Schema:
+    if body != "*":
+        schema = schemas.field(_field(index, request, body), "input")
         return {"required": True, "content": {_JSON: {"schema": schema}}}
-    if not route.path_fields:
+    if not in_path:
         return {"required": True, "content": {_JSON: {"schema": schemas.ref(request, "input")}}}
     # The path holds some fields; the body may hold the others, or be empty.
-    schema = schemas.message(request, "input", omit=route.path_fields)
-    schema["description"] = (
-        f"The request's fields other than {', '.join(route.path_fields)} (in the path)."
-    )
+    schema = schemas.message(request, "input", omit=in_path)
+    schema["description"] = f"The request's fields other than {', '.join(in_path)} (in the path)."
     return {"required": bool(schema["properties"]), "content": {_JSON: {"schema": schema}}}
 
 
@@ -268,20 +263,21 @@ def _error_ref(code: int) -> Schema:
     return {"$ref": f"#/components/responses/Error{code}"}
 
 
-def _error_statuses(route: Route) -> list[int]:
+# --- hand-described: what no descriptor says -------------------------------------
+
+
+def _error_statuses(has_path_fields: bool, has_body: bool) -> list[int]:
     """The error statuses a route can answer: every route those of a
     malformed request, bad credentials, a limit, a fault and an unreachable
     ledger; a route with an id in its path NOT_FOUND; one with a body those
     of a body too large or not JSON."""
     codes = [400, 401]
-    if route.path_fields:
+    if has_path_fields:
         codes.append(404)
-    if route.body:
+    if has_body:
         codes += [413, 415]
     return [*codes, 429, 500, 503]
 
-
-# --- hand-described: what no descriptor says -------------------------------------
 
 #: Each error status of the HTTP door, with the gRPC codes (AIP-193) this
 #: server answers with it. Its body is the ``google.rpc.Status``.
@@ -330,8 +326,8 @@ proto or the lowerCamelCase field names, integers as numbers or strings, enum \
 values by name or number. An error is a google.rpc.Status (its code the gRPC \
 code, its details a google.rpc.ErrorInfo and, where they apply, a \
 google.rpc.BadRequest and a google.rpc.RetryInfo) under the HTTP status \
-AIP-193 gives that code. Every response has an x-request-id header: the \
-request's id in the server's logs."""
+AIP-193 gives that code. Every answer to a /v1 route or the note's has an \
+x-request-id header: the request's id in the server's logs."""
 
 _REQUEST_ID_HEADER = {
     "description": "The request's id, as the server logs it.",
