@@ -199,14 +199,14 @@ def test_operations_are_described_by_their_proto_comments() -> None:
 
 
 def test_booking_operations_need_a_bearer_token_and_the_others_take_one() -> None:
-    for _, _, operation in operations():
-        if operation["operationId"] in RPC_NAMES:
-            assert operation["security"] == [{}, {"bearer": []}]
-        elif operation["operationId"][0].isupper() and operation.get("tags") == [
-            "ivoa.ep.v1.ExecutionPlannerService"
-        ]:
-            assert operation["security"] == [{"bearer": []}]
-    assert DOC["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    security = {op["operationId"]: op.get("security") for _, _, op in operations()}
+    optional, needed = [{}, {"bearer": []}], [{"bearer": []}]
+    for method in SERVICE.methods:
+        assert security[method.name] == (optional if method.name in RPC_NAMES else needed)
+    assert security["Accepts"] == security["Accept"] == optional
+    assert security["OpenApi"] is None
+    scheme = DOC["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
 def test_every_error_an_operation_gives_is_a_status() -> None:
