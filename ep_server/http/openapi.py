@@ -22,7 +22,7 @@ What no descriptor says is written here, in two tables marked as
 hand-described, and nowhere else: :data:`ERRORS`, the error statuses of the
 HTTP door (AIP-193's mapping of the gRPC codes this server gives), and
 :func:`hand_described_paths`, the routes no RPC annotates (the IVOA note's
-``/accepts`` and ``/accept``, and this document).
+``/accepts`` and ``/accept``, this document and the operator's page).
 """
 
 from __future__ import annotations
@@ -355,8 +355,8 @@ _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
-    """The routes no RPC annotates: the IVOA note's interface and this
-    document. Their schemas join ``schemas``."""
+    """The routes no RPC annotates: the IVOA note's interface, this
+    document and the operator's page. Their schemas join ``schemas``."""
     schemas.components |= _note_schemas(schemas)
     answer = {_JSON: {"schema": ref("IvoaNoteAnswer")}}
     note: Schema = {"tags": [_NOTE_TAG], "security": [{}, _BEARER]}
@@ -371,6 +371,7 @@ def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
     }
     bodies = {_JSON: question} | dict.fromkeys(_YAML, question) | dict.fromkeys(_FORMS, form)
     document = {_JSON: {"schema": {"type": "object"}}}
+    page = {"text/html": {"schema": {"type": "string"}}}
     return {
         "/accepts": {
             "get": {
@@ -413,6 +414,13 @@ def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
                 "summary": "This document.",
                 # Served as a file, outside the call pipeline: no request id.
                 "responses": {"200": {"description": "This document.", "content": document}},
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "Page",
+                "summary": "The operator's page: the site at a glance.",
+                "responses": {"200": {"description": "An HTML document.", "content": page}},
             }
         },
     }

@@ -36,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from ep_server.config import ScheduleSettings
@@ -52,9 +53,10 @@ from ep_server.schedule.ledger import (
     CANCELLED,
     Ledger,
     LedgerUnavailable,
+    OccupancyStep,
 )
 
-__all__ = ["Bookings", "owner_of", "resolve_pools", "utcnow"]
+__all__ = ["Bookings", "Occupancy", "owner_of", "resolve_pools", "utcnow"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,6 +91,18 @@ def resolve_pools(settings: ScheduleSettings, host: HostInfo) -> dict[str, int]:
         name: host_amounts.get(name, 0) if amount == "host" else int(amount)
         for name, amount in settings.pools.items()
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """How much of each pool bookings and outstanding offers hold over
+    ``[start, end)``: pool name -> its steps (see
+    :meth:`~ep_server.schedule.ledger.Ledger.occupancy`). Amounts only:
+    never whose, never an id."""
+
+    start: datetime
+    end: datetime
+    pools: Mapping[str, Sequence[OccupancyStep]]
 
 
 class BookingMetrics(Protocol):
@@ -241,6 +255,18 @@ class Bookings:
             self._count("cancelled")
             self._announce(CANCELLED, booking)
         return booking
+
+    async def occupancy(self, days: int = 7) -> Occupancy:
+        """How much of every pool is booked and offered from now to ``days``
+        days on, read for all pools at once (on as many ledger threads as
+        there are)."""
+        start = self.clock()
+        end = start + timedelta(days=days)
+        pools = sorted(self.ledger.pools)
+        steps = await asyncio.gather(
+            *(self.run(self.ledger.occupancy, pool, start, end, start) for pool in pools)
+        )
+        return Occupancy(start, end, dict(zip(pools, steps, strict=True)))
 
     async def _whole(self, change: Coroutine[Any, Any, Booking]) -> Booking:
         """Run ``change`` to its end even if the caller leaves meanwhile (its

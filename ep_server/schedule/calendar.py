@@ -56,6 +56,7 @@ __all__ = [
     "checked_pools",
     "first_fit",
     "merge",
+    "occupancy",
     "over",
 ]
 
@@ -170,6 +171,36 @@ def first_fit(bad: Iterable[tuple[int, int]], lo: int, duration: int) -> int:
             break
         s = end
     return s
+
+
+def occupancy(
+    booked: Iterable[Hold], offered: Iterable[Hold], pool: str, lo: int, hi: int
+) -> list[tuple[int, int, int, int]]:
+    """What ``booked`` and ``offered`` holds hold in ``pool`` over ``[lo,
+    hi)``, as steps ``(start, end, booked, offered)``: contiguous from ``lo``
+    to ``hi``, each a stretch over which both amounts stay the same, and no
+    two neighbours alike. Empty when ``hi <= lo``."""
+    if hi <= lo:
+        return []
+    changes: dict[int, list[int]] = {lo: [0, 0]}
+    for column, holds in enumerate((booked, offered)):
+        for hold in holds:
+            amount = hold.need.get(pool, 0)
+            if not amount or hold.start >= hi or hold.end <= lo:
+                continue
+            changes.setdefault(max(hold.start, lo), [0, 0])[column] += amount
+            if hold.end < hi:
+                changes.setdefault(hold.end, [0, 0])[column] -= amount
+    steps: list[tuple[int, int, int, int]] = []
+    held = [0, 0]
+    instants = sorted(changes)
+    for start, end in zip(instants, [*instants[1:], hi], strict=True):
+        held = [held[0] + changes[start][0], held[1] + changes[start][1]]
+        if steps and steps[-1][2:] == (held[0], held[1]):
+            steps[-1] = (steps[-1][0], end, held[0], held[1])
+        else:
+            steps.append((start, end, held[0], held[1]))
+    return steps
 
 
 # --- The calendar -------------------------------------------------------------

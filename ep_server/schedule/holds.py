@@ -37,6 +37,10 @@ class HoldIndex:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
+    def get(self, key: str) -> Hold | None:
+        """The hold under ``key``, if any."""
+        return self._keys.get(key)
+
     def load(self, items: Iterable[tuple[str, Hold]]) -> None:
         """Add many holds at once (one sort per bucket, not one insert each)."""
         for key, hold in items:
@@ -141,6 +145,16 @@ class LiveHolds:
         while self._expiry and self._expiry[0][0] <= now:
             _, offer_id = heapq.heappop(self._expiry)
             self.drop_offer(offer_id)
+
+    def overlapping(self, lo: int, hi: int) -> tuple[list[Hold], list[Hold]]:
+        """The holds over ``[lo, hi)``: the bookings', and the offers'
+        (unexpired as of the last :meth:`expire`)."""
+        offers = {self.index.get(offer_id) for offer_id in self._owner}
+        booked: list[Hold] = []
+        offered: list[Hold] = []
+        for hold in self.index.overlapping(lo, hi):
+            (offered if hold in offers else booked).append(hold)
+        return booked, offered
 
     def outstanding(self, owner: str) -> int:
         """How many offers ``owner`` holds (unexpired as of the last :meth:`expire`)."""

@@ -23,14 +23,14 @@ the end of this module convert both ways, the same for every backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ep_server.errors import FailedPrecondition, NotFound, Unavailable
 from ep_server.model import Booking, BookingState, Schedule, Slot
-from ep_server.schedule.calendar import Calendar, Found
+from ep_server.schedule.calendar import Calendar, Found, Hold, occupancy
 
 __all__ = [
     "PURGE_EVERY_US",
@@ -39,6 +39,7 @@ __all__ = [
     "HeldOffer",
     "Ledger",
     "LedgerUnavailable",
+    "OccupancyStep",
     "OfferExpired",
     "OfferNotFound",
     "Placement",
@@ -48,6 +49,7 @@ __all__ = [
     "find_slots",
     "from_us",
     "held_offer",
+    "occupancy_steps",
     "offer_limit",
     "pending_events",
     "span_us",
@@ -99,6 +101,18 @@ class HeldOffer:
     candidate: Candidate
     slot: Slot
     expire_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OccupancyStep:
+    """How much of one pool is held from ``start`` to ``end``: ``booked`` by
+    bookings, ``offered`` by outstanding offers. Whose, and which bookings
+    or offers, it never says."""
+
+    start: datetime
+    end: datetime
+    booked: int
+    offered: int
 
 
 class OfferNotFound(NotFound):
@@ -301,6 +315,23 @@ class Ledger(abc.ABC):
         and unexpired offers (for checks and tests)."""
 
     @abc.abstractmethod
+    def occupancy(
+        self, pool: str, start: datetime, end: datetime, now: datetime
+    ) -> list[OccupancyStep]:
+        """How much of ``pool`` BOOKED bookings and unexpired offers hold,
+        each counted apart, over ``[start, end)`` from the ledger's clock
+        on: steps from ``start`` (or the clock, when later) to ``end``, none
+        of them empty, no two neighbours alike. Nothing before the clock is
+        held (bookings there have finished, offers expired); a cancelled
+        booking holds nothing, nor does a rejected, accepted or released
+        offer (its booking holds instead)."""
+
+    @property
+    @abc.abstractmethod
+    def pools(self) -> Mapping[str, int]:
+        """The pools' capacities the ledger keeps to: pool name -> amount."""
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Check that the storage can be reached now (for health checks).
 
@@ -370,6 +401,15 @@ def held_offer(
     candidate = placement.candidates[found.candidate]
     expire_time = None if expire is None else from_us(expire)
     return HeldOffer(offer_id, placement.ask_id, placement.owner, candidate, slot, expire_time)
+
+
+def occupancy_steps(
+    booked: Iterable[Hold], offered: Iterable[Hold], pool: str, lo: int, hi: int
+) -> list[OccupancyStep]:
+    """The calendar's :func:`~ep_server.schedule.calendar.occupancy` of
+    ``pool`` over ``[lo, hi)`` (microseconds), in steps of :class:`OccupancyStep`."""
+    steps = occupancy(booked, offered, pool, lo, hi)
+    return [OccupancyStep(from_us(s), from_us(e), b, o) for s, e, b, o in steps]
 
 
 #: How often, in ledger time, expired offers are purged (in microseconds).

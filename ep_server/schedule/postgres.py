@@ -17,7 +17,7 @@ Never overbooking
     a caller asks for (placing, accepting, rejecting, cancelling) then
     advances the clock row, whose row lock also orders it after every other
     such write; the purge, which only deletes expired offers, does not.
-    Reads (``get``, ``bookings``, ``peak``, ``earliest``, a
+    Reads (``get``, ``bookings``, ``peak``, ``occupancy``, ``earliest``, a
     ``place`` that holds nothing) take no lock. Accepting, rejecting and
     cancelling are each one script, one round trip (see
     ``postgres_rows.ACCEPT_SCRIPT``), so they hold the lock and the clock
@@ -87,6 +87,7 @@ from ep_server.schedule.ledger import (
     DueAnnouncement,
     HeldOffer,
     Ledger,
+    OccupancyStep,
     OfferExpired,
     OfferNotFound,
     Placement,
@@ -95,6 +96,7 @@ from ep_server.schedule.ledger import (
     find_slots,
     from_us,
     held_offer,
+    occupancy_steps,
     offer_limit,
     pending_events,
     span_us,
@@ -310,6 +312,22 @@ class PostgresLedger(Ledger):
                 return 0
             rows = conn.execute(sql.HOLDS, {"lo": lo, "hi": hi, "clock": t})
             return Calendar(sql.load_holds(rows), self._pools).peak(pool, lo, hi)
+
+    def occupancy(
+        self, pool: str, start: datetime, end: datetime, now: datetime
+    ) -> list[OccupancyStep]:
+        with self._connection() as conn:
+            t = self._read_clock(conn, now)
+            lo, hi = max(to_us(start), t), to_us(end)
+            if hi <= lo:
+                return []
+            args = {"pool": pool, "lo": lo, "hi": hi, "clock": t}
+            booked, offered = sql.occupancy_holds(conn.execute(sql.OCCUPANCY, args), pool)
+        return occupancy_steps(booked, offered, pool, lo, hi)
+
+    @property
+    def pools(self) -> Mapping[str, int]:
+        return dict(self._pools)
 
     def ping(self) -> None:
         """Reach the server on a connection of its own, never one of the

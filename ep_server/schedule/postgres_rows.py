@@ -37,6 +37,7 @@ __all__ = [
     "HOLDS",
     "INSERT_OFFER",
     "LOCK",
+    "OCCUPANCY",
     "OFFER_EXPIRY",
     "OUTSTANDING",
     "OVERBOOKED",
@@ -50,6 +51,7 @@ __all__ = [
     "SqlHolds",
     "booking",
     "load_holds",
+    "occupancy_holds",
     "offer_row",
 ]
 
@@ -76,6 +78,17 @@ HOLDS = f"""
     SELECT id, start_us, end_us, need FROM ep_offers
      WHERE int8range(start_us, end_us) && int8range(%(lo)s, %(hi)s)
        AND expire_us > {_CLOCK}"""
+#: What BOOKED bookings and unexpired offers hold of pool ``%(pool)s`` over
+#: ``[lo, hi)``: (offered, start, end, amount), ``offered`` false for a
+#: booking. Nothing of whose.
+OCCUPANCY = f"""
+    SELECT false, start_us, end_us, (need ->> %(pool)s)::bigint FROM ep_bookings
+     WHERE state = 1 AND int8range(start_us, end_us) && int8range(%(lo)s, %(hi)s)
+       AND need ? %(pool)s
+    UNION ALL
+    SELECT true, start_us, end_us, (need ->> %(pool)s)::bigint FROM ep_offers
+     WHERE int8range(start_us, end_us) && int8range(%(lo)s, %(hi)s)
+       AND need ? %(pool)s AND expire_us > {_CLOCK}"""
 OUTSTANDING = f"SELECT count(*) FROM ep_offers WHERE owner = %(owner)s AND expire_us > {_CLOCK}"
 INSERT_OFFER = "INSERT INTO ep_offers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -287,6 +300,18 @@ def load_holds(rows: Iterable[tuple[Any, ...]]) -> HoldIndex:
     index = HoldIndex()
     index.load(_new(index, rows))
     return index
+
+
+def occupancy_holds(
+    rows: Iterable[tuple[bool, int, int, int]], pool: str
+) -> tuple[list[Hold], list[Hold]]:
+    """The bookings' and the offers' holds of ``pool`` from
+    :data:`OCCUPANCY` rows."""
+    booked: list[Hold] = []
+    offered: list[Hold] = []
+    for is_offer, start, end, amount in rows:
+        (offered if is_offer else booked).append(Hold(start, end, {pool: int(amount)}))
+    return booked, offered
 
 
 #: Reads stop here (2**62 microseconds is some 146,000 years after 1970).

@@ -56,6 +56,7 @@ from ep_server.schedule.ledger import (
     DueAnnouncement,
     HeldOffer,
     Ledger,
+    OccupancyStep,
     OfferExpired,
     OfferNotFound,
     Placement,
@@ -64,6 +65,7 @@ from ep_server.schedule.ledger import (
     find_slots,
     from_us,
     held_offer,
+    occupancy_steps,
     offer_limit,
     pending_events,
     span_us,
@@ -232,6 +234,18 @@ class SQLiteLedger(Ledger):
         with self._lock:
             self._tick(now)
             return self._calendar.peak(pool, to_us(slot.start), to_us(slot.end))
+
+    def occupancy(
+        self, pool: str, start: datetime, end: datetime, now: datetime
+    ) -> list[OccupancyStep]:
+        with self._lock:
+            lo, hi = max(to_us(start), self._tick(now)), to_us(end)
+            booked, offered = self._holds.overlapping(lo, hi)
+            return occupancy_steps(booked, offered, pool, lo, hi)
+
+    @property
+    def pools(self) -> Mapping[str, int]:
+        return dict(self._calendar.pools)
 
     def ping(self) -> None:
         """A file the process holds open: nothing to reach."""

@@ -16,6 +16,7 @@ overrides it) must be running, or every PostgreSQL test fails saying so.
 from __future__ import annotations
 
 import abc
+import itertools
 import json
 import os
 import random
@@ -32,7 +33,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ep_server.model import Booking, Schedule, Slot, Window
-from ep_server.schedule.ledger import Candidate, HeldOffer, Ledger, Placement
+from ep_server.schedule.ledger import Candidate, HeldOffer, Ledger, OccupancyStep, Placement
 from ep_server.schedule.postgres import PostgresLedger
 from ep_server.schedule.sqlite import SQLiteLedger
 
@@ -104,6 +105,32 @@ def brute_peak(holds: list[Interval], pool: str) -> int:
         usage = sum(n.get(pool, 0) for s, e, n in holds if s <= start < e)
         best = max(best, usage)
     return best
+
+
+def assert_occupancy(
+    steps: list[OccupancyStep],
+    booked: list[Interval],
+    offered: list[Interval],
+    pool: str,
+    lo: datetime,
+    hi: datetime,
+) -> None:
+    """``steps`` are contiguous over ``[lo, hi)``, no two neighbours alike,
+    and at every instant where a hold starts or ends (and at ``lo``) say
+    what a sweep of ``booked`` and ``offered`` holds."""
+    if hi <= lo:
+        assert steps == []
+        return
+    assert [steps[0].start, steps[-1].end] == [lo, hi]
+    for a, b in itertools.pairwise(steps):
+        assert a.end == b.start
+        assert (a.booked, a.offered) != (b.booked, b.offered)
+    assert all(s.start < s.end for s in steps)
+    instants = {lo} | {t for s, e, _ in booked + offered for t in (s, e) if lo <= t < hi}
+    for t in instants:
+        [step] = [s for s in steps if s.start <= t < s.end]
+        held = [sum(n.get(pool, 0) for s, e, n in hs if s <= t < e) for hs in (booked, offered)]
+        assert [step.booked, step.offered] == held, t
 
 
 def assert_within(holds: list[Interval], pools: Mapping[str, int]) -> None:

@@ -37,7 +37,7 @@ from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 from ep_server.plugins import load_registry
 from ep_server.plugins.caller import PluginCaller
 from ep_server.schedule.bookings import RECORD_EVERY, Bookings
-from ep_server.schedule.ledger import ANNOUNCE_AFTER, Candidate, Placement
+from ep_server.schedule.ledger import ANNOUNCE_AFTER, Candidate, OccupancyStep, Placement
 from ep_server.schedule.sqlite import SQLiteLedger
 from ep_server.server import start_server
 from ep_server.testing import build_settings
@@ -737,3 +737,29 @@ async def test_announcements_whose_recording_is_cut_short_by_closing_are_still_r
             "SELECT announced, announce_due_us FROM bookings WHERE id = ?", (booking.id,)
         ).fetchone()
     assert stored == (1, None)
+
+
+# --- Occupancy ---------------------------------------------------------------------------
+
+
+async def test_occupancy_reads_every_pool_from_now_on_without_owners_or_ids(ledger):
+    """``ledger``: a ledger of each backend, with the pools cores, memory and gpus."""
+    clock = Clock()
+    bookings, caller = bookings_on(ledger, Booker(), clock)
+    booking = made_elsewhere(ledger, clock())
+    offer = held_offer(ledger, clock(), "another")  # and its two siblings, an hour apart
+    occupancy = await bookings.occupancy(days=2)
+    await bookings.close()
+    caller.close()
+    assert (occupancy.start, occupancy.end) == (T0, T0 + timedelta(days=2))
+    assert sorted(occupancy.pools) == ["cores", "gpus", "memory"]
+    assert occupancy.pools["cores"] == [
+        OccupancyStep(T0, T0 + HOUR, 1, 1),
+        OccupancyStep(T0 + HOUR, T0 + 3 * HOUR, 0, 1),
+        OccupancyStep(T0 + 3 * HOUR, T0 + timedelta(days=2), 0, 0),
+    ]
+    assert occupancy.pools["gpus"] == [OccupancyStep(T0, T0 + timedelta(days=2), 0, 0)]
+    text = repr(occupancy)
+    assert "alice" not in text
+    assert booking.id not in text
+    assert offer.id not in text

@@ -30,6 +30,7 @@ from ep_server.schedule.calendar import (
     checked_pools,
     first_fit,
     merge,
+    occupancy,
     over,
 )
 
@@ -344,6 +345,22 @@ def test_peak_is_the_most_held_at_any_instant_of_the_range(scene: Scene) -> None
     for pool, lo, length in itertools.product("ab", range(SPAN + 13), range(-1, 14)):
         hi = lo + length
         assert calendar.peak(pool, lo * u, hi * u) == model.peak(pool, lo, hi), (pool, lo, hi)
+
+
+@EXHAUSTIVE
+@given(scenes())
+def test_occupancy_is_what_bookings_and_offers_hold_at_every_instant(scene: Scene) -> None:
+    """``holds`` stand for bookings, ``extra`` for offers."""
+    u = scene.unit
+    booked, offered = Model(scene.holds, scene.pools), Model(scene.extra, scene.pools)
+    bookings, offers = scene.scaled(scene.holds), scene.scaled(scene.extra)
+    for pool, lo, length in itertools.product("ab", range(0, SPAN + 13, 3), range(-1, 14)):
+        hi = lo + length
+        steps = occupancy(bookings, offers, pool, lo * u, hi * u)
+        units = [(t, b, o) for s, e, b, o in steps for t in range(scene.back(s), scene.back(e))]
+        expect = [(t, booked.usage(pool, t), offered.usage(pool, t)) for t in range(lo, hi)]
+        assert units == expect, (pool, lo, hi)
+        assert all(a[2:] != b[2:] for a, b in itertools.pairwise(steps)), steps
 
 
 @given(

@@ -125,3 +125,16 @@ def test_a_cancelled_booking_leaves_the_index() -> None:
     live.add_booking("b1", Hold(0, 10, {"cores": 2}))
     live.remove_booking("b1")
     assert list(live.index.overlapping(0, 10)) == []
+
+
+def test_overlapping_holds_are_told_apart_as_bookings_and_offers() -> None:
+    live = LiveHolds()
+    booked, early, late = Hold(0, 10, {}), Hold(5, 15, {}), Hold(20, 30, {})
+    live.load([("b1", booked)], [("o1", "alice", 100, early)])
+    live.add_offer("o2", "bob", 50, late)
+    live.add_booking("b2", Hold(40, 50, {}))
+    assert live.overlapping(0, 30) == ([booked], [early, late])  # one bucket: by start
+    live.expire(50)
+    assert live.overlapping(0, 30) == ([booked], [early])
+    live.drop_offer("o1")
+    assert live.overlapping(0, 30) == ([booked], [])

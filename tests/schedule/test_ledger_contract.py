@@ -5,6 +5,7 @@ and cancelling, restarts, threads, and a state machine against a model.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from schedule.ledgers import (
     M,
     Store,
     ask,
+    assert_occupancy,
     assert_within,
     at,
     book,
@@ -48,6 +50,7 @@ from ep_server.schedule.ledger import (
     Candidate,
     HeldOffer,
     Ledger,
+    OccupancyStep,
     OfferExpired,
     OfferNotFound,
     Placement,
@@ -535,6 +538,73 @@ def test_bookings_are_the_owners_by_start(ledger: Ledger) -> None:
     assert [b.id for b in ledger.bookings("alice", T0)] == [early.id, late.id]
 
 
+# --- Occupancy: amounts held, never whose ---------------------------------------------
+
+
+def test_occupancy_counts_booked_and_offered_apart(ledger: Ledger) -> None:
+    book(ledger, 1, 3, cores=4)
+    (offer,) = ledger.place(ask((2, 2), need={"cores": 2, "memory": GIB}, owner="bob"), T0)
+    assert offer.slot == Slot(at(2), at(4))
+    assert ledger.occupancy("cores", at(0), at(5), T0) == [
+        OccupancyStep(at(0), at(1), 0, 0),
+        OccupancyStep(at(1), at(2), 4, 0),
+        OccupancyStep(at(2), at(3), 4, 2),
+        OccupancyStep(at(3), at(4), 0, 2),
+        OccupancyStep(at(4), at(5), 0, 0),
+    ]
+    assert ledger.occupancy("memory", at(0), at(5), T0) == [
+        OccupancyStep(at(0), at(2), 0, 0),
+        OccupancyStep(at(2), at(4), 0, GIB),
+        OccupancyStep(at(4), at(5), 0, 0),
+    ]
+    assert ledger.occupancy("gpus", at(0), at(5), T0) == [OccupancyStep(at(0), at(5), 0, 0)]
+    assert ledger.occupancy("no-such-pool", at(0), at(5), T0) == [OccupancyStep(at(0), at(5), 0, 0)]
+
+
+def test_occupancy_counts_no_cancelled_booking_nor_released_or_expired_offer(
+    ledger: Ledger,
+) -> None:
+    cancelled = book(ledger, 0, 2, cores=1)
+    ledger.cancel(cancelled.id, "alice", T0)
+    (rejected,) = ledger.place(ask((0, 0), need={"cores": 2}, ask_id="rejected"), T0)
+    ledger.reject(rejected.id, "alice", T0)
+    first, sibling = ledger.place(ask((0, 4), need={"cores": 4}, ask_id="two", max_offers=2), T0)
+    assert (first.slot, sibling.slot) == (Slot(at(0), at(2)), Slot(at(2), at(4)))
+    ledger.accept(first.id, "alice", T0)
+    ledger.place(ask((5, 5), need={"cores": 8}, ask_id="short", owner="bob", ttl=M), T0)
+    assert ledger.occupancy("cores", at(0), at(8), T0)[-2:] == [
+        OccupancyStep(at(5), at(7), 0, 8),
+        OccupancyStep(at(7), at(8), 0, 0),
+    ]
+    later = T0 + 2 * M  # the short offer has expired
+    assert ledger.occupancy("cores", at(0), at(8), later) == [
+        OccupancyStep(later, at(2), 4, 0),  # the accepted offer: booked, not offered too
+        OccupancyStep(at(2), at(8), 0, 0),
+    ]
+
+
+def test_occupancy_starts_at_the_ledger_clock(ledger: Ledger) -> None:
+    book(ledger, 0, 2, cores=3)
+    assert ledger.occupancy("cores", at(0), at(3), at(1)) == [
+        OccupancyStep(at(1), at(2), 3, 0),
+        OccupancyStep(at(2), at(3), 0, 0),
+    ]
+    # The booking has finished; the clock never runs back for a later call.
+    assert ledger.occupancy("cores", at(0), at(3), at(2)) == [OccupancyStep(at(2), at(3), 0, 0)]
+    assert ledger.occupancy("cores", at(0), at(3), T0) == [OccupancyStep(at(2), at(3), 0, 0)]
+    assert ledger.occupancy("cores", at(0), at(2), T0) == []
+    assert ledger.occupancy("cores", at(5), at(4), T0) == []
+
+
+def test_occupancy_says_amounts_never_whose(ledger: Ledger) -> None:
+    fields = [f.name for f in dataclasses.fields(OccupancyStep)]
+    assert fields == ["start", "end", "booked", "offered"]
+    book(ledger, 0, 1, owner="carol-the-owner", cores=1)
+    text = repr(ledger.occupancy("cores", at(0), at(2), T0))
+    assert "carol" not in text
+    assert ledger.pools == POOLS
+
+
 # --- Restarts ------------------------------------------------------------------------------
 
 
@@ -709,8 +779,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.led = self.open()
 
     def holds(self) -> list[Interval]:
-        live = [iv for _, _, iv, exp in self.offers.values() if exp > self.now]
-        return live + [
+        return self.live_offers() + self.live_bookings()
+
+    def live_offers(self) -> list[Interval]:
+        return [iv for _, _, iv, exp in self.offers.values() if exp > self.now]
+
+    def live_bookings(self) -> list[Interval]:
+        return [
             (b.slot.start, b.slot.end, b.need)
             for b in self.booked.values()
             if b.id not in self.cancelled
@@ -872,6 +947,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert_within(holds, POOLS_SMALL)
         for pool in POOLS_SMALL:
             assert self.led.peak(pool, ALL_TIME, self.now) == brute_peak(holds, pool)
+        lo, hi = self.now - H, self.now + 30 * H
+        steps = self.led.occupancy("cores", lo, hi, self.now)
+        booked, offered = self.live_bookings(), self.live_offers()
+        assert_occupancy(steps, booked, offered, "cores", self.now, hi)
 
     def teardown(self) -> None:
         if hasattr(self, "store"):
