@@ -56,6 +56,7 @@ lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/python tools/genproto.py --check
+	$(BIN)/python tools/genopenapi.py --check
 	@$(MAKE) --no-print-directory breaking
 
 # buf breaking against the previous commit, when there is one with protos/

@@ -273,6 +273,15 @@ def test_post_accept_refuses_bad_input_with_400_naming_the_field(site, body, kin
     assert field in found, found
 
 
+def test_a_multipart_part_with_a_malformed_header_line_gets_400(site):
+    body = b"--b\r\n[[-259, 3.7e+277]\r\n\r\nvalue\r\n--b--\r\n"
+    kind = "multipart/form-data; boundary=b"
+    status, _, error = call(f"{site}/accept", data=body, headers={"Content-Type": kind})
+    assert status == 400, error
+    assert error["code"] == 3
+    assert "part without a name" in error["message"]  # the header line names none
+
+
 def test_a_yaml_time_stays_text_as_in_json(site):
     body = (
         b"tasktype: uri://docker-container\n"
