@@ -31,7 +31,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from ep_server.auth import subject_from_der_certificate
-from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound
 from ep_server.http.routes import RestRoute, rest_routes
 from ep_server.logs import REQUEST_ID
 from ep_server.metrics import Metrics
@@ -163,16 +163,18 @@ class _MethodNotAllowed(EPError):
     http_status = 405
 
 
-class BodyTooLarge(ResourceExhausted):
-    """A request body past ``[http] max_body_bytes`` (HTTP 413)."""
+class BodyTooLarge(EPError):
+    """A request body past ``[http] max_body_bytes`` (HTTP 413). The code is
+    gRPC's for a message past its limit; unlike a rate limit, waiting does
+    not help, so it carries no Retry-After."""
 
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BODY_TOO_LARGE"
     http_status = 413
 
     def __init__(self, limit: int | None = None) -> None:
         what = f" ({limit} bytes)" if limit else ""
-        super().__init__(
-            f"the request body is larger than this site accepts{what}", 0, reason="BODY_TOO_LARGE"
-        )
+        super().__init__(f"the request body is larger than this site accepts{what}")
 
 
 @dataclass(frozen=True, slots=True)

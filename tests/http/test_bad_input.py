@@ -44,6 +44,9 @@ async def test_a_body_past_max_body_bytes_gets_413(site):
     assert_status_json(reply, 413, 8)  # RESOURCE_EXHAUSTED
     assert reply.reason() == "BODY_TOO_LARGE"
     assert "1024" in reply.json["message"]
+    # Waiting does not make a body smaller: no Retry-After, no RetryInfo.
+    assert "Retry-After" not in reply.headers
+    assert not [d for d in reply.json["details"] if d["@type"].endswith("RetryInfo")]
     assert reply.headers["x-request-id"]
 
     async def chunks():  # no Content-Length: the limit holds while reading
