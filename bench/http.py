@@ -48,9 +48,10 @@ or a failed RPC ends the benchmark with an error rather than a rate.
 
 The loads are interleaved (h http, h grpc, h grpc-c, x http, h http, ...)
 so that machine drift cancels, repeated ``--rounds`` times, and reported as
-medians. ``--baseline DIR`` adds (h0): the same ep-server run from another
-source tree (``git worktree add DIR REF``), loaded over HTTP in the same
-rounds, to measure a change before and after in one run.
+medians. ``--baseline DIR`` (repeatable) adds (h0), (h1)...: the same
+ep-server run from another source tree (``git archive REF | tar -x -C
+DIR``), loaded over HTTP in the same rounds, to measure a change before
+and after in one run.
 
 Target: (h) HTTP requests/s at least 0.8x (h) gRPC's. Results are appended
 to bench/results-http.md.
@@ -69,7 +70,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -107,7 +108,6 @@ ASK_JSON: Final = json.dumps({"tasktype": EXAMPLE_TASKTYPE, "taskinfo": EXAMPLE_
 TARGET: Final = 0.8
 #: The names of the loads, which the ratios compare.
 H_HTTP, H_GRPC, H_GRPC_C, X_HTTP = "h http", "h grpc", "h grpc-c", "x http"
-H0_HTTP = "h0 http"
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,8 @@ class Load:
     """One of the measured loads: a server and how to load it."""
 
     name: str
+    #: What it measures, for the report.
+    label: str
     server: ServerProcess
     #: (concurrency, seconds, max requests) -> the generator's command line.
     argv: Callable[[int, float, int], list[str]]
@@ -169,7 +171,7 @@ def _children_cpu() -> float:
 # --- wrk: HTTP -----------------------------------------------------------------------
 
 
-def wrk_load(name: str, server: ServerProcess, address: str) -> Load:
+def wrk_load(name: str, label: str, server: ServerProcess, address: str) -> Load:
     """wrk POSTing the example ask to ``address`` with bench/http_post.lua."""
     url = f"http://{address}{ASK_PATH}"
 
@@ -182,7 +184,7 @@ def wrk_load(name: str, server: ServerProcess, address: str) -> Load:
     def parse(out: str, max_calls: int) -> tuple[int, float, float, float]:
         return _wrk_result(name, out, max_calls)
 
-    return Load(name, server, argv, parse)
+    return Load(name, f"{label}, HTTP POST {ASK_PATH}, wrk", server, argv, parse)
 
 
 _WRK_JSON = re.compile(r"^WRK_JSON (\{.*\})$", re.M)
@@ -208,7 +210,7 @@ def _wrk_result(name: str, out: str, max_calls: int) -> tuple[int, float, float,
 # --- bench/load.py: gRPC -----------------------------------------------------------
 
 
-def grpc_load(name: str, server: ServerProcess, address: str, request: bytes) -> Load:
+def grpc_load(name: str, label: str, server: ServerProcess, address: str, request: bytes) -> Load:
     """bench/load.py asking ``request`` on one channel to ``address``."""
 
     def argv(concurrency: int, seconds: float, max_calls: int) -> list[str]:
@@ -226,14 +228,20 @@ def grpc_load(name: str, server: ServerProcess, address: str, request: bytes) ->
             raise BenchError(f"{name}: no call succeeded")
         return r["calls"], r["qps"], r["p50_ms"], r["p99_ms"]
 
-    return Load(name, server, argv, parse, uncounted=1)
+    return Load(name, f"{label}, gRPC Ask, bench/load.py", server, argv, parse, uncounted=1)
 
 
 # --- h2load: gRPC from a load generator in C ---------------------------------------
 
 
 def h2load_grpc_load(
-    name: str, server: ServerProcess, address: str, request: bytes, answer: bytes, workdir: Path
+    name: str,
+    label: str,
+    server: ServerProcess,
+    address: str,
+    request: bytes,
+    answer: bytes,
+    workdir: Path,
 ) -> Load:
     """h2load sending ``request`` as gRPC messages on one HTTP/2 connection,
     its concurrency as that many streams at once (like bench/load.py).
@@ -259,7 +267,7 @@ def h2load_grpc_load(
     def parse(out: str, max_calls: int) -> tuple[int, float, float, float]:
         return _h2load_result(name, out, answer_size)
 
-    return Load(name, server, argv, parse)
+    return Load(name, f"{label}, gRPC Ask, h2load", server, argv, parse)
 
 
 def _grpc_frame(message: bytes) -> bytes:
@@ -398,8 +406,9 @@ class Servers:
             process.stop()
 
 
-def start(baseline: Path | None, workdir: Path) -> Servers:
-    """Start (h), (x) and, with ``baseline``, (h0); check their answers."""
+def start(baselines: Sequence[Path], workdir: Path) -> Servers:
+    """Start (h), (x) and one (h0), (h1)... from each of ``baselines``;
+    check their answers."""
     servers = Servers([], [], b"")
     try:
         ep, grpc_address, http_address = start_ep()
@@ -413,21 +422,22 @@ def start(baseline: Path | None, workdir: Path) -> Servers:
         if http_ask(bare_address) != servers.body:
             raise BenchError("x: the bare server does not answer the EP's answer")
         print(f"x bare http: {bare_address} (pid {bare.pid})", flush=True)
+        request = seed().SerializeToString()
         servers.loads = [
-            wrk_load(H_HTTP, ep, http_address),
-            grpc_load(H_GRPC, ep, grpc_address, seed().SerializeToString()),
-            h2load_grpc_load(
-                H_GRPC_C, ep, grpc_address, seed().SerializeToString(), answer, workdir
-            ),
-            wrk_load(X_HTTP, bare, bare_address),
+            wrk_load(H_HTTP, "(h) ep", ep, http_address),
+            grpc_load(H_GRPC, "(h) ep", ep, grpc_address, request),
+            h2load_grpc_load(H_GRPC_C, "(h) ep", ep, grpc_address, request, answer, workdir),
+            wrk_load(X_HTTP, "(x) bare aiohttp", bare, bare_address),
         ]
-        if baseline is not None:
+        for i, baseline in enumerate(baselines):
             before, before_grpc, before_http = start_ep(baseline)
             servers.processes.append(before)
-            if check_doors("h0", before_grpc, before_http)[1] != servers.body:
-                raise BenchError("h0: the baseline answers differently")
-            print(f"h0 ep ({baseline}): HTTP {before_http} (pid {before.pid})", flush=True)
-            servers.loads.insert(1, wrk_load(H0_HTTP, before, before_http))
+            name = f"h{i}"
+            if check_doors(name, before_grpc, before_http)[1] != servers.body:
+                raise BenchError(f"{name}: the baseline {baseline} answers differently")
+            print(f"{name} ep ({baseline}): HTTP {before_http} (pid {before.pid})", flush=True)
+            label = f"({name}) ep from {baseline}"
+            servers.loads.insert(1 + i, wrk_load(f"{name} http", label, before, before_http))
     except BaseException:
         servers.stop()
         raise
@@ -479,15 +489,6 @@ def measure(
     return results
 
 
-_WHAT = {
-    H_HTTP: "(h) ep, HTTP POST /v1/ask, wrk",
-    H0_HTTP: "(h0) ep baseline, HTTP POST /v1/ask, wrk",
-    H_GRPC: "(h) ep, gRPC Ask, bench/load.py",
-    H_GRPC_C: "(h) ep, gRPC Ask, h2load",
-    X_HTTP: "(x) bare aiohttp, POST /v1/ask, wrk",
-}
-
-
 def report(loads: list[Load], results: Results, concurrency: int) -> list[str]:
     cells = {load.name: Cell.of(results[load.name]) for load in loads}
     grpc_cell = cells[H_GRPC]
@@ -499,7 +500,7 @@ def report(loads: list[Load], results: Results, concurrency: int) -> list[str]:
     for load in loads:
         c = cells[load.name]
         lines.append(
-            f"| {_WHAT[load.name]} | {c.rps:.0f} | {_ms(c.p50_ms)} | {_ms(c.p99_ms)} "
+            f"| {load.label} | {c.rps:.0f} | {_ms(c.p50_ms)} | {_ms(c.p99_ms)} "
             f"| {c.server_cpu_us:.0f} | {c.client_cpu_us:.0f} | {c.rps / grpc_cell.rps:.2f} "
             f"| {c.server_cpu_us / grpc_cell.server_cpu_us:.2f} |"
         )
@@ -521,13 +522,14 @@ def report(loads: list[Load], results: Results, concurrency: int) -> list[str]:
             f"**{h.rps / c_cell.rps:.2f}**; server CPU per request "
             f"{h.server_cpu_us / c_cell.server_cpu_us:.2f}x"
         )
-    if H0_HTTP in cells:
-        h0 = cells[H0_HTTP]
-        lines.append(
-            f"- (h) / (h0) baseline, HTTP req/s: **{h.rps / h0.rps:.2f}**; server CPU per "
-            f"request {h.server_cpu_us:.0f} against {h0.server_cpu_us:.0f} µs "
-            f"({h.server_cpu_us - h0.server_cpu_us:+.0f})"
-        )
+    for name in cells:
+        if re.fullmatch(r"h\d+ http", name):
+            b = cells[name]
+            lines.append(
+                f"- (h) / ({name.split()[0]}), HTTP req/s: **{h.rps / b.rps:.2f}**; server CPU "
+                f"per request {h.server_cpu_us:.0f} against {b.server_cpu_us:.0f} µs "
+                f"({h.server_cpu_us - b.server_cpu_us:+.0f})"
+            )
     return lines
 
 
@@ -545,7 +547,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace, workdir: Path) -> list[str]:
-    servers = start(args.baseline, workdir)
+    servers = start(args.baseline or [], workdir)
     try:
         results = measure(
             servers.loads, args.concurrency, args.rounds, args.seconds, args.max_calls
@@ -564,6 +566,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
+        action="append",
         help="also load over HTTP an ep-server run from this source tree (h0)",
     )
     quick = {"rounds": 1, "seconds": 1}
@@ -579,7 +582,7 @@ def main() -> None:
         f"## {utc_stamp()}",
         "",
         f"{machine()}, commit {commit or 'unknown'}"
-        + (f", baseline {args.baseline}" if args.baseline else "")
+        + "".join(f", (h{i}) from {b}" for i, b in enumerate(args.baseline or []))
         + f"; {args.concurrency} concurrent (HTTP/1.1: connections, one request each; "
         "gRPC: streams on one channel); medians of "
         f"{args.rounds} interleaved {args.seconds}-second runs per load.",

@@ -34,6 +34,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
+from ep_server.wire.proto_json import message_dict
 from ep_server.wire.status import status_proto
 
 __all__ = [
@@ -71,6 +72,10 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 #: deepest field outside taskinfo (``schedule.windows[0].start``) lies
 #: four levels down.
 JSON_DEPTH_SLACK = 4
+
+#: What ``json.dumps(data, ensure_ascii=False, separators=(",", ":"))``
+#: builds on every call, built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _NESTED_FIELD = re.compile(r"Failed to parse (\w+) field: ")
 _AT_PATH = re.compile(r" at (?:\w+\.)?([\w.\[\]]+?)\.*$")
@@ -114,9 +119,12 @@ def request_from_http(
 
 
 def message_json(message: Message) -> bytes:
-    """``message`` in protobuf's JSON mapping, with the proto field names."""
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """``message`` in protobuf's JSON mapping, with the proto field names:
+    ``json.dumps(json_format.MessageToDict(message,
+    preserving_proto_field_name=True), ensure_ascii=False,
+    separators=(",", ":"))``, encoded, byte for byte, in a fraction of the
+    time (see :mod:`ep_server.wire.proto_json`)."""
+    return _ENCODER.encode(message_dict(message)).encode()
 
 
 def error_json(exc: EPError) -> tuple[int, bytes]:
