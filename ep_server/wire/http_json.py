@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
-from ep_server.wire.proto_json import message_dict
+from ep_server.wire.proto_json import message_dict, parse_dict
 from ep_server.wire.status import status_proto
 
 __all__ = [
@@ -100,17 +100,19 @@ def request_from_http(
     :raises InvalidArgument: naming each field that cannot be read.
     """
     data: dict[str, Any] = {}
+    depth = 1  # how deep data nests, at most
     if body is not None and body.strip():
         data = _json_object(what, body, max_depth)
+        depth = max_depth
     for name, value in query:
         if name in path:
             raise InvalidArgument(what, [FieldViolation(name, "is set by the URL's path")])
         _set_dotted(data, name, value)
+        depth = max(depth, name.count(".") + 1)
     for name, value in path.items():
         data[name] = value
-    message = cls()
     try:
-        json_format.ParseDict(data, message)
+        message = parse_dict(cls, data, depth)
     except json_format.ParseError as exc:
         raise InvalidArgument(what, [_violation(str(exc))]) from None
     except RecursionError:  # deeper than the check above let through

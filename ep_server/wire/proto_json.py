@@ -1,4 +1,4 @@
-"""Protobuf's JSON mapping of a message, as a dict, faster than ``json_format``.
+"""Protobuf's JSON mapping, as dicts, faster than ``json_format``.
 
 :func:`message_dict` returns what ``json_format.MessageToDict(message,
 preserving_proto_field_name=True)`` returns: the same keys in the same
@@ -19,6 +19,14 @@ infinity in a ``Value``, an enum number a closed enum does not have) sends
 the whole message to ``json_format`` instead, which then answers or raises
 exactly as it always does. tests/wire/test_proto_json.py holds the two to
 the same bytes on generated messages of every type the service answers.
+
+:func:`parse_dict` builds what ``json_format.ParseDict`` builds, for the
+requests the HTTP door reads most: an object whose members are string
+fields given as strings and ``Struct`` fields given as objects (an
+``Ask``'s ``tasktype`` and ``taskinfo``), with the same calls protobuf's
+own parser makes on the message. Any other member, or any error, and the
+request goes to ``ParseDict``, which builds it or refuses it as it always
+does.
 """
 
 from __future__ import annotations
@@ -26,14 +34,15 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["message_dict"]
+__all__ = ["message_dict", "parse_dict"]
 
+M = TypeVar("M", bound=Message)
 _Convert = Callable[[Any], Any]
 _F = FieldDescriptor
 
@@ -231,3 +240,76 @@ _WELL_KNOWN: dict[str, _Convert] = {
     "google.protobuf.Duration": _json_string,
 }
 _LEFT_TO_JSON_FORMAT = frozenset({"google.protobuf.Any", "google.protobuf.FieldMask"})
+
+
+# --- JSON to messages --------------------------------------------------------------
+
+#: The deepest JSON (the top object is level 1) :func:`parse_dict` builds
+#: itself: json_format refuses messages nested 100 deep, and each level of
+#: a Struct is two (a Value and a Struct or ListValue), so well short of
+#: that limit the two cannot differ. Deeper bodies go to json_format.
+SAFE_DEPTH = 40
+
+_STRUCT = "google.protobuf.Struct"
+
+
+def parse_dict(cls: type[M], data: dict[str, Any], depth: int) -> M:
+    """``json_format.ParseDict(data, cls())``: the same message, or the same
+    error.
+
+    :param depth: how deep ``data`` nests at most (the top object is 1).
+    :raises json_format.ParseError: (or whatever ``ParseDict`` raises).
+    """
+    if depth <= SAFE_DEPTH:
+        try:
+            return _parse_flat(cls, data)
+        except Exception:  # json_format builds it, or raises its own error
+            pass
+    return json_format.ParseDict(data, cls())
+
+
+#: Message type -> JSON member name -> its field: the fields parse_dict
+#: sets itself, by their JSON name and their proto name (the JSON name
+#: wins where they clash, as in json_format).
+_FLAT_FIELDS: dict[Any, dict[str, FieldDescriptor]] = {}
+
+
+def _parse_flat(cls: type[M], data: dict[str, Any]) -> M:
+    desc = cls.DESCRIPTOR
+    fields = _FLAT_FIELDS.get(desc)
+    if fields is None:
+        fields = _FLAT_FIELDS[desc] = _flat_fields(desc)
+    message = cls()
+    seen: set[FieldDescriptor] = set()
+    for name, value in data.items():
+        field = fields[name]  # KeyError: a member json_format must judge
+        if field in seen:
+            raise _Unsupported(f"{field.name} given twice")
+        seen.add(field)
+        if field.cpp_type == _F.CPPTYPE_STRING and type(value) is str:
+            setattr(message, field.name, value)  # a lone surrogate raises here
+        elif type(value) is dict and field.message_type is not None:
+            struct: Any = getattr(message, field.name)
+            struct.SetInParent()
+            struct.Clear()
+            struct.update(value)
+        else:
+            raise _Unsupported(name)
+    return message
+
+
+def _flat_fields(desc: Any) -> dict[str, FieldDescriptor]:
+    """The string and Struct fields of ``desc`` outside any oneof."""
+    flat = [
+        f
+        for f in desc.fields
+        if not f.is_repeated
+        and f.containing_oneof is None
+        and (
+            f.type == _F.TYPE_STRING
+            or (f.message_type is not None and f.message_type.full_name == _STRUCT)
+        )
+    ]
+    names = {f.name: f for f in desc.fields}
+    names.update({f.json_name: f for f in desc.fields})
+    return {name: f for name, f in names.items() if f in flat}

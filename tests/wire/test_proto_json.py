@@ -28,9 +28,10 @@ from grpc_tools import protoc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ep_server.errors import InvalidArgument
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.wire import proto_json
-from ep_server.wire.http_json import message_json
+from ep_server.wire.http_json import message_json, request_from_http
 
 F = FieldDescriptor
 
@@ -340,3 +341,103 @@ def test_the_eps_answers_never_ask_json_format(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(proto_json.json_format, "MessageToDict", refused)
     assert message_json(answer) == expected
+
+
+# --- JSON to messages --------------------------------------------------------------
+
+REQUEST_TYPES = sorted(n for n in pb.DESCRIPTOR.message_types_by_name if n.endswith("Request"))
+#: Member names: every request field's proto and JSON name, and some no field has.
+MEMBERS = st.sampled_from(
+    sorted(
+        {f.name for n in REQUEST_TYPES for f in pb.DESCRIPTOR.message_types_by_name[n].fields}
+        | {
+            f.json_name
+            for n in REQUEST_TYPES
+            for f in pb.DESCRIPTOR.message_types_by_name[n].fields
+        }
+        | {"taskInfo", "task_type", "", "[ext]"}
+    )
+)
+#: What json.loads gives: no tuples, no sets; lone surrogates, NaN, huge integers.
+LOADED = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, -(10**400)])
+    | ANY_FLOAT
+    | TEXT
+    | st.sampled_from(["\ud800", "a\udfff", "uri://docker-container"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def parsed(parse: Any, cls: Any, data: dict[str, Any]) -> tuple[str, Any]:
+    """The message built (serialized, with its present fields), or the error."""
+    try:
+        message = parse(cls, data)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    present = [f.name for f, _ in message.ListFields()]
+    return "ok", (message.SerializeToString(deterministic=True), present)
+
+
+def json_format_parse(cls: Any, data: dict[str, Any]) -> Message:
+    message: Message = json_format.ParseDict(data, cls())
+    return message
+
+
+def fast_parse(cls: Any, data: dict[str, Any]) -> Message:
+    return proto_json.parse_dict(cls, data, depth=proto_json.SAFE_DEPTH)
+
+
+@pytest.mark.parametrize("name", REQUEST_TYPES)
+@CHECKS
+@given(data=st.dictionaries(MEMBERS, LOADED, max_size=4))
+def test_a_request_is_built_as_json_format_builds_it(name: str, data: dict[str, Any]) -> None:
+    cls = GetMessageClass(pb.DESCRIPTOR.message_types_by_name[name])
+    assert parsed(fast_parse, cls, data) == parsed(json_format_parse, cls, data)
+
+
+@CHECKS
+@given(
+    tasktype=TEXT | st.sampled_from(["uri://docker-container", "\ud800"]),
+    taskinfo=st.dictionaries(KEYS, LOADED, max_size=4),
+)
+def test_an_ask_is_built_as_json_format_builds_it(tasktype: str, taskinfo: dict[str, Any]) -> None:
+    data = {"tasktype": tasktype, "taskinfo": taskinfo}
+    assert parsed(fast_parse, pb.AskRequest, data) == parsed(json_format_parse, pb.AskRequest, data)
+
+
+def test_the_seed_ask_never_asks_json_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = {"tasktype": "uri://docker-container", "taskinfo": {"image": "docker.io/example:1.0"}}
+    expected = json_format.ParseDict(data, pb.AskRequest())
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("json_format was asked")
+
+    monkeypatch.setattr(proto_json.json_format, "ParseDict", refused)
+    assert proto_json.parse_dict(pb.AskRequest, data, 3) == expected
+    assert proto_json.parse_dict(pb.AskRequest, {"taskinfo": {}}, 2).HasField("taskinfo")
+
+
+def test_a_body_deeper_than_is_safe_goes_to_json_format() -> None:
+    deep: Any = "x"
+    for _ in range(60):
+        deep = {"k": deep}
+    data = {"tasktype": "t", "taskinfo": deep}
+    expected = parsed(json_format_parse, pb.AskRequest, data)
+    assert expected[0] == "ParseError"  # json_format's recursion limit
+    parse = proto_json.parse_dict
+    assert parsed(lambda c, d: parse(c, d, depth=62), pb.AskRequest, data) == expected
+
+
+def test_a_query_nested_deeper_than_is_safe_goes_to_json_format() -> None:
+    """Query parameters nest as deep as their dots, whatever the body limit."""
+    name = "taskinfo." + ".".join(["k"] * 60)
+    with pytest.raises(json_format.ParseError, match="too deep"):
+        json_format.ParseDict(
+            {"taskinfo": json.loads('{"k":' * 60 + '"v"' + "}" * 60)}, pb.AskRequest()
+        )
+    with pytest.raises(InvalidArgument, match="too deep"):
+        request_from_http(pb.AskRequest, "AskRequest", None, {}, [(name, "v")], 36)
