@@ -50,8 +50,9 @@ The loads are interleaved (h http, h grpc, h grpc-c, x http, h http, ...)
 so that machine drift cancels, repeated ``--rounds`` times, and reported as
 medians. ``--baseline DIR`` (repeatable) adds (h0), (h1)...: the same
 ep-server run from another source tree (``git archive REF | tar -x -C
-DIR``), loaded over HTTP in the same rounds, to measure a change before
-and after in one run.
+DIR``, named in the report by DIR's last part, so name it after REF),
+loaded over HTTP in the same rounds, to measure a change before and after
+in one run.
 
 Target: (h) HTTP requests/s at least 0.8x (h) gRPC's. Results are appended
 to bench/results-http.md.
@@ -436,7 +437,7 @@ def start(baselines: Sequence[Path], workdir: Path) -> Servers:
             if check_doors(name, before_grpc, before_http)[1] != servers.body:
                 raise BenchError(f"{name}: the baseline {baseline} answers differently")
             print(f"{name} ep ({baseline}): HTTP {before_http} (pid {before.pid})", flush=True)
-            label = f"({name}) ep from {baseline}"
+            label = f"({name}) ep from {baseline.name}"
             servers.loads.insert(1 + i, wrk_load(f"{name} http", label, before, before_http))
     except BaseException:
         servers.stop()
@@ -567,7 +568,7 @@ def main() -> None:
         "--baseline",
         type=Path,
         action="append",
-        help="also load over HTTP an ep-server run from this source tree (h0)",
+        help="also load over HTTP an ep-server run from this source tree (h0, h1...)",
     )
     quick = {"rounds": 1, "seconds": 1}
     args = parse_args(parser, quick, RESULTS)
@@ -582,7 +583,7 @@ def main() -> None:
         f"## {utc_stamp()}",
         "",
         f"{machine()}, commit {commit or 'unknown'}"
-        + "".join(f", (h{i}) from {b}" for i, b in enumerate(args.baseline or []))
+        + "".join(f", (h{i}) from {b.name}" for i, b in enumerate(args.baseline or []))
         + f"; {args.concurrency} concurrent (HTTP/1.1: connections, one request each; "
         "gRPC: streams on one channel); medians of "
         f"{args.rounds} interleaved {args.seconds}-second runs per load.",
