@@ -10,6 +10,10 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 # The operator page's browser test (tests/http/test_page_browser.py) drives
 # Debian's chromium package; never a browser that a tool downloads.
 CHROMIUM := /usr/bin/chromium
+# bench/http.py's load generators: Debian's wrk (HTTP/1.1) and h2load (gRPC,
+# from nghttp2-client); never tools built or downloaded by the bench.
+WRK := /usr/bin/wrk
+H2LOAD := /usr/bin/h2load
 
 .PHONY: install run shell test lint proto breaking bench cluster clean
 
@@ -38,6 +42,18 @@ $(CHROMIUM):
 	fi
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
 	  || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+
+# The bench's load generators, installed with apt-get when missing (needs
+# root; as anyone else, install the package named and run make again).
+$(WRK): APT_PACKAGE := wrk
+$(H2LOAD): APT_PACKAGE := nghttp2-client
+$(WRK) $(H2LOAD):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make bench needs Debian's $(APT_PACKAGE) package: sudo apt-get install $(APT_PACKAGE)" >&2; \
+	  exit 1; \
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGE) >/dev/null \
+	  || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGE) >/dev/null)
 
 run: install
 	$(BIN)/ep-server serve
@@ -79,11 +95,12 @@ proto: install
 	$(BIN)/python tools/genproto.py
 	$(BIN)/python tools/genopenapi.py
 
-bench: install
+bench: install $(WRK) $(H2LOAD)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.booking
 	$(BIN)/python -m bench.replicated
+	$(BIN)/python -m bench.http
 
 # A replicated site on this machine until Ctrl-C (tools/cluster): a throwaway
 # PostgreSQL server, `ep-server migrate`, 3 replicas on that ledger and HAProxy

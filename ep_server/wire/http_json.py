@@ -34,6 +34,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
+from ep_server.wire.proto_json import message_dict, parse_dict
 from ep_server.wire.status import status_proto
 
 __all__ = [
@@ -73,6 +74,10 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 #: four levels down.
 JSON_DEPTH_SLACK = 4
 
+#: What ``json.dumps(data, ensure_ascii=False, separators=(",", ":"))``
+#: builds on every call, built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 _NESTED_FIELD = re.compile(r"Failed to parse (\w+) field: ")
 _AT_PATH = re.compile(r" at (?:\w+\.)?([\w.\[\]]+?)\.*$")
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]*)" at "\w+(?:\.([\w.\[\]]+))?"')
@@ -96,33 +101,54 @@ def request_from_http(
     :raises InvalidArgument: naming each field that cannot be read.
     """
     data: dict[str, Any] = {}
+    depth = 1  # how deep data nests, at most
     if body is not None and body.strip():
         data = _json_object(what, body, max_depth)
+        depth = max_depth
     for name, value in query:
         if name in path:
             raise InvalidArgument(what, [FieldViolation(name, "is set by the URL's path")])
         _set_dotted(data, name, value)
+        depth = max(depth, name.count(".") + 1)
     for name, value in path.items():
         data[name] = value
-    message = cls()
     try:
-        json_format.ParseDict(data, message)
+        message = parse_dict(cls, data, depth)
     except json_format.ParseError as exc:
         raise InvalidArgument(what, [_violation(str(exc))]) from None
     except RecursionError:  # deeper than the check above let through
         raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
+    except OverflowError:  # an integer no double holds, for a Struct's number
+        found = FieldViolation(_huge_number(data), "is a number too large for a JSON number")
+        raise InvalidArgument(what, [found]) from None
     return message
 
 
+def _huge_number(data: dict[str, Any]) -> str:
+    """The path of the first integer in ``data`` that no double holds
+    (``taskinfo.n``, ``taskinfo.list[2]``), or "" when there is none."""
+    stack: list[tuple[str, Any]] = [(str(key), value) for key, value in data.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}", child) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                float(value)
+            except OverflowError:
+                return path
+    return ""
+
+
 def message_json(message: Message) -> bytes:
-    """``message`` in protobuf's JSON mapping, with the proto field names."""
-    return json.dumps(message_dict(message), ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def message_dict(message: Message) -> dict[str, Any]:
-    """``message`` as protobuf's JSON mapping's dict, with the proto field names."""
-    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return data
+    """``message`` in protobuf's JSON mapping, with the proto field names:
+    ``json.dumps(json_format.MessageToDict(message,
+    preserving_proto_field_name=True), ensure_ascii=False,
+    separators=(",", ":"))``, encoded, byte for byte, in a fraction of the
+    time (see :mod:`ep_server.wire.proto_json`)."""
+    return _ENCODER.encode(message_dict(message)).encode()
 
 
 def error_json(exc: EPError) -> tuple[int, bytes]:

@@ -252,3 +252,11 @@ async def test_a_query_parameter_on_a_route_whose_body_is_the_request_gets_400(s
     reply = await s.post(f"/v1/ask?{query}", json=SEED)
     assert_status_json(reply, 400, 3)
     assert reply.violations() == {query.split("=")[0]: "is not read: the body carries the request"}
+
+
+async def test_an_integer_no_double_holds_gets_400_naming_it(site):
+    s = await site()
+    body = b'{"tasktype": "uri://docker-container", "taskinfo": {"a": [1, 1' + b"0" * 400 + b"]}}"
+    reply = await post_raw(s, body)
+    assert_status_json(reply, 400, 3)
+    assert "taskinfo.a[1]" in reply.violations()
