@@ -149,7 +149,8 @@ def messages(desc: Descriptor, wild: bool = False, depth: int = 0) -> st.SearchS
     proto_json leaves to json_format."""
     key = (desc, depth, wild)
     if key not in _MESSAGES:
-        _MESSAGES[key] = _well_known(desc, wild) or _messages(desc, wild, depth)
+        known = _well_known(desc, wild)
+        _MESSAGES[key] = known if known is not None else _messages(desc, wild, depth)
     return _MESSAGES[key]
 
 
