@@ -484,8 +484,19 @@ def test_while_the_last_check_found_the_database_unreachable_calls_fail_at_once(
     assert led.get(booking.id, "alice", T0) == booking
 
 
-def terminate(name: str) -> list[tuple[bool]]:
-    """End every server process of the connections named ``name``."""
+def terminate(name: str, expected: int | None = None) -> list[tuple[bool]]:
+    """End every server process of the connections named ``name``; first
+    wait (up to 10 s) until ``expected`` of them are open, since the pool
+    opens its connections in the background."""
+    deadline = time.monotonic() + 10
+    while expected is not None and time.monotonic() < deadline:
+        with postgres_connect() as admin:
+            count = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+        if count is not None and count[0] >= expected:
+            break
+        time.sleep(0.05)
     with postgres_connect() as admin:
         return admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
@@ -500,7 +511,7 @@ def test_idle_connections_dropped_by_the_server_are_replaced_unnoticed(
     led = PostgresLedger(make_conninfo(pg_store.dsn, application_name=name), POOLS, connections=2)
     pg_store.opened.append(led)
     booking = book(led, 0, 2, cores=4)
-    assert terminate(name) == [(True,), (True,)]
+    assert terminate(name, expected=2) == [(True,), (True,)]
     time.sleep(CHECK_AFTER_IDLE + 0.1)
     assert led.get(booking.id, "alice", T0) == booking
     assert led.cancel(booking.id, "alice", T0)[1]
@@ -519,7 +530,7 @@ def test_a_recently_used_connection_dropped_fails_one_call_and_the_rest_are_repl
     led = PostgresLedger(make_conninfo(pg_store.dsn, application_name=name), POOLS, connections=2)
     pg_store.opened.append(led)
     booking = book(led, 0, 2, cores=4)
-    assert terminate(name) == [(True,), (True,)]
+    assert terminate(name, expected=2) == [(True,), (True,)]
     with pytest.raises(LedgerUnavailable):
         led.get(booking.id, "alice", T0)
     assert led.get(booking.id, "alice", T0) == booking
