@@ -23,7 +23,7 @@ import yaml
 from ep_server.errors import FieldViolation, InvalidArgument
 from ep_server.wire.http_json import JSON_DEPTH_SLACK
 
-__all__ = ["JSON_TYPES", "YAML_TYPES", "as_json", "is_json", "load_yaml"]
+__all__ = ["JSON_TYPES", "YAML_TYPES", "as_json", "is_json", "load_json", "load_yaml"]
 
 #: Media types of JSON bodies (and any ``+json`` one).
 JSON_TYPES = ("application/json",)
@@ -88,6 +88,55 @@ def load_yaml(
         raise InvalidArgument(what, [found]) from None
     except RecursionError:
         raise InvalidArgument(what, [FieldViolation(field, "is nested too deeply")]) from None
+
+
+def load_json(text: bytes, max_depth: int, what: str, nested: str = "taskinfo") -> Any:
+    """The JSON document ``text``, no deeper than ``max_depth`` levels
+    (see :func:`load_yaml` for ``nested``).
+
+    :raises InvalidArgument: for text that is not JSON or is nested too deeply.
+    """
+    try:
+        data = json.loads(text) if text.strip() else None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(what, [FieldViolation("", f"is not UTF-8: {exc.reason}")]) from None
+    except json.JSONDecodeError as exc:
+        found = FieldViolation(
+            "", f"is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        )
+        raise InvalidArgument(what, [found]) from None
+    except RecursionError:
+        raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
+    deep = _json_too_deep(data, max_depth)
+    if deep is not None:
+        if deep == nested:
+            limit = max_depth - JSON_DEPTH_SLACK
+            found = FieldViolation(nested, f"is nested deeper than {limit} levels")
+        else:
+            found = FieldViolation(deep, "is nested too deeply")
+        raise InvalidArgument(what, [found])
+    return data
+
+
+def _json_too_deep(data: Any, limit: int) -> str | None:
+    """The top-level key under which ``data`` nests more than ``limit``
+    levels ("" when the top is not a mapping), or None. Iterative: a body
+    may be deeper than Python's recursion allows."""
+    tops = data.items() if isinstance(data, dict) else [("", data)]
+    for key, value in tops:
+        stack: list[tuple[Any, int]] = [(value, 2 if isinstance(data, dict) else 1)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict):
+                children: Any = item.values()
+            elif isinstance(item, list):
+                children = item
+            else:
+                continue
+            if depth > limit:
+                return str(key)
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _too_deep(text: bytes | str, max_depth: int) -> str | None:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ep_server.config import Settings
 from ep_server.http.app import Door, build_app
+from ep_server.http.broker import broker_routes
 from ep_server.http.note import note_routes
 from ep_server.http.page import page_handler
 from ep_server.metrics import Metrics
@@ -34,4 +35,5 @@ def http_app(
         cors_origins=tuple(cfg.cors_origins),
         mtls=settings.tls.client_ca is not None,
     )
-    return build_app(door, [*note_routes(door), ("GET", "/", page_handler(servicer))])
+    extra = [*note_routes(door), *broker_routes(door), ("GET", "/", page_handler(servicer))]
+    return build_app(door, extra)
