@@ -81,6 +81,9 @@ COMPUTE_TYPES = frozenset(
     }
 )
 
+#: The compute type written when a request names none (the draft's).
+SIMPLE_COMPUTE = f"{_PURL}/EB/schema/types/resources/compute/simple-compute-1.0.yaml"
+
 #: A component's own fields (the draft's AbstractComponent, Calycopis's
 #: metadata and lifecycle): never part of the taskinfo.
 _COMPONENT_FIELDS = frozenset(
@@ -237,6 +240,10 @@ def _resources(data: Mapping[str, Any], request: BrokerRequest, bad: list[FieldV
     _compute(items[0], where, request, bad)
 
 
+#: A compute resource's fields read (with the component's own).
+_COMPUTE_FIELDS = frozenset({"cores", "memory", "volumes", "spec", "replicas"}) | _COMPONENT_FIELDS
+
+
 def _compute(item: Any, path: str, request: BrokerRequest, bad: list[FieldViolation]) -> None:
     if not isinstance(item, Mapping):
         bad.append(FieldViolation(path, "must be a mapping (an object)"))
@@ -248,12 +255,9 @@ def _compute(item: Any, path: str, request: BrokerRequest, bad: list[FieldViolat
     spec: Mapping[str, Any] = item
     if isinstance(item.get("spec"), Mapping):
         spec, path = item["spec"], f"{path}.spec"
-    if spec.get("volumes"):
-        text = "this site mounts no volumes"
-        request.notes.append(Note("ERROR", "RESOURCE_NOT_OFFERED", f"{path}.volumes", text))
+    _unoffered(spec, path, request)
     echo: dict[str, Any] = {k: v for k, v in item.items() if k not in ("kind", "spec")}
-    if uri is not None:
-        echo["type"] = uri
+    echo["type"] = uri if isinstance(uri, str) else SIMPLE_COMPUTE
     asked: dict[str, Any] = {}
     for name, unit in (("cores", 1), ("memory", _UNITS["GiB"])):
         value = spec.get(name)
@@ -267,6 +271,20 @@ def _compute(item: Any, path: str, request: BrokerRequest, bad: list[FieldViolat
     request.echo["resources"] = {"compute": [echo]}
     if asked:
         request.ask["resources"] = asked
+
+
+def _unoffered(spec: Mapping[str, Any], path: str, request: BrokerRequest) -> None:
+    """What a compute resource asks that this site never offers: volumes,
+    replicas, extras (a GPU, an FPGA) or any field it does not know. The
+    draft: a site that does not understand a resource may answer NO."""
+    for key, value in spec.items():
+        if key == "replicas" and value in (None, 1):
+            continue
+        if key == "volumes" and not value:
+            continue
+        if key in ("volumes", "replicas") or key not in _COMPUTE_FIELDS:
+            text = f"this site offers no compute {key}"
+            request.notes.append(Note("ERROR", "RESOURCE_NOT_OFFERED", f"{path}.{key}", text))
 
 
 def _range(
@@ -341,11 +359,12 @@ def _schedule(value: Any, request: BrokerRequest, now: datetime, bad: list[Field
     if high is not None:
         schedule["max_duration"] = f"{int(high.total_seconds())}s"
     request.ask["schedule"] = schedule
+    # The draft's form: start/duration intervals, one duration.
     echo: dict[str, Any] = {}
-    if starts:
-        echo["start"] = list(starts)
+    if starts and len(windows) == len(starts):
+        echo["start"] = [f"{_rfc3339(a)}/{format_duration(b - a)}" for a, b in windows]
     if "duration" in requested:
-        echo["duration"] = requested["duration"]
+        echo["duration"] = format_duration(low)
     request.echo["schedule"] = {"requested": echo}
 
 
@@ -444,4 +463,4 @@ def _interval(text: Any, path: str) -> tuple[datetime, datetime]:
 
 
 def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
