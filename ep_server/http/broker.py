@@ -326,5 +326,14 @@ def _encoded(request: web.Request, data: Any, status: int) -> web.Response:
     if any(is_json(t) for t in named) and not any(t in YAML_TYPES for t in named):
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         return web.Response(body=body, status=status, content_type="application/json")
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
     return web.Response(text=text, status=status, content_type="application/yaml")
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """The safe dumper writing a value shared by two places twice, never as
+    an anchor and an alias (which this door itself refuses to read, as many
+    clients do)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -30,7 +30,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ep_server.http.broker_request import BrokerRequest, Note, format_duration, parse_time
+from ep_server.http.broker_request import (
+    SIMPLE_COMPUTE,
+    BrokerRequest,
+    Note,
+    format_duration,
+    parse_time,
+)
 from ep_server.model import BookingState
 from ep_server.schedule.ledger import OfferFate, OfferSet
 
@@ -231,6 +237,7 @@ def _session(
 def _compute(request: Mapping[str, Any], offer: Mapping[str, Any]) -> dict[str, Any]:
     asked: Sequence[Mapping[str, Any]] = request.get("resources", {}).get("compute", [{}])
     compute = dict(asked[0]) if asked else {}
+    compute.setdefault("type", SIMPLE_COMPUTE)
     for name, unit in (("cores", 1), ("memory", GIB)):
         ranged = {k: v // unit for k, v in offer[name].items()}
         if ranged:
