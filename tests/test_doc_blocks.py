@@ -27,7 +27,7 @@ def _problems(doc: Path) -> list[str]:
         tested = TESTED.fullmatch(marker)
         if tested:
             path, name = ROOT / tested[1], tested[2]
-            if not path.is_file() or not re.search(rf"^def {name}\(", path.read_text(), re.M):
+            if not path.is_file() or not re.search(rf"^(async )?def {name}\(", path.read_text(), re.M):
                 problems.append(f"{first!r}: {tested[1]} has no {name}")
         elif marker.startswith("illustration:"):
             if len(marker.removeprefix("illustration:").split()) < 3:
