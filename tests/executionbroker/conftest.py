@@ -129,13 +129,15 @@ def docker_request(cores: int = 2, hours: int = 2, window: str = "PT6H", at: str
 async def broker(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Broker]]]:
     stops: list[Callable[[], Awaitable[None]]] = []
 
-    async def start(**schedule: Any) -> Broker:
+    async def start(clock: Clock | None = None, **schedule: Any) -> Broker:
+        """An EP; ``schedule`` keys override ``[schedule]``'s, ``clock``
+        is shared with another EP's (replicas of one site)."""
         config = {
             "auth": {"tokens_file": str(tokens_file(tmp_path))},
             "schedule": {"pools": {"cores": 8, "memory": "16GiB"}, **schedule},
         }
         settings = build_settings(config)
-        clock = Clock()
+        clock = clock or Clock()
         running = await start_server(settings, load_registry(settings, HOST), clock)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         session = aiohttp.ClientSession()

@@ -4,11 +4,16 @@ offered and booked through either door, never more than the pools hold."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+import pytest
 from executionbroker.conftest import Broker, docker_request
 from google.protobuf import json_format
+from psycopg.conninfo import conninfo_to_dict
+from schedule.ledgers import PostgresStore
 from schedule.rpc_site import T0, who
 
 from ep_server.model import Slot
@@ -98,3 +103,36 @@ async def test_asks_through_both_doors_never_overbook(broker: Any) -> None:
                 booked += 1
         assert peak(b) <= CORES
     assert booked >= 6  # the pool filled up through both doors
+
+
+@pytest.fixture
+def postgres_ledger() -> Iterator[str]:
+    """A ``[schedule] ledger`` URI naming an empty schema of its own in the
+    test PostgreSQL database."""
+    store = PostgresStore()
+    params = conninfo_to_dict(store.dsn)
+    options = quote(str(params.get("options", "")))
+    user, host = params.get("user", "postgres"), params.get("host", "127.0.0.1")
+    where = f"{host}:{params.get('port', 5432)}/{params['dbname']}"
+    yield f"postgresql://{user}@{where}?options={options}"
+    store.close()
+
+
+async def test_two_replicas_on_postgresql_share_offer_sets_sessions_and_slots(
+    broker: Any, postgres_ledger: str
+) -> None:
+    one: Broker = await broker(ledger=postgres_ledger)
+    two: Broker = await broker(clock=one.clock, ledger=postgres_ledger)
+    request = docker_request(cores=6, at=zulu(at(1)), window="PT0S")
+    made = (await one.offerset(request)).data
+    [session] = made["offers"]
+    read = (await two.call("GET", f"/offersets/{made['uuid']}")).data
+    assert [s["uuid"] for s in read["offers"]] == [session["uuid"]]
+    assert read["offers"][0]["state"] == "OFFERED"
+    squeezed = await two.stub.Ask(grpc_ask(4, at(1), at(1)), metadata=who("bob"), timeout=10)
+    assert not squeezed.offers  # the offer one made holds the slot for both
+
+    assert (await two.update(session, "ACCEPTED")).data["state"] == "ACCEPTED"
+    assert (await one.call("GET", f"/sessions/{session['uuid']}")).data["state"] == "WAITING"
+    assert (await one.update(session, "CANCELLED")).data["state"] == "CANCELLED"
+    assert peak(one) == 0
