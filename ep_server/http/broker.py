@@ -26,6 +26,7 @@ everywhere on the HTTP door.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +42,7 @@ from ep_server.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     Unauthenticated,
 )
 from ep_server.http.app import (
@@ -64,7 +66,13 @@ from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pipeline import REQUEST_ID_KEY, Call
 from ep_server.planner import SCHEDULING_UNSUPPORTED
 from ep_server.schedule.bookings import Bookings, owner_of
-from ep_server.schedule.ledger import OfferExpired, OfferFate, OfferSet
+from ep_server.schedule.ledger import (
+    OfferExpired,
+    OfferFate,
+    OfferNotFound,
+    OfferSet,
+    OfferSetNotFound,
+)
 from ep_server.wire import http_json
 
 __all__ = ["UPDATE_TYPES", "broker_routes", "read_update"]
@@ -199,15 +207,23 @@ async def _ask(door: Door, asked: BrokerRequest, call: Call) -> dict[str, Any]:
 
 async def _read_offerset(door: Door, request: web.Request, call: Call) -> _Read:
     bookings = _bookings(door)
-    record = await bookings.offerset(stored_id(request.match_info["uuid"]), call.identity)
+    named = request.match_info["uuid"]
+    try:
+        record = await bookings.offerset(stored_id(named), call.identity)
+    except OfferSetNotFound:
+        raise OfferSetNotFound(f"no offer set {named}") from None
     fates = await bookings.fates(record.offer_ids, call.identity)
     return _Read(record, fates, bookings.clock())
 
 
 async def _read_session(door: Door, request: web.Request, call: Call) -> _Read:
     bookings = _bookings(door)
-    session = stored_id(request.match_info["uuid"])
-    record = await bookings.offerset_of(session, call.identity)
+    named = request.match_info["uuid"]
+    session = stored_id(named)
+    try:
+        record = await bookings.offerset_of(session, call.identity)
+    except OfferSetNotFound:
+        raise NotFound(f"no session {named}", reason="SESSION_NOT_FOUND") from None
     fates = await bookings.fates([session], call.identity)
     return _Read(record, fates, bookings.clock(), session)
 
@@ -224,10 +240,14 @@ async def _update(door: Door, request: web.Request, call: Call, value: str) -> _
         if state == "EXPIRED":
             raise OfferExpired(f"session {named} expired at {offer['expires']}")
         if state == "REJECTED":
-            raise FailedPrecondition(f"session {named} was rejected", reason="SESSION_REJECTED")
-        await door.servicer.AcceptOffer(_rpc_request(pb.AcceptOfferRequest, ids), call)
+            raise _rejected(named)
+        try:
+            await door.servicer.AcceptOffer(_rpc_request(pb.AcceptOfferRequest, ids), call)
+        except OfferNotFound:  # released since it was read: a sibling was accepted
+            raise _rejected(named) from None
     elif value == "REJECTED" and state == "OFFERED":
-        await door.servicer.RejectOffer(_rpc_request(pb.RejectOfferRequest, ids), call)
+        with contextlib.suppress(OfferNotFound):  # released since it was read
+            await door.servicer.RejectOffer(_rpc_request(pb.RejectOfferRequest, ids), call)
     elif value == "REJECTED" and fate.booking is not None:
         raise FailedPrecondition(
             f"session is {state}; cancel it (state CANCELLED) instead",
@@ -245,6 +265,10 @@ async def _update(door: Door, request: web.Request, call: Call, value: str) -> _
     bookings = _bookings(door)
     fates = await bookings.fates([session], call.identity)
     return _Read(read.record, fates, bookings.clock(), session, accepted=value == "ACCEPTED")
+
+
+def _rejected(named: str) -> FailedPrecondition:
+    return FailedPrecondition(f"session {named} was rejected", reason="SESSION_REJECTED")
 
 
 def _rpc_request(cls: Any, ids: Mapping[str, str]) -> Any:

@@ -163,8 +163,11 @@ def read_request(data: Any, now: datetime) -> BrokerRequest:
     for key in data:
         if key not in _TOP_FIELDS:
             request.notes.append(Note("WARN", "FIELD_IGNORED", str(key), f"{key} is not read"))
-    if isinstance(data.get("name"), str):
-        request.echo["name"] = data["name"]
+    name = data.get("name")
+    if isinstance(name, str):
+        request.echo["name"] = name
+    elif name is not None:
+        bad.append(FieldViolation("name", "must be a string"))
     _executable(data.get("executable"), request, bad)
     _resources(data, request, bad)
     _schedule(data.get("schedule"), request, now, bad)

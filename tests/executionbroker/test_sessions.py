@@ -182,8 +182,13 @@ async def test_without_credentials_nothing_is_made_or_read(broker: Any) -> None:
 
 async def test_unknown_ids_are_not_found(broker: Any) -> None:
     b: Broker = await broker()
-    for path in ("/offersets/00000000-0000-0000-0000-000000000000", "/sessions/nonsense"):
-        assert (await b.call("GET", path)).status == 404
+    for path, reason in (
+        ("/offersets/00000000-0000-0000-0000-000000000000", "OFFERSET_NOT_FOUND"),
+        ("/sessions/nonsense", "SESSION_NOT_FOUND"),
+    ):
+        missing = await b.call("GET", path, form="json")
+        assert (missing.status, _reason(missing)) == (404, reason)
+        assert path.rsplit("/", 1)[1] in missing.data["message"]
 
 
 # --- forms ---------------------------------------------------------------------------
@@ -254,6 +259,7 @@ async def test_a_request_of_another_type_is_refused(broker: Any) -> None:
         ({"executable": {"type": "uri:x"}, "schedule": {"requested": {"start": ["yesterday"]}}},
          "schedule.requested.start[0]"),
         ({"executable": {"type": "not a uri"}}, "executable.type"),
+        ({"executable": {"type": "uri:x"}, "name": ["a", "list"]}, "name"),
     ],
 )  # fmt: skip
 async def test_a_malformed_request_is_refused_naming_its_field(
