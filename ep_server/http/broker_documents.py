@@ -110,12 +110,14 @@ def stored_document(
     :param answer: the ``AskResponse`` as proto3 JSON (proto field names),
         or empty when the request was refused without asking.
     """
+    offers = [_offer(o) for o in answer.get("offers", ()) if o.get("id")]
+    # A reason is why not; beside offers, it is why not some other way.
+    level = "WARN" if offers else "ERROR"
     messages = [message_item(n, now) for n in request.notes]
     for reason in answer.get("reasons", ()):
         path = request.request_path(reason.get("field", ""))
-        note = Note("ERROR", reason.get("code", ""), path, reason.get("message", ""))
+        note = Note(level, reason.get("code", ""), path, reason.get("message", ""))
         messages.append(message_item(note, now, reason.get("plugin", "")))
-    offers = [_offer(o) for o in answer.get("offers", ()) if o.get("id")]
     return {
         "request": request.echo,
         "result": "YES" if offers else "NO",

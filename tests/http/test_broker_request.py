@@ -10,7 +10,13 @@ import pytest
 
 from ep_server.errors import InvalidArgument
 from ep_server.http.broker import read_update
-from ep_server.http.broker_documents import message_item, public_id, session_state, stored_id
+from ep_server.http.broker_documents import (
+    message_item,
+    public_id,
+    session_state,
+    stored_document,
+    stored_id,
+)
 from ep_server.http.broker_request import (
     SIMPLE_COMPUTE,
     Note,
@@ -289,3 +295,17 @@ def test_ids_are_written_as_uuids_and_read_in_any_spelling() -> None:
     assert public_id(hexed) == "6b0f2ad8-8d5b-4b87-9f93-1a1e3e0c5e7a"
     assert stored_id(public_id(hexed)) == stored_id(hexed.upper()) == hexed
     assert public_id("not-a-uuid") == stored_id("not-a-uuid") == "not-a-uuid"
+
+
+def test_reasons_are_errors_in_a_no_and_warnings_beside_offers() -> None:
+    request = read_request({"executable": {"type": DRAFT_DOCKER, "image": IMAGE}}, NOW)
+    reason = {"code": "NOPE", "field": "taskinfo.image", "message": "no", "plugin": "other"}
+    offer = {"id": "ab" * 16, "expire_time": "2031-03-04T09:05:00Z", "servicetype": "uri://s",
+             "slot": {"start": "2031-03-04T09:00:00Z", "end": "2031-03-04T10:00:00Z"}}  # fmt: skip
+    no = stored_document(request, {"reasons": [reason]}, NOW)
+    yes = stored_document(request, {"offers": [offer], "reasons": [reason]}, NOW)
+    assert (no["result"], [m["level"] for m in no["messages"]]) == ("NO", ["ERROR"])
+    assert (yes["result"], [m["level"] for m in yes["messages"]]) == ("YES", ["WARN"])
+    assert yes["messages"][0]["values"] == {"code": "NOPE", "path": "executable.image",
+                                            "plugin": "other"}  # fmt: skip
+    assert [o["id"] for o in yes["offers"]] == ["ab" * 16]
