@@ -4,13 +4,18 @@ of each of its offers."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from schedule.ledgers import T0, H, Store, ask, at
+from schedule.ledgers import POOLS, T0, H, Store, ask, at
 
 from ep_server.model import BookingState
 from ep_server.schedule.ledger import Ledger, OfferFate, OfferSet, OfferSetNotFound
+from ep_server.schedule.sqlite import SCHEMA_VERSION, SQLiteLedger
+from ep_server.schedule.sqlite_file import STEPS
 
 
 def offerset(ledger: Ledger, ask_id: str = "a1", owner: str = "alice", **kw: object) -> OfferSet:
@@ -112,3 +117,23 @@ def test_offer_sets_survive_reopening_the_store(store: Store) -> None:
     saved = offerset(first)
     first.close()
     assert store.open().offerset(saved.id, "alice", T0) == saved
+
+
+def test_a_schema_2_sqlite_file_is_upgraded_and_keeps_its_offers(tmp_path: Path) -> None:
+    """Files of version 2 (before offer sets) open at the current version
+    with their offers and bookings, and take offer sets."""
+    path = tmp_path / "ledger.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        for step in STEPS[:2]:
+            for statement in step:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+    led = SQLiteLedger(path, POOLS)
+    held = offerset(led)  # places offers and remembers their set
+    led.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    reopened = SQLiteLedger(path, POOLS)
+    assert reopened.offerset(held.id, "alice", T0) == held
+    assert set(reopened.fates(held.offer_ids, "alice", T0).values()) == {OfferFate(held=True)}
+    reopened.close()
