@@ -56,6 +56,7 @@ lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/python tools/genproto.py --check
+	$(BIN)/python tools/genopenapi.py --check
 	@$(MAKE) --no-print-directory breaking
 
 # buf breaking against the previous commit, when there is one with protos/
@@ -72,9 +73,11 @@ breaking: install
 test: lint
 	$(BIN)/pytest
 
-# Regenerate ep_server/pb from protos/ (never edit those files by hand).
+# Regenerate ep_server/pb and ep_server/http/openapi.json from protos/
+# (never edit those files by hand).
 proto: install
 	$(BIN)/python tools/genproto.py
+	$(BIN)/python tools/genopenapi.py
 
 bench: install
 	$(BIN)/python -m bench

@@ -36,7 +36,7 @@ from ep_server.logs import REQUEST_ID
 from ep_server.model import ANONYMOUS, Identity
 from ep_server.ratelimit import RateLimiter
 
-__all__ = ["REQUEST_ID_KEY", "Call", "CallPipeline", "Inbound"]
+__all__ = ["REQUEST_ID_KEY", "Call", "CallPipeline", "Inbound", "request_id_of"]
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("ep_server.access")
@@ -142,7 +142,7 @@ class CallPipeline:
         """
         started = time.perf_counter()
         metadata = inbound.metadata
-        request_id = inbound.request_id = _request_id(metadata)
+        request_id = inbound.request_id = request_id_of(metadata)
         token = REQUEST_ID.set(request_id)
         code = "OK"
         identity = ANONYMOUS
@@ -277,7 +277,8 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
 
 
-def _request_id(metadata: Metadata) -> str:
+def request_id_of(metadata: Metadata) -> str:
+    """The caller's ``x-request-id`` when it is sane, else a new id."""
     for key, value in metadata:
         if key == REQUEST_ID_KEY and isinstance(value, str) and _SANE_ID.fullmatch(value):
             return value

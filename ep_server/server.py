@@ -95,7 +95,7 @@ class Running:
         await self.health.enter_graceful_shutdown()
         stops = [self.server.stop(grace)]
         if self.http is not None:
-            stops.append(self.http.stop())
+            stops.append(self.http.stop(grace))
         await asyncio.gather(*stops)
         if self.bookings is not None:
             await self.bookings.close()

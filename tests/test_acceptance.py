@@ -18,7 +18,12 @@ SEED = {"image": "docker.io/example:1.0"}
 @pytest.fixture(scope="module")
 def ep():
     settings = load_settings(
-        environ={}, overrides={"server.listen": "127.0.0.1:0", "schedule.ledger": ":memory:"}
+        environ={},
+        overrides={
+            "server.listen": "127.0.0.1:0",
+            "http.listen": "127.0.0.1:0",  # not the default 8080, which may be taken
+            "schedule.ledger": ":memory:",
+        },
     )
     server = EPTestServer(settings, build_registry(settings))
     yield server

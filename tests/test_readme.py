@@ -312,7 +312,9 @@ def test_the_site_list_example_is_a_valid_site_list() -> None:
 
     block = _block_with('name = "edinburgh"')
     sites = parse_sites(tomllib.loads(block), base=ROOT)
-    assert [s.name for s in sites] == ["edinburgh", "local", "replicated"]
+    assert [s.name for s in sites] == ["edinburgh", "local", "replicated", "inaf"]
     assert sites[0].tls is not None
     assert sites[0].tls.cert == ROOT / "me.pem"
     assert sites[2].address == "ep1.example.org:50051,ep2.example.org:50051"
+    assert sites[3].address == "https://ep.inaf.example.org/"
+    assert [s.over_http for s in sites] == [False, False, False, True]

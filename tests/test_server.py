@@ -53,7 +53,12 @@ async def default_ep(serve):
     """The server exactly as `ep-server serve` starts it with no config (only
     the built-in plugins, so installed third-party plugins do not interfere)."""
     settings = load_settings(
-        environ={}, overrides={"server.listen": "127.0.0.1:0", "schedule.ledger": ":memory:"}
+        environ={},
+        overrides={
+            "server.listen": "127.0.0.1:0",
+            "http.listen": "127.0.0.1:0",  # not the default 8080, which may be taken
+            "schedule.ledger": ":memory:",
+        },
     )
     registry = load_registry(settings, detect_host(), builtin_plugins())
     _, channel = await serve(settings, registry)
@@ -181,7 +186,12 @@ async def raw_ask(channel, data: bytes):
 @pytest.mark.parametrize("depth", [33, 40, 200])
 async def test_deep_taskinfo_gets_invalid_argument_naming_taskinfo(serve, depth):
     settings = load_settings(
-        environ={}, overrides={"server.listen": "127.0.0.1:0", "schedule.ledger": ":memory:"}
+        environ={},
+        overrides={
+            "server.listen": "127.0.0.1:0",
+            "http.listen": "127.0.0.1:0",  # not the default 8080, which may be taken
+            "schedule.ledger": ":memory:",
+        },
     )
     _, channel = await serve(settings, load_registry(settings, detect_host(), builtin_plugins()))
     with pytest.raises(grpc.aio.AioRpcError) as info:

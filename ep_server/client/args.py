@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ep_server.client.convert import check_taskinfo
-from ep_server.client.targets import parse_endpoint
+from ep_server.client.targets import is_url, parse_endpoint, parse_url
 from ep_server.model import IntRange, Resources, Schedule, TaskQuery, Window, parse_bytes
 from ep_server.uri import uri_problem
 
@@ -162,10 +162,36 @@ def uri_arg(text: str) -> str:
 def endpoint_arg(text: str) -> str:
     """``HOST:PORT``, ``dns:///NAME:PORT`` or ``HOST:PORT,HOST:PORT,...``
     (the replicas of one site)."""
+    if is_url(text):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, got the URL {text!r}: a site that speaks the note's "
+            "HTTP interface is only asked (ep ask --endpoint URL)"
+        )
     try:
         return parse_endpoint(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def site_endpoint_arg(text: str) -> str:
+    """What ``ep ask --endpoint`` takes: a gRPC address (:func:`endpoint_arg`)
+    or the URL of a site that speaks the note's HTTP interface."""
+    if "://" in text and not is_url(text) and not text.startswith("dns:"):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT or an http:// or https:// URL, got {text!r}"
+        )
+    if not is_url(text):
+        return endpoint_arg(text)
+    try:
+        return parse_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def sites_arg(text: str) -> Path | str:
+    """What ``ep ask --sites`` takes: a site list file, or the URL of one
+    site that speaks the note's HTTP interface (as ``--endpoint`` takes it)."""
+    return site_endpoint_arg(text) if is_url(text) else Path(text)
 
 
 def seconds_arg(text: str) -> float:
@@ -291,15 +317,18 @@ def _add_ask(ask: argparse.ArgumentParser) -> None:
     ask.add_argument("--cores", type=cores_arg, metavar="MIN[:MAX]", help="cores needed, e.g. 4:16")
     ask.add_argument("--memory", type=memory_arg, metavar="MIN[:MAX]", help="e.g. 8GiB:16GiB")
     ask.add_argument(
-        "--sites", type=Path, action="append", default=[], metavar="FILE",
-        help="TOML site list; repeat for more (--endpoint adds to them)",
+        "--sites", type=sites_arg, action="append", default=[], metavar="FILE|URL",
+        help="TOML site list; repeat for more (--endpoint adds to them). "
+        "An http:// or https:// URL is one site, as with --endpoint",
     )  # fmt: skip
     ask.add_argument(
-        "--endpoint", dest="endpoints", action="append", type=endpoint_arg, default=[],
-        metavar="HOST:PORT", help="an EP to ask (plaintext unless --tls, --ca or --cert); "
+        "--endpoint", dest="endpoints", action="append", type=site_endpoint_arg, default=[],
+        metavar="HOST:PORT|URL", help="an EP to ask (plaintext unless --tls, --ca or --cert); "
         "repeat for more. "
         "Also dns:///NAME:PORT or HOST:PORT,HOST:PORT,...: one site's replicas, "
-        "calls spread over them",
+        "calls spread over them; or http(s)://HOST[:PORT]/PATH: a site that speaks the "
+        "IVOA note's HTTP interface, asked with POST URL/accept (https:// is TLS, with "
+        "--ca, --cert and --key if given)",
     )  # fmt: skip
     ask.add_argument(
         "--window", dest="windows", action="append", type=window_arg, default=[],

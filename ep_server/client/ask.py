@@ -9,19 +9,25 @@
 
 Every site asked ends in exactly one :class:`Result`: an answer, or a
 failure value. Nothing a single endpoint does (refusing connections, hanging,
-failing TLS, answering with an error status) raises out of the fan-out or
-keeps the other answers from arriving before the deadline.
+failing TLS, answering with an error status or with something that is not an
+answer) raises out of the fan-out or keeps the other answers from arriving
+before the deadline.
+
+A site whose address is a URL speaks the IVOA note's HTTP interface, and is
+asked with ``POST {url}accept`` (:mod:`ep_server.client.http_sites`); the
+others are asked over gRPC. Either way the result is the same kind of value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -30,14 +36,18 @@ from ep_server.client.convert import (
     answer_from_proto,
     booking_from_proto,
     request_from_query,
+    request_json,
     service_info_from_proto,
 )
-from ep_server.client.results import Failure, FailureKind, Result, ServiceInfo
+from ep_server.client.results import Answer, Failure, FailureKind, Result, ServiceInfo
 from ep_server.client.retry import Deadline, RetryPolicy, failure_from_error, is_retryable
 from ep_server.client.sites import TLS, Site
 from ep_server.client.targets import TargetError
 from ep_server.model import Booking, TaskQuery
 from ep_server.pb import execution_planner_pb2 as pb
+
+if TYPE_CHECKING:
+    from ep_server.client.http_sites import HttpSites
 
 __all__ = ["Client", "Metadata", "Query"]
 
@@ -47,6 +57,10 @@ Query = TaskQuery | pb.AskRequest
 Call = grpc.aio.UnaryUnaryMultiCallable[bytes, R]
 
 _SERVICE = "/ivoa.ep.v1.ExecutionPlannerService/"
+_ONLY_ASKED = (
+    "{} speaks the IVOA note's HTTP interface, which answers an ask only "
+    "(info, offers and bookings are asked over gRPC)"
+)
 # Past the deadline, how long gRPC gets to report DEADLINE_EXCEEDED itself
 # before the client gives up on the call on its own.
 _GUARD = 0.25
@@ -68,16 +82,28 @@ def _deadline(value: float | Deadline) -> Deadline:
     return value if isinstance(value, Deadline) else Deadline.after(value)
 
 
-def _payload(query: Query) -> bytes:
-    request = query if isinstance(query, pb.AskRequest) else request_from_query(query)
-    return request.SerializeToString()
+class _Question:
+    """A query as each kind of site is sent it: the ``AskRequest``'s bytes
+    over gRPC, the note's JSON body over HTTP.
+
+    :raises ValueError, TypeError: when the query cannot be encoded.
+    """
+
+    __slots__ = ("body", "payload")
+
+    def __init__(self, query: Query) -> None:
+        request = query if isinstance(query, pb.AskRequest) else request_from_query(query)
+        self.payload = request.SerializeToString()
+        self.body = json.dumps(request_json(request), separators=(",", ":")).encode()
 
 
 class Client:
     """Asks EP sites; reuses one channel per site (address and TLS settings).
 
-    ``metadata`` is sent with every call; ``retry`` says how UNAVAILABLE is
-    retried. A ``pool`` passed in is shared and not closed by :meth:`close`.
+    ``metadata`` is sent with every call (as HTTP headers to a site asked
+    over HTTP); ``retry`` says how UNAVAILABLE (over HTTP: a connection
+    not made, 502, 503, 504) is retried. A ``pool`` passed in is shared and
+    not closed by :meth:`close`; the HTTP session is the client's own.
     """
 
     def __init__(
@@ -93,10 +119,11 @@ class Client:
         self._own_pool = pool is None
         self.pool = pool or ChannelPool()
         self._rng = rng or random.Random()
+        self._http: HttpSites | None = None
 
     async def ask(self, site: Site, query: Query, *, deadline: float | Deadline) -> Result:
         """Ask one site. ``deadline`` is seconds from now or a :class:`Deadline`."""
-        return await self._ask(site, _payload(query), _deadline(deadline))
+        return await self._ask(site, _Question(query), _deadline(deadline))
 
     async def ask_many(
         self, sites: Iterable[Site], query: Query, *, deadline: float | Deadline
@@ -113,8 +140,8 @@ class Client:
             ``deadline`` is not a usable number of seconds, before any site
             is asked.
         """
-        payload, until = _payload(query), _deadline(deadline)
-        tasks = [asyncio.create_task(self._ask(site, payload, until)) for site in sites]
+        question, until = _Question(query), _deadline(deadline)
+        tasks = [asyncio.create_task(self._ask(site, question, until)) for site in sites]
         try:
             for done in asyncio.as_completed(tasks):
                 yield await done
@@ -189,11 +216,25 @@ class Client:
         reply = await self._call(site, "CancelBooking", payload, decode, _deadline(deadline))
         return _converted(reply, lambda r: booking_from_proto(r.booking))
 
-    async def _ask(self, site: Site, payload: bytes, deadline: Deadline) -> Result:
+    async def _ask(self, site: Site, question: _Question, deadline: Deadline) -> Result:
         start = time.monotonic()
-        reply = await self._call(site, "Ask", payload, pb.AskResponse.FromString, deadline)
-        outcome = _converted(reply, answer_from_proto)
+        outcome: Answer | Failure
+        if site.over_http:
+            outcome = await self._http_sites().ask(site, question.body, deadline)
+        else:
+            decode = pb.AskResponse.FromString
+            reply = await self._call(site, "Ask", question.payload, decode, deadline)
+            outcome = _converted(reply, answer_from_proto)
         return Result(site, outcome, time.monotonic() - start)
+
+    def _http_sites(self) -> HttpSites:
+        """The HTTP side, made on first use: aiohttp's client is imported
+        only by a client that asks a site over HTTP."""
+        if self._http is None:
+            from ep_server.client.http_sites import HttpSites
+
+            self._http = HttpSites(metadata=self.metadata, retry=self.retry, rng=self._rng)
+        return self._http
 
     async def _call(
         self,
@@ -204,6 +245,8 @@ class Client:
         deadline: Deadline,
     ) -> R | Failure:
         """One unary call with retries; every error becomes a :class:`Failure`."""
+        if site.over_http:
+            return Failure(FailureKind.CLIENT_ERROR, _ONLY_ASKED.format(site.address), attempts=0)
         try:
             async with asyncio.timeout(deadline.remaining() + _GUARD):
                 channel = await self.pool.open(site)
@@ -252,7 +295,10 @@ class Client:
                     await asyncio.wait_for(channel.channel_ready(), delay)
 
     async def close(self) -> None:
-        """Close the channels, unless the pool was passed in."""
+        """Close the HTTP session, and the channels unless the pool was passed in."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
         if self._own_pool:
             await self.pool.close()
 

@@ -19,7 +19,7 @@ import grpc
 from ep_server.client.sites import TLS, Site
 from ep_server.client.targets import Target, look_up, look_up_blocking, target
 
-__all__ = ["ChannelPool", "CredentialsError", "channel_credentials"]
+__all__ = ["ChannelPool", "CredentialsError", "channel_credentials", "read_tls_file"]
 
 ChannelOptions = Sequence[tuple[str, Any]]
 
@@ -28,7 +28,11 @@ class CredentialsError(OSError):
     """A CA, certificate or key file could not be read."""
 
 
-def _read(path: Path | None, what: str) -> bytes | None:
+def read_tls_file(path: Path | None, what: str) -> bytes | None:
+    """The bytes of a CA, certificate or key file (``None`` for no path).
+
+    :raises CredentialsError: naming the file and what it is for.
+    """
     if path is None:
         return None
     try:
@@ -43,9 +47,9 @@ def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
     :raises CredentialsError: when a file cannot be read.
     """
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(tls.ca, "CA file"),
-        private_key=_read(tls.key, "key file"),
-        certificate_chain=_read(tls.cert, "certificate file"),
+        root_certificates=read_tls_file(tls.ca, "CA file"),
+        private_key=read_tls_file(tls.key, "key file"),
+        certificate_chain=read_tls_file(tls.cert, "certificate file"),
     )
 
 

@@ -46,6 +46,7 @@ from ep_server.client.render import (
 from ep_server.client.results import Failure, Result
 from ep_server.client.retry import Deadline
 from ep_server.client.sites import TLS, Site, SiteListError, load_sites
+from ep_server.client.targets import is_url
 from ep_server.logs import route_grpc_core_logs
 from ep_server.model import TaskQuery
 
@@ -93,15 +94,18 @@ def _sites(args: argparse.Namespace) -> list[Site]:
     """The sites to ask: each site list's, then each ``--endpoint``; a site
     named twice (the same address and TLS settings) is asked once."""
     if not args.sites and not args.endpoints:
-        raise UsageError("give --sites FILE or at least one --endpoint HOST:PORT")
+        raise UsageError("give --sites FILE or at least one --endpoint HOST:PORT or URL")
+    tls = _tls(args)
     sites: list[Site] = []
     for path in args.sites:
+        if isinstance(path, str):  # the URL of one site
+            sites.append(_endpoint_site(path, tls))
+            continue
         try:
             sites += load_sites(path)
         except SiteListError as exc:
             raise UsageError(str(exc)) from None
-    tls = _tls(args)
-    sites += [Site(address, address, tls) for address in args.endpoints]
+    sites += [_endpoint_site(address, tls) for address in args.endpoints]
     unique: dict[tuple[str, TLS | None], Site] = {}
     for site in sites:
         first = unique.setdefault((site.address, site.tls), site)
@@ -111,6 +115,20 @@ def _sites(args: argparse.Namespace) -> list[Site]:
                 file=sys.stderr,
             )
     return list(unique.values())
+
+
+def _endpoint_site(address: str, tls: TLS | None) -> Site:
+    """A site given on the command line. A URL's scheme says whether it is
+    TLS; the flags' settings go with an https:// URL, and an http:// URL
+    takes none (it is plaintext)."""
+    if not is_url(address):
+        return Site(address, address, tls)
+    if address.startswith("http://") and tls is not None:
+        raise UsageError(
+            f"{address} is plaintext: --tls, --ca, --cert and --server-name "
+            "go with https:// URLs and HOST:PORT"
+        )
+    return Site(address, address, None if tls == TLS() else tls)
 
 
 def _tls(args: argparse.Namespace) -> TLS | None:

@@ -38,11 +38,13 @@ from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.wire.plain_json import plain_json
 
 __all__ = [
+    "answer_from_json",
     "answer_from_proto",
     "booking_from_proto",
     "check_taskinfo",
     "message_json",
     "request_from_query",
+    "request_json",
     "service_info_from_proto",
     "struct_to_dict",
 ]
@@ -154,6 +156,40 @@ def answer_from_proto(msg: pb.AskResponse) -> Answer:
         reasons=tuple(_reason(r) for r in msg.reasons),
         raw=msg,
     )
+
+
+def request_json(request: pb.AskRequest) -> dict[str, Any]:
+    """The request in the protocol's JSON with its field names: the note's
+    ``{"tasktype": ..., "taskinfo": {...}}``, with ``resources`` and
+    ``schedule`` beside them when they are set (64-bit integers as strings)."""
+    body: dict[str, Any] = {"tasktype": request.tasktype, "taskinfo": {}}
+    body |= json_format.MessageToDict(request, preserving_proto_field_name=True)
+    body["taskinfo"] = _whole_numbers(body["taskinfo"])
+    return body
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``value`` with whole numbers written as integers: a ``Struct`` holds
+    every number as a double, and ``3`` is what was asked, not ``3.0``."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
+        return int(value)
+    return value
+
+
+def answer_from_json(data: Mapping[str, Any]) -> Answer:
+    """An ``AskResponse`` in the protocol's JSON (as
+    :func:`ep_server.client.note.response_json` makes it) as an
+    :class:`Answer`; fields and enum values it does not know are ignored.
+
+    :raises google.protobuf.json_format.ParseError: for a value of the
+        wrong type, such as a number of cores that is not an integer.
+    """
+    message = json_format.ParseDict(dict(data), pb.AskResponse(), ignore_unknown_fields=True)
+    return answer_from_proto(message)
 
 
 def _offer(msg: pb.Offer) -> Offer:

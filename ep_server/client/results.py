@@ -90,16 +90,21 @@ class FailureKind(enum.Enum):
     """Why a call to an endpoint gave no answer."""
 
     #: No connection could be made (refused, no route, unknown host...):
-    #: UNAVAILABLE after every retry the deadline allowed.
+    #: UNAVAILABLE after every retry the deadline allowed (over HTTP, also
+    #: 502, 503 or 504 after every retry).
     UNREACHABLE = "unreachable"
     #: The deadline passed before an answer came (DEADLINE_EXCEEDED).
     DEADLINE_EXCEEDED = "deadline exceeded"
     #: The TLS handshake failed, or the CA, certificate or key could not be read.
     TLS = "TLS error"
     #: The server answered the call with an error status (INVALID_ARGUMENT,
-    #: UNIMPLEMENTED, PERMISSION_DENIED...): it refused this request.
+    #: UNIMPLEMENTED, PERMISSION_DENIED...; over HTTP, any 4xx or 5xx not
+    #: retried, or a redirect not followed): it refused this request.
     REFUSED = "refused"
-    #: The client failed locally in an unforeseen way (a bug; see the message).
+    #: The client failed locally in an unforeseen way (a bug; see the
+    #: message), or could not read what the site answered ("unreadable
+    #: answer": a reply from a newer protocol; over HTTP, an answer that is
+    #: not JSON, not in the note's shape, or larger than the client reads).
     CLIENT_ERROR = "client error"
 
 
@@ -108,8 +113,12 @@ class Failure:
     """A call that ended without an answer.
 
     ``code`` is the final gRPC status code (``None`` when no call was made,
-    as when a certificate file cannot be read); ``attempts`` counts the calls
-    made, retries of UNAVAILABLE included.
+    as when a certificate file cannot be read). For a site asked over HTTP
+    it is the code gRPC gives the same event (UNAVAILABLE for a connection
+    not made or dropped) or the one the error status stands for (its
+    ``google.rpc.Status`` body's, when it has one), and ``None`` for an
+    answer the client cannot read. ``attempts`` counts the calls made,
+    retries included.
     """
 
     kind: FailureKind

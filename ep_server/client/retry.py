@@ -19,7 +19,14 @@ import grpc
 from ep_server.client.results import Failure, FailureKind
 from ep_server.client.sites import TLS
 
-__all__ = ["MAX_DEADLINE", "Deadline", "RetryPolicy", "failure_from_error", "is_retryable"]
+__all__ = [
+    "MAX_DEADLINE",
+    "Deadline",
+    "RetryPolicy",
+    "closed_hint",
+    "failure_from_error",
+    "is_retryable",
+]
 
 #: The longest deadline taken (about three years); gRPC fails calls at once
 #: with deadlines from about 1e10 seconds on.
@@ -33,7 +40,9 @@ _CLOSED = "socket closed"
 _CONNECTING = "failed to connect"
 
 
-def _closed_hint(tls: TLS | None) -> str:
+def closed_hint(tls: TLS | None) -> str:
+    """What a server that closes a TLS connection before answering may
+    mean: it wants a client certificate, or does not trust the one sent."""
     if tls is not None and tls.cert is None:
         return (
             "the server (or something in front of it) closed the connection during the TLS "
@@ -132,7 +141,7 @@ def failure_from_error(
     if _is_tls(error, tls):
         kind = FailureKind.TLS
         if _CLOSED in message.lower():
-            message = f"{_closed_hint(tls)}; gRPC said: {message}"
+            message = f"{closed_hint(tls)}; gRPC said: {message}"
     elif code is grpc.StatusCode.UNAVAILABLE and _CLOSED in message.lower():
         kind = FailureKind.UNREACHABLE
         message += "; a server that speaks TLS closes plaintext connections so: try --tls or --ca"

@@ -14,13 +14,24 @@
     name = "replicated"
     addresses = ["ep1.example.org:50051", "ep2.example.org:50051"]
 
-``address`` takes any form :mod:`ep_server.client.targets` describes
+    [[site]]
+    name = "inaf"
+    url = "https://ep.inaf.example.org/"
+
+``address`` takes any gRPC form :mod:`ep_server.client.targets` describes
 (``HOST:PORT``, ``dns:///NAME:PORT``, replicas joined by commas);
 ``addresses`` lists a site's replicas, and calls are spread over them.
-``tls`` is optional; without it the connection is plaintext. An empty
-``tls = {}`` means TLS with the system's root certificates. Relative paths are
-read relative to the site file. ``cert`` and ``key`` (a client certificate)
-go together. Every problem is reported at once, each naming its entry and key.
+``url`` names a site that speaks the IVOA note's HTTP interface (any note
+EP, ours or another's), asked with ``POST {url}accept``; a site has exactly
+one of ``address``, ``addresses`` and ``url``.
+
+``tls`` is optional. For a gRPC site, without it the connection is
+plaintext, and an empty ``tls = {}`` means TLS with the system's root
+certificates. For a URL the scheme decides: ``https://`` is TLS (with the
+system's root certificates unless ``tls`` names a ``ca``), ``http://`` is
+plaintext and takes no ``tls``. Relative paths are read relative to the
+site file. ``cert`` and ``key`` (a client certificate) go together. Every
+problem is reported at once, each naming its entry and key.
 """
 
 from __future__ import annotations
@@ -31,11 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ep_server.client.targets import parse_address, parse_endpoint
+from ep_server.client.targets import is_url, parse_address, parse_endpoint, parse_url
 
 __all__ = ["TLS", "Site", "SiteListError", "load_sites", "parse_address", "parse_sites"]
 
-_SITE_KEYS = frozenset({"name", "address", "addresses", "tls"})
+_SITE_KEYS = frozenset({"name", "address", "addresses", "url", "tls"})
+_WHERE_KEYS = ("address", "addresses", "url")
 _TLS_KEYS = ("ca", "cert", "key", "server_name")
 
 
@@ -61,12 +73,19 @@ class Site:
     """One EP site: a name for people, its address and optional TLS.
 
     ``address`` is ``HOST:PORT``, ``dns:///NAME:PORT`` or the ``HOST:PORT``
-    of each replica joined by commas (see :mod:`ep_server.client.targets`).
+    of each replica joined by commas, for a site asked over gRPC; or the
+    base URL (``http://...`` or ``https://...``) of a site that speaks the
+    IVOA note's HTTP interface (see :mod:`ep_server.client.targets`).
     """
 
     name: str
     address: str
     tls: TLS | None = None
+
+    @property
+    def over_http(self) -> bool:
+        """True when the site is asked in the note's HTTP interface."""
+        return is_url(self.address)
 
 
 def load_sites(path: str | Path) -> list[Site]:
@@ -113,25 +132,47 @@ def parse_sites(
 def _site(index: int, entry: Any, base: Path | None, problems: list[str]) -> Site | None:
     label = f"site #{index}"
     if not isinstance(entry, Mapping):
-        problems.append(f"{label}: must be a table with name and address")
+        problems.append(f"{label}: must be a table with name and address (or url)")
         return None
     if isinstance(entry.get("name"), str) and entry["name"]:
         label = f"site #{index} ({entry['name']!r})"
     before = len(problems)
     problems.extend(f"{label}: unknown key {key!r}" for key in entry if key not in _SITE_KEYS)
     name = _text(entry, "name", label, problems)
-    address = _address(entry, label, problems)
+    given = [key for key in _WHERE_KEYS if key in entry]
+    if len(given) > 1:
+        both = " and ".join(given)
+        problems.append(f"{label}: give one of address, addresses and url, not {both}")
+        return None
+    address = _url(entry, label, problems) if given == ["url"] else _address(entry, label, problems)
     tls = _tls(entry["tls"], label, base, problems) if "tls" in entry else None
+    if tls is not None and is_url(address):
+        tls = _url_tls(address, tls, label, problems)
     return Site(name, address, tls) if len(problems) == before else None
 
 
+def _url(entry: Mapping[str, Any], label: str, problems: list[str]) -> str:
+    text = _text(entry, "url", label, problems)
+    try:
+        return parse_url(text) if text else ""
+    except ValueError as exc:
+        problems.append(f"{label}: url: {exc}")
+        return ""
+
+
+def _url_tls(url: str, tls: TLS, label: str, problems: list[str]) -> TLS | None:
+    """A URL site's TLS settings: none for ``http://``, and ``None`` (the
+    system's root certificates) for an ``https://`` URL's empty table."""
+    if url.startswith("http://"):
+        problems.append(f"{label}: tls: an http:// URL is plaintext; use https:// for TLS")
+        return None
+    return None if tls == TLS() else tls
+
+
 def _address(entry: Mapping[str, Any], label: str, problems: list[str]) -> str:
-    """``address``, or ``addresses`` joined with commas; exactly one of them."""
+    """``address``, or ``addresses`` joined with commas."""
     if "addresses" in entry:
         value = entry["addresses"]
-        if "address" in entry:
-            problems.append(f"{label}: give address or addresses, not both")
-            return ""
         if not isinstance(value, list) or not value or not all(_nonblank(v) for v in value):
             problems.append(f"{label}: addresses: must be a list of HOST:PORT strings")
             return ""
@@ -143,6 +184,9 @@ def _address(entry: Mapping[str, Any], label: str, problems: list[str]) -> str:
     else:
         text, key = _text(entry, "address", label, problems), "address"
     if not text:
+        return ""
+    if is_url(text):
+        problems.append(f"{label}: {key}: {text!r} is a URL: name it with url = ... instead")
         return ""
     try:
         return parse_endpoint(text)

@@ -1,6 +1,6 @@
 """Where a site lives, and the gRPC target that reaches it.
 
-An address takes one of three forms, the same for ``--endpoint``, the
+A gRPC address takes one of three forms, the same for ``--endpoint``, the
 address given to ``ep info``/``ep accept``/... and a site list:
 
 * ``HOST:PORT``: one server, as gRPC does by default (the name is resolved
@@ -17,6 +17,11 @@ address given to ``ep info``/``ep accept``/... and a site list:
 
 Spreading is per call, not per connection: one client sending many calls
 reaches every replica that is up.
+
+A site that speaks the IVOA note's HTTP interface instead is named by its
+base URL, ``http://HOST[:PORT]/PATH`` or ``https://...`` (:func:`parse_url`):
+``ep ask`` and :meth:`~ep_server.client.Client.ask` post the question to
+``{url}accept``. Such a site is asked, never booked or described.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import ipaddress
 import json
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +39,13 @@ __all__ = [
     "ROUND_ROBIN",
     "Target",
     "TargetError",
+    "is_url",
     "look_up",
     "look_up_blocking",
     "names_to_look_up",
     "parse_address",
     "parse_endpoint",
+    "parse_url",
     "replicas",
     "target",
 ]
@@ -98,6 +106,44 @@ def parse_endpoint(text: str) -> str:
             raise ValueError(f"{part!r}: a dns: name stands alone, not in a list")
         parse_address(part)
     return ",".join(parts)
+
+
+_URL_SCHEMES = ("http://", "https://")
+
+
+def is_url(text: str) -> bool:
+    """True for an ``http://`` or ``https://`` URL: a site asked in the
+    note's HTTP interface, not over gRPC."""
+    return text[:8].lower().startswith(_URL_SCHEMES)
+
+
+def parse_url(text: str) -> str:
+    """Check the base URL of a site that speaks the note's HTTP interface
+    and return it with a lower-case scheme and host and a path ending in
+    ``/`` (the question goes to ``{url}accept``).
+
+    :raises ValueError: saying what is wrong.
+    """
+    if not text.isprintable() or " " in text:
+        raise ValueError(f"{text!r}: a URL has no spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"expected http://HOST[:PORT]/PATH or https://..., got {text!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r}: no user or password in the URL (send a bearer token)")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError(f"{text!r}: a site's base URL has no query or fragment")
+    if port == 0:
+        raise ValueError(f"port must be a number from 1 to 65535 in {text!r}")
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{port}" if port is not None else ""
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return f"{scheme}://{netloc}{path}"
 
 
 def _dns_name(text: str) -> str:

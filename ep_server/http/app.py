@@ -31,11 +31,12 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from ep_server.auth import subject_from_der_certificate
-from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from ep_server.errors import EPError, FieldViolation, InvalidArgument, NotFound
 from ep_server.http.routes import RestRoute, rest_routes
+from ep_server.logs import REQUEST_ID
 from ep_server.metrics import Metrics
 from ep_server.pb import execution_planner_pb2 as pb
-from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline
+from ep_server.pipeline import REQUEST_ID_KEY, Call, CallPipeline, request_id_of
 from ep_server.servicer import SERVICE, ExecutionPlannerServicer
 from ep_server.wire import http_json
 
@@ -162,16 +163,18 @@ class _MethodNotAllowed(EPError):
     http_status = 405
 
 
-class BodyTooLarge(ResourceExhausted):
-    """A request body past ``[http] max_body_bytes`` (HTTP 413)."""
+class BodyTooLarge(EPError):
+    """A request body past ``[http] max_body_bytes`` (HTTP 413). The code is
+    gRPC's for a message past its limit; unlike a rate limit, waiting does
+    not help, so it carries no Retry-After."""
 
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BODY_TOO_LARGE"
     http_status = 413
 
     def __init__(self, limit: int | None = None) -> None:
         what = f" ({limit} bytes)" if limit else ""
-        super().__init__(
-            f"the request body is larger than this site accepts{what}", 0, reason="BODY_TOO_LARGE"
-        )
+        super().__init__(f"the request body is larger than this site accepts{what}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,13 @@ class _Raw:
 
     http: web.Request
     path: Mapping[str, str]
+    #: The body, read before the pipeline admits the call (as gRPC reads a
+    #: whole message first), so that a client slow to send it holds no
+    #: call slot; None for a route without a body.
+    body: bytes | None = None
+    #: Why the body could not be read (415, 413): raised in the pipeline,
+    #: so that it is counted and logged like any other refusal.
+    unreadable: EPError | None = None
 
 
 def _rpc_handler(door: Door, route: RestRoute) -> Handler:
@@ -193,7 +203,8 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
     pipeline, name, what = door.pipeline, route.rpc, route.request
 
     async def run(raw: _Raw, call: Call) -> Any:
-        body = await _json_body(raw.http, what) if has_body else None
+        if raw.unreadable is not None:
+            raise raw.unreadable
         query = list(raw.http.query.items())
         if has_body and query:  # body "*": the body is the whole request
             found = [
@@ -202,7 +213,7 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
             ]
             raise InvalidArgument(what, found)
         message = http_json.request_from_http(
-            request_type, what, body, raw.path, query, door.max_json_depth
+            request_type, what, raw.body, raw.path, query, door.max_json_depth
         )
         return await method(message, call)
 
@@ -210,8 +221,14 @@ def _rpc_handler(door: Door, route: RestRoute) -> Handler:
         call = HttpCall(request, door.mtls)
         request[PIPELINED] = True
         path = {field: request.match_info[var] for var, field in variables}
+        raw = _Raw(request, path)
+        if has_body:
+            try:
+                raw = _Raw(request, path, await _json_body(request, what))
+            except EPError as exc:
+                raw = _Raw(request, path, None, exc)
         try:
-            response = await pipeline.run(name, call, run, _Raw(request, path))
+            response = await pipeline.run(name, call, run, raw)
         except EPError as exc:
             return error_response(exc, call.request_id)
         return json_response(http_json.message_json(response), call.request_id)
@@ -306,8 +323,11 @@ def _middleware(door: Door) -> Any:
         seconds = time.perf_counter() - started
         if metrics is not None:
             metrics.http(label, response.status, seconds)
-        if not request.get(PIPELINED):
-            _log_access(door, request, label, response.status, seconds)
+        if not request.get(PIPELINED):  # no RPC ran, so no id was given
+            request_id = request_id_of([(k.lower(), v) for k, v in request.headers.items()])
+            if not response.prepared:
+                response.headers[REQUEST_ID_KEY] = request_id
+            _log_access(door, request, label, response.status, seconds, request_id)
         return response
 
     return middleware
@@ -368,16 +388,27 @@ _CODE_OF_HTTP = {
 }
 
 
-def _log_access(door: Door, request: web.Request, label: str, status: int, seconds: float) -> None:
+def _log_access(
+    door: Door, request: web.Request, label: str, status: int, seconds: float, request_id: str
+) -> None:
     """The access log line of a request that ran no RPC (an RPC's own line
     is the pipeline's)."""
     if not door.pipeline.access_log:
         return
-    access.info(
-        "%s %s %d %.1fms",
-        request.method,
-        label,
-        status,
-        seconds * 1000,
-        extra={"route": label, "http_status": status, "ms": seconds * 1000, "transport": "http"},
-    )
+    token = REQUEST_ID.set(request_id)  # the log line's request_id
+    try:
+        access.info(
+            "%s %s %d %.1fms",
+            request.method,
+            label,
+            status,
+            seconds * 1000,
+            extra={
+                "route": label,
+                "http_status": status,
+                "ms": seconds * 1000,
+                "transport": "http",
+            },
+        )
+    finally:
+        REQUEST_ID.reset(token)

@@ -8,6 +8,7 @@ from ep_server.config import Settings
 from ep_server.http.app import Door, build_app
 from ep_server.http.broker import broker_routes
 from ep_server.http.note import note_routes
+from ep_server.http.openapi import openapi_json
 from ep_server.http.page import page_handler
 from ep_server.metrics import Metrics
 from ep_server.pipeline import CallPipeline
@@ -35,5 +36,16 @@ def http_app(
         cors_origins=tuple(cfg.cors_origins),
         mtls=settings.tls.client_ca is not None,
     )
-    extra = [*note_routes(door), *broker_routes(door), ("GET", "/", page_handler(servicer))]
+    extra = [
+        *note_routes(door),
+        *broker_routes(door),
+        ("GET", "/openapi.json", _openapi),
+        ("GET", "/", page_handler(servicer)),
+    ]
     return build_app(door, extra)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI document, as committed
+    (:mod:`ep_server.http.openapi`)."""
+    return web.Response(body=openapi_json(), content_type="application/json")

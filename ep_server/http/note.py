@@ -26,8 +26,8 @@ other offers, in the site's order of preference, under ``interfaces``, each
 in the same shape; ``reasons`` as in ``AskResponse``. The verdict is
 written twice: ``responseword``, the protocol's spelling, and
 ``reponseword``, the spelling of the note's examples that the clients built
-from it read. Where a verdict is read (:func:`response_word`), both are
-accepted.
+from it read. Where the client reads a verdict
+(:func:`ep_server.client.note.verdict`), both are accepted.
 
 Query values are text. ``taskinfo.cores=4`` is read as the number 4 and
 ``true``/``false`` as booleans (integers only in their plain form:
@@ -38,18 +38,19 @@ is a list, and ``taskinfo={...}`` gives the whole taskinfo as JSON.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.multipart import BodyPartReader
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
 from ep_server.http.app import (
     PIPELINED,
-    BodyTooLarge,
     Door,
     HttpCall,
     UnsupportedMediaType,
@@ -66,7 +67,6 @@ __all__ = [
     "RESPONSE_WORD_KEYS",
     "note_answer",
     "note_routes",
-    "response_word",
     "taskinfo_from_query",
 ]
 
@@ -77,20 +77,13 @@ RESPONSE_WORD_KEYS = ("responseword", "reponseword")
 _WHAT = "AskRequest"
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+#: POST /accept's body, read before the pipeline runs (or why it could not be).
+_BODY = web.RequestKey("ep_note_body", object)
 _ACCEPTED = "application/json, application/yaml, multipart/form-data or a url-encoded form"
 #: Largest text part of a form read (the body limit bounds the whole).
 _PART_LIMIT = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def response_word(answer: Mapping[str, Any]) -> str | None:
-    """The verdict of a note-shaped answer, under either spelling."""
-    for key in RESPONSE_WORD_KEYS:
-        word = answer.get(key)
-        if isinstance(word, str):
-            return word
-    return None
 
 
 def note_answer(response: dict[str, Any]) -> dict[str, Any]:
@@ -192,17 +185,16 @@ def _yaml(text: bytes | str, field: str, max_depth: int) -> Any:
     return load_yaml(text, field, max_depth, _WHAT)
 
 
-async def _post_body(request: web.Request, limit: int, depth: int) -> bytes:
-    """``POST /accept``'s body as a JSON AskRequest, whatever form it came in.
+def _question(kind: str, content_type: str, body: bytes, depth: int) -> bytes:
+    """``POST /accept``'s body, whatever form it came in, as a JSON AskRequest.
 
-    :param limit: the most bytes a body may have.
+    :param kind: the body's media type (``application/yaml``).
+    :param content_type: the whole Content-Type header (with its boundary).
     :param depth: the deepest a body may nest (its top level is 1).
     """
-    kind = request.content_type
     if kind in _FORM_TYPES:
-        return await _form(request, limit, depth)
-    body = await read_body(request)
-    if is_json(kind) or (not request.body_exists and not body):
+        return _form(kind, content_type, body, depth)
+    if is_json(kind) or (not kind and not body):
         return body
     if kind in YAML_TYPES:
         data = _yaml(body, "", depth)
@@ -215,34 +207,23 @@ async def _post_body(request: web.Request, limit: int, depth: int) -> bytes:
     raise UnsupportedMediaType(_WHAT, kind, _ACCEPTED)
 
 
-async def _form(request: web.Request, limit: int, depth: int) -> bytes:
+def _form(kind: str, content_type: str, body: bytes, depth: int) -> bytes:
     """A form's ``tasktype`` and ``taskinfo`` (JSON or YAML text) as JSON."""
     fields: dict[str, str] = {}
     bad: list[FieldViolation] = []
-    if request.content_type == "multipart/form-data":
-        try:
-            reader = await request.multipart()
-            read = 0
-            async for part in reader:
-                if not isinstance(part, BodyPartReader) or part.name is None:
-                    found = FieldViolation("", "holds a part without a name, or nested parts")
-                    raise InvalidArgument(_WHAT, [found])
-                content = bytearray()
-                while chunk := await part.read_chunk():
-                    read += len(chunk)
-                    if read > limit:  # aiohttp's body limit does not cover multipart
-                        raise BodyTooLarge(limit)
-                    content += chunk
-                text = content.decode(part.get_charset(default="utf-8"))
-                _form_field(fields, part.name, text, bad)
-        except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
-            found = FieldViolation("", f"is not a readable multipart form: {exc}")
-            raise InvalidArgument(_WHAT, [found]) from None
+    if kind == "multipart/form-data":
+        for name, text in _multipart(content_type, body):
+            _form_field(fields, name, text, bad)
     else:
-        await read_body(request)  # the limit, and 413 past it
-        form = await request.post()
-        for name, value in form.items():
-            _form_field(fields, name, value if isinstance(value, str) else "", bad)
+        try:
+            pairs = urllib.parse.parse_qsl(
+                body.decode(), keep_blank_values=True, strict_parsing=bool(body)
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            found = FieldViolation("", f"is not a readable url-encoded form: {exc}")
+            raise InvalidArgument(_WHAT, [found]) from None
+        for name, value in pairs:
+            _form_field(fields, name, value, bad)
     if bad:
         raise InvalidArgument(_WHAT, bad)
     data: dict[str, Any] = {}
@@ -252,6 +233,32 @@ async def _form(request: web.Request, limit: int, depth: int) -> bytes:
         # JSON is YAML too; the form's taskinfo is the taskinfo's top level.
         data["taskinfo"] = _yaml(fields["taskinfo"], "taskinfo", depth - http_json.JSON_DEPTH_SLACK)
     return _as_json(data, "taskinfo")
+
+
+def _multipart(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """The (name, text) of each part of a multipart/form-data body, read by
+    the standard library's MIME parser from the body already read whole."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise InvalidArgument(_WHAT, [FieldViolation("", "is not a readable multipart form")])
+    parts = []
+    try:
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or part.is_multipart():
+                found = FieldViolation("", "holds a part without a name, or nested parts")
+                raise InvalidArgument(_WHAT, [found])
+            payload = part.get_payload(decode=True)
+            charset = part.get_content_charset() or "utf-8"
+            text = payload.decode(charset) if isinstance(payload, bytes) else ""
+            parts.append((name, text))
+    except (LookupError, UnicodeDecodeError, ValueError) as exc:
+        found = FieldViolation("", f"is not a readable multipart form: {exc}")
+        raise InvalidArgument(_WHAT, [found]) from None
+    if not parts:
+        raise InvalidArgument(_WHAT, [FieldViolation("", "is a multipart form with no parts")])
+    return parts
 
 
 def _form_field(fields: dict[str, str], name: str, text: str, bad: list[FieldViolation]) -> None:
@@ -283,20 +290,33 @@ def note_routes(door: Door) -> list[tuple[str, str, Handler]]:
         return await ask(message, call)
 
     async def accept(request: web.Request, call: Call) -> Any:
+        body = request[_BODY]
+        if isinstance(body, EPError):  # too large: refused in the pipeline
+            raise body
+        assert isinstance(body, bytes)
         if request.query:
             found = [
                 FieldViolation(name, "is not read: POST /accept takes its question from the body")
                 for name in request.query
             ]
             raise InvalidArgument(_WHAT, found)
-        body = await _post_body(request, door.max_body_bytes, depth)
-        message = http_json.request_from_http(pb.AskRequest, _WHAT, body, {}, [], depth)
+        kind, header = request.content_type, request.headers.get("Content-Type", "")
+        question = _question(kind if request.body_exists else "", header, body, depth)
+        message = http_json.request_from_http(pb.AskRequest, _WHAT, question, {}, [], depth)
         return await ask(message, call)
 
     def handler(run: Callable[[web.Request, Call], Awaitable[Any]]) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             call = HttpCall(request, door.mtls)
             request[PIPELINED] = True
+            if request.method == "POST":
+                # The whole body is read before the call is admitted, as gRPC
+                # reads a whole message: a client stalled mid-body holds no
+                # call slot.
+                try:
+                    request[_BODY] = await read_body(request)
+                except EPError as exc:
+                    request[_BODY] = exc
             try:
                 response = await pipeline.run("Ask", call, run, request)
             except EPError as exc:

@@ -20,9 +20,12 @@ class HttpDoor:
     runner: web.AppRunner
     port: int
 
-    async def stop(self) -> None:
-        """Stop listening, let requests in flight finish (up to the runner's
-        shutdown timeout, the server's grace period), then close."""
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let requests in flight finish for up to ``grace``
+        seconds (then cancel them), and close."""
+        # aiohttp takes the timeout only when the runner is made, and reads
+        # it only here, at cleanup.
+        self.runner._shutdown_timeout = grace
         await self.runner.cleanup()
 
 

@@ -134,28 +134,65 @@ def error_json(exc: EPError) -> tuple[int, bytes]:
 
 def _json_object(what: str, body: bytes, max_depth: int) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        # UTF-8 only (RFC 8259), a byte order mark ignored: json.loads would
+        # guess UTF-16 and UTF-32 from bytes.
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidArgument(what, [FieldViolation("", f"is not UTF-8: {exc.reason}")]) from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         found = FieldViolation(
             "", f"is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
         )
         raise InvalidArgument(what, [found]) from None
-    except RecursionError:
-        raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+        raise InvalidArgument(what, [FieldViolation("", f"is not valid JSON: {exc}")]) from None
+    except RecursionError:  # deeper than json's parser goes: find under which field
+        found = _depth_violation(_deep_key(text, max_depth), max_depth)
+        raise InvalidArgument(what, [found]) from None
     if not isinstance(data, dict):
         found = FieldViolation("", f"must be a JSON object, not {type(data).__name__}")
         raise InvalidArgument(what, [found])
     deep = _too_deep(data, max_depth)
     if deep is not None:
-        if deep == "taskinfo" or deep.startswith("taskinfo."):
-            limit = max_depth - JSON_DEPTH_SLACK
-            raise InvalidArgument(
-                what, [FieldViolation("taskinfo", f"is nested deeper than {limit} levels")]
-            )
-        raise InvalidArgument(what, [FieldViolation(deep, "is nested too deeply")])
+        raise InvalidArgument(what, [_depth_violation(deep, max_depth)])
     return data
+
+
+def _depth_violation(deep: str, max_depth: int) -> FieldViolation:
+    """What is wrong with a body nested past ``max_depth`` under its
+    top-level field ``deep`` ("" when not under a field)."""
+    if deep == "taskinfo":
+        limit = max_depth - JSON_DEPTH_SLACK
+        return FieldViolation("taskinfo", f"is nested deeper than {limit} levels")
+    return FieldViolation(deep, "is nested too deeply")
+
+
+#: A JSON string (with the colon after it when it is a key), or a bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
+
+
+def _deep_key(text: str, limit: int) -> str:
+    """The top-level key under which the JSON ``text`` first nests more than
+    ``limit`` levels, or "" (not under a key of a top-level object). A scan
+    of strings and brackets, not a parse: ``text`` is too deep for
+    :func:`json.loads`, and may be malformed too."""
+    depth, key = 0, ""
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("{", "["):
+            depth += 1
+            if depth > limit:
+                return key
+        elif token in ("}", "]"):
+            depth -= 1
+        elif depth == 1 and token.endswith(":"):
+            try:
+                key = str(json.loads(token[:-1]))
+            except ValueError:
+                key = ""
+    return ""
 
 
 def _too_deep(data: dict[str, Any], limit: int) -> str | None:

@@ -229,3 +229,14 @@ def thread_ep(ep_server: Callable[..., Any]) -> Callable[..., str]:
         return address
 
     return start
+
+
+@pytest.fixture
+def thread_ep_server(ep_server: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`thread_ep`'s server itself (an ``EPTestServer``): its
+    ``address`` for gRPC and its ``http_url`` for the note's interface."""
+
+    def start(**config: Any) -> Any:
+        return ep_server(config=static_config(**config))
+
+    return start

@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +241,108 @@ def test_sites_named_twice_are_asked_once_and_site_lists_add_up(
     out, err = capsys.readouterr()
     assert [r["site"] for r in json.loads(out)["results"]] == ["one"]
     assert "two is one again" in err
+
+
+# --- sites that speak the IVOA note's HTTP interface --------------------------
+
+
+def test_an_http_site_is_asked_beside_a_grpc_one(
+    thread_ep_server: Callable[..., Any], capsys: Capsys
+) -> None:
+    ep = thread_ep_server(cores=8)
+    assert main([*ASK, "--endpoint", ep.address, "--endpoint", ep.http_url]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[1:3]]
+    assert sorted(row[1] for row in rows) == sorted([ep.address, ep.http_url + "/"])
+    assert all(row[2:5] == ["YES", UWS, "http://example.org/dkuws"] for row in rows)
+    assert "2 site(s): 2 with an acceptable YES, 0 failed" in out
+
+
+def test_a_site_list_names_an_http_site_by_url_and_json_shows_it(
+    thread_ep_server: Callable[..., Any], tmp_path: Path, capsys: Capsys
+) -> None:
+    ep = thread_ep_server(cores=8)
+    path = tmp_path / "sites.toml"
+    path.write_text(
+        f'[[site]]\nname = "grpc"\naddress = "{ep.address}"\n\n'
+        f'[[site]]\nname = "note"\nurl = "{ep.http_url}"\n'
+    )
+    assert main([*ASK, "--sites", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    grpc_result, note_result = doc["results"]
+    assert note_result["site"] == "note"
+    assert note_result["address"] == ep.http_url + "/"
+    assert note_result["answer"] == grpc_result["answer"]
+    assert note_result["answer"]["offers"][0]["resources"]["cores"] == {"max": 8}
+
+
+def test_site_followed_by_a_url_asks_that_site(
+    thread_ep_server: Callable[..., Any], capsys: Capsys
+) -> None:
+    ep = thread_ep_server()
+    assert main([*ASK, "--site", ep.http_url, "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    assert result["answer"]["responseword"] == "YES"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--endpoint", "http://h/", "--ca", "ca.pem"], "http://h/ is plaintext"),
+        (["--endpoint", "http://user:pw@h/"], "no user or password in the URL"),
+        (["--endpoint", "http://h/?a=1"], "no query or fragment"),
+        (["--endpoint", "ftp://h/"], "expected HOST:PORT or an http:// or https:// URL"),
+    ],
+)
+def test_bad_urls_are_usage_errors(argv: list[str], message: str, capsys: Capsys) -> None:
+    assert main([*ASK, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_commands_for_one_ep_take_no_url(capsys: Capsys) -> None:
+    assert main(["info", "http://127.0.0.1:8080/"]) == 2
+    assert "expected HOST:PORT, got the URL" in capsys.readouterr().err
+
+
+#: A foreign note server's answer whose text would drive a terminal.
+HOSTILE = {
+    "reponseword": "YES",
+    "servicetype": UWS,
+    "serviceinfo": {"endpoint": "http://x/\x1b]0;pwned\x07"},
+    "message": "line one\nline two\x1b[2J",
+}
+
+
+@pytest.fixture
+def hostile_url() -> Iterator[str]:
+    """A note server on its own thread that answers :data:`HOSTILE`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(HOSTILE).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_text_from_an_http_site_is_printed_escaped(hostile_url: str, capsys: Capsys) -> None:
+    assert main([*ASK, "--endpoint", hostile_url]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "http://x/\\x1b]0;pwned\\x07" in out
+    assert "line one\\x0aline two\\x1b[2J" in out

@@ -145,7 +145,7 @@ def test_bad_replica_lists_are_named() -> None:
         }
     )
     for expected in [
-        "site #1 ('a'): give address or addresses, not both",
+        "site #1 ('a'): give one of address, addresses and url, not address and addresses",
         "site #2 ('b'): addresses: must be a list of HOST:PORT strings",
         "site #3 ('c'): addresses: must be a list of HOST:PORT strings",
         "site #4 ('d'): addresses: must be a list of HOST:PORT strings",
@@ -153,5 +153,52 @@ def test_bad_replica_lists_are_named() -> None:
         "site #6 ('f'): addresses: each entry is one HOST:PORT, got 'dns:///h:1'",
         "site #7 ('g'): addresses: expected HOST:PORT, got 'h'",
         "site #8 ('h'): address: 'dns:///h': expected HOST:PORT",
+    ]:
+        assert expected in message
+
+
+def test_a_site_that_speaks_the_notes_http_interface_is_named_by_url(tmp_path: Path) -> None:
+    sites = parse_sites(
+        {
+            "site": [
+                {"name": "inaf", "url": "https://EP.inaf.example.org"},
+                {"name": "plain", "url": "http://127.0.0.1:8080/ep"},
+                {"name": "private", "url": "https://ep.lab/", "tls": {"ca": "ca.pem"}},
+                {"name": "empty", "url": "https://ep.lab/x/", "tls": {}},
+                {"name": "grpc", "address": "h:1"},
+            ]
+        },
+        base=tmp_path,
+    )
+    assert sites == [
+        Site("inaf", "https://ep.inaf.example.org/"),
+        Site("plain", "http://127.0.0.1:8080/ep/"),
+        Site("private", "https://ep.lab/", TLS(ca=tmp_path / "ca.pem")),
+        Site("empty", "https://ep.lab/x/"),  # TLS with the system's roots, as https says
+        Site("grpc", "h:1"),
+    ]
+    assert [site.over_http for site in sites] == [True, True, True, True, False]
+
+
+def test_bad_url_sites_are_named() -> None:
+    message = problems(
+        {
+            "site": [
+                {"name": "a", "url": "http://h/", "tls": {"ca": "ca.pem"}},
+                {"name": "b", "url": "http://h/", "address": "h:1"},
+                {"name": "c", "address": "https://h/"},
+                {"name": "d", "url": "ftp://h/"},
+                {"name": "e", "url": "https://me:secret@h/"},
+                {"name": "f", "url": ""},
+            ]
+        }
+    )
+    for expected in [
+        "site #1 ('a'): tls: an http:// URL is plaintext; use https:// for TLS",
+        "site #2 ('b'): give one of address, addresses and url, not address and url",
+        "site #3 ('c'): address: 'https://h/' is a URL: name it with url = ... instead",
+        "site #4 ('d'): url: expected http://HOST[:PORT]/PATH or https://..., got 'ftp://h/'",
+        "site #5 ('e'): url: 'https://me:secret@h/': no user or password in the URL",
+        "site #6 ('f'): url: must be a non-empty string",
     ]:
         assert expected in message

@@ -1,4 +1,5 @@
-"""Addresses and their gRPC targets: one server, a DNS name, a list of replicas."""
+"""Addresses and their gRPC targets: one server, a DNS name, a list of replicas; and the
+URLs of sites that speak the note's HTTP interface."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from ep_server.client.targets import (
     ROUND_ROBIN,
     Target,
     TargetError,
+    is_url,
     look_up,
     look_up_blocking,
     names_to_look_up,
     parse_endpoint,
+    parse_url,
     replicas,
     target,
 )
@@ -136,3 +139,39 @@ async def test_a_name_that_cannot_be_looked_up_is_named(monkeypatch: pytest.Monk
 async def test_localhost_is_found_for_real() -> None:
     found = await look_up("localhost:1,127.0.0.1:2")
     assert V4("127.0.0.1") in found["localhost"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://host:8080", "http://host:8080/"),
+        ("https://EP.Example.org/", "https://ep.example.org/"),
+        ("HTTPS://ep.example.org/ep", "https://ep.example.org/ep/"),
+        ("http://[::1]:8080/a/b/", "http://[::1]:8080/a/b/"),
+    ],
+)
+def test_good_urls_end_in_a_slash(text: str, expected: str) -> None:
+    assert is_url(text)
+    assert parse_url(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("http://", "expected http://HOST"),
+        ("http://h/ x", "no spaces or control characters"),
+        ("http://h/\x1b", "no spaces or control characters"),
+        ("http://u@h/", "no user or password"),
+        ("http://h/?q=1", "no query or fragment"),
+        ("http://h/#top", "no query or fragment"),
+        ("http://h:0/", "port must be a number"),
+        ("http://h:99999/", "out of range"),
+    ],
+)
+def test_bad_urls(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_url(text)
+
+
+def test_addresses_are_not_urls() -> None:
+    assert not any(map(is_url, ["h:1", "dns:///h:1", "a:1,b:2", "http:80"]))

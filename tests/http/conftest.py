@@ -1,10 +1,16 @@
-"""A real EP whose operator page is served by aiohttp on loopback.
+"""Fixtures of the HTTP door's tests, each on a real EP in this process
+(gRPC and HTTP on free loopback ports):
 
-``page_site(books=True)`` starts an EP (a booking plugin, a plugin that
-fails to load with a hostile error, a blocked one), makes a booking and
-leaves offers outstanding when it books; its HTTP door serves the page at
-``GET /`` on 127.0.0.1, a free port. Everything is stopped when the test
-ends.
+- ``site`` starts EPs with fake plugins and any configuration, each with a
+  gRPC stub and an aiohttp client for its HTTP door (tests/http_site.py);
+  ``booking_site`` is one that takes bookings, with two callers (alice and
+  bob, ``schedule.rpc_site.TOKENS``) and a clock the test sets.
+- ``page_site(books=True)`` starts an EP (a booking plugin, a plugin that
+  fails to load with a hostile error, a blocked one), makes a booking and
+  leaves offers outstanding when it books; its HTTP door serves the
+  operator page at ``GET /``.
+
+Everything is stopped when the test ends.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fake_plugins.common import FakeSource
+from http_site import Site, StartSite, booking_config, sites
 from schedule.rpc_site import HOUR, T0, Booker, Clock, accept, ask_as, tokens_file
 
 from ep_server.model import HostInfo
@@ -39,6 +46,18 @@ class PageSite:
     secrets: list[str] = field(default_factory=list)
     #: The error of the plugin that failed to load, to be shown as text.
     hostile: str = HOSTILE
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[StartSite]:
+    async with sites() as start:
+        yield start
+
+
+@pytest.fixture
+async def booking_site(site: StartSite, tmp_path: Path) -> Site:
+    """A site that books (the Booker plugin, a clock at ``rpc_site.T0``)."""
+    return await site(booking_config(tmp_path), Booker(), clock=Clock())
 
 
 @pytest.fixture

@@ -95,7 +95,8 @@ function startServer() {
   // ...except a throwaway booking ledger: a test must not write to the
   // user's state directory, nor wait on a ledger another server holds.
   env.EP_SCHEDULE__LEDGER = ":memory:";
-  const proc = spawn(EP_SERVER, ["serve", "--listen", "127.0.0.1:0"], {
+  // Its HTTP door on a free port too, not on the default 8080.
+  const proc = spawn(EP_SERVER, ["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], {
     env,
     stdio: ["ignore", "ignore", "pipe"],
   });

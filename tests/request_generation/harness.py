@@ -53,7 +53,9 @@ class Harness:
     """The running EP, a raw ``Ask`` and the checks every answer must pass."""
 
     def __init__(self) -> None:
-        overrides = {"server.listen": "127.0.0.1:0"}
+        # Free loopback ports, not the default HTTP port 8080 that another
+        # server may hold.
+        overrides = {"server.listen": "127.0.0.1:0", "http.listen": "127.0.0.1:0"}
         if "schedule" in Settings.model_fields:
             # Time-slot offers are held in a ledger; by default a file in the
             # user's state directory, which a test must not write to.
