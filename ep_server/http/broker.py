@@ -91,6 +91,8 @@ _KNOWN_STATES = (
     "AVAILABLE", "RUNNING", "RELEASING", "COMPLETED", "FAILED",
 )  # fmt: skip
 _ACCEPT_ANSWERS = "application/yaml or application/json"
+#: A POST's body, read before the pipeline runs (or why it could not be).
+_BODY = web.RequestKey("ep_broker_body", object)
 _UPDATE = "UpdateRequest"
 
 
@@ -128,6 +130,14 @@ def _handler(door: Door, rpc: str, work: Work) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         call = HttpCall(request, door.mtls)
         request[PIPELINED] = True
+        if request.method == "POST":
+            # The whole body is read before the call is admitted, as gRPC
+            # reads a whole message: a client stalled mid-body holds no
+            # call slot. A body too large is refused in the pipeline.
+            try:
+                request[_BODY] = await read_body(request)
+            except EPError as exc:
+                request[_BODY] = exc
         try:
             read = await door.pipeline.run(rpc, call, run, request)
         except EPError as exc:
@@ -140,8 +150,10 @@ def _handler(door: Door, rpc: str, work: Work) -> Handler:
 
 def _update_handler(door: Door) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        # The update names the RPC the call runs as: it is read first.
         try:
-            value = read_update(await _document(request, door, _UPDATE, "update"))
+            request[_BODY] = await read_body(request)
+            value = read_update(_document(request, door, _UPDATE, "update"))
         except EPError as exc:
             return error_response(exc)
 
@@ -178,7 +190,7 @@ async def _create_offerset(door: Door, request: web.Request, call: Call) -> _Rea
             reason="CREDENTIALS_REQUIRED",
         )
     bookings = _bookings(door)
-    data = await _document(request, door, WHAT, "executable")
+    data = _document(request, door, WHAT, "executable")
     now = bookings.clock()
     asked = read_request(data, now)
     answer = {} if asked.refused else await _ask(door, asked, call)
@@ -278,12 +290,15 @@ def _rpc_request(cls: Any, ids: Mapping[str, str]) -> Any:
 # --- bodies in, answers out ----------------------------------------------------------
 
 
-async def _document(request: web.Request, door: Door, what: str, nested: str) -> Any:
-    """The request's body, JSON or YAML (YAML when the type is not stated,
-    as the draft says)."""
+def _document(request: web.Request, door: Door, what: str, nested: str) -> Any:
+    """The request's body (read before the call), JSON or YAML (YAML when
+    the type is not stated, as the draft says)."""
+    body = request[_BODY]
+    if isinstance(body, EPError):  # too large
+        raise body
+    assert isinstance(body, bytes)
     stated = request.headers.get("Content-Type", "")
     kind = request.content_type
-    body = await read_body(request)
     depth = door.max_json_depth + 1  # the executable's spec: one level deeper
     if stated and is_json(kind):
         return load_json(body, depth, what, nested)

@@ -315,3 +315,11 @@ def _reason(reply: Any) -> str:
         if detail.get("@type", "").endswith("ErrorInfo"):
             return str(detail["reason"])
     return ""
+
+
+async def test_a_body_past_the_limit_is_refused(broker: Any) -> None:
+    b: Broker = await broker()
+    huge = "name: " + "x" * (4 * 1024 * 1024 + 10) + "\n"
+    for path in ("/offersets", "/sessions/6b0f2ad8-8d5b-4b87-9f93-1a1e3e0c5e7a"):
+        refused = await b.call("POST", path, huge)
+        assert refused.status == 413, path
