@@ -93,6 +93,8 @@ _KNOWN_STATES = (
 _ACCEPT_ANSWERS = "application/yaml or application/json"
 #: A POST's body, read before the pipeline runs (or why it could not be).
 _BODY = web.RequestKey("ep_broker_body", object)
+#: An update's body, parsed (or why it could not be).
+_UPDATE_KEY = web.RequestKey("ep_broker_update", object)
 _UPDATE = "UpdateRequest"
 
 
@@ -149,27 +151,39 @@ def _handler(door: Door, rpc: str, work: Work) -> Handler:
 
 
 def _update_handler(door: Door) -> Handler:
+    async def run(request: web.Request, call: Call) -> _Read:
+        update = request[_UPDATE_KEY]
+        if isinstance(update, EPError):
+            raise update
+        return await _update(door, request, call, read_update(update))
+
     async def handle(request: web.Request) -> web.StreamResponse:
-        # The update names the RPC the call runs as: it is read first.
-        try:
-            request[_BODY] = await read_body(request)
-            value = read_update(_document(request, door, _UPDATE, "update"))
-        except EPError as exc:
-            return error_response(exc)
-
-        async def run(req: web.Request, call: Call) -> _Read:
-            return await _update(door, req, call, value)
-
         call = HttpCall(request, door.mtls)
         request[PIPELINED] = True
+        # The body is read whole before the call is admitted, and parsed:
+        # the state it sets names the RPC the call runs as (one that sets
+        # none runs as AcceptOffer, and is refused in it).
         try:
-            read = await door.pipeline.run(_RPC_OF[value], call, run, request)
+            request[_BODY] = await read_body(request)
+            request[_UPDATE_KEY] = update = _document(request, door, _UPDATE, "update")
+        except EPError as exc:
+            request[_UPDATE_KEY] = update = exc
+        rpc = _RPC_OF.get(_named_state(update), "AcceptOffer")
+        try:
+            read = await door.pipeline.run(rpc, call, run, request)
         except EPError as exc:
             return error_response(exc, call.request_id)
         return _answer(request, read, call.request_id)
 
     handle.__name__ = "update_session"
     return handle
+
+
+def _named_state(update: Any) -> Any:
+    """The value an update sets, however well formed it is otherwise."""
+    if isinstance(update, Mapping) and isinstance(update.get("update"), Mapping):
+        update = update["update"]
+    return update.get("value") if isinstance(update, Mapping) else None
 
 
 # --- the work ----------------------------------------------------------------------

@@ -156,7 +156,7 @@ def read_request(data: Any, now: datetime) -> BrokerRequest:
     if isinstance(data, Mapping) and set(data) == {"request"}:
         data = data["request"]  # the draft text's examples wrap it
     if data is None:
-        data = {}
+        raise InvalidArgument(WHAT, [FieldViolation("", "is empty: send an execution request")])
     if not isinstance(data, Mapping):
         raise InvalidArgument(WHAT, [FieldViolation("", "must be a mapping (an object)")])
     request = BrokerRequest({}, {})
@@ -230,7 +230,10 @@ def _resources(data: Mapping[str, Any], request: BrokerRequest, bad: list[FieldV
         bad.append(FieldViolation(f"{path}compute", "must be a list or a mapping"))
         items = None
     for key, value in parts.items():
-        if value:
+        listed = key in ("storage", "volumes", "data")
+        if listed and value is not None and not isinstance(value, list):
+            bad.append(FieldViolation(f"{path}{key}", "must be a list"))
+        elif value:
             text = f"this site offers no {key} resources"
             request.notes.append(Note("ERROR", "RESOURCE_NOT_OFFERED", f"{path}{key}", text))
     if not items:

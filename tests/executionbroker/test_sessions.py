@@ -146,6 +146,7 @@ async def test_an_update_that_is_not_a_state_change_is_refused(
     first = (await b.offerset(docker_request())).data["offers"][0]
     refused = await b.call("POST", f"/sessions/{first['uuid']}", body, form="json")
     assert refused.status == 400
+    assert refused.headers["x-request-id"]  # refused inside the call pipeline
     violations = refused.data["details"][0]["field_violations"]
     assert field in [v.get("field", "") for v in violations]
     assert await state(b, first) == "OFFERED"
@@ -175,6 +176,8 @@ async def test_without_credentials_nothing_is_made_or_read(broker: Any) -> None:
     first = (await b.offerset(docker_request())).data["offers"][0]
     made = await b.call("POST", "/offersets", docker_request(), user=None)
     assert made.status == 401
+    garbled = await b.call("POST", f"/sessions/{first['uuid']}", "[1, 2", user=None)
+    assert garbled.status == 401  # credentials first, as on every route
     assert made.headers["WWW-Authenticate"].startswith("Bearer")
     for path in (f"/sessions/{first['uuid']}", f"/offersets/{first['offerset']['uuid']}"):
         assert (await b.call("GET", path, user=None)).status == 401

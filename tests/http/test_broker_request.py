@@ -210,8 +210,14 @@ def test_what_this_site_never_offers_is_a_reason_to_say_no() -> None:
     }
 
 
+def test_an_empty_request_is_refused() -> None:
+    for empty in (None, {"request": None}):
+        with pytest.raises(InvalidArgument, match="is empty"):
+            read_request(empty, NOW)
+
+
 def test_a_request_without_an_executable_is_a_no() -> None:
-    request = read_request({}, NOW)
+    request = read_request({"name": "nothing to run"}, NOW)
     assert [(n.code, n.path) for n in request.notes] == [("NO_EXECUTABLE", "executable")]
     request = read_request({"executable": {"image": IMAGE}}, NOW)
     assert [n.code for n in request.notes] == ["NO_EXECUTABLE_TYPE"]
@@ -222,13 +228,17 @@ def test_every_malformed_field_is_named_at_once() -> None:
         read_request(
             {
                 "executable": {"type": DRAFT_DOCKER, "kind": "uri:other"},
-                "resources": {"compute": [{"cores": {"min": -1}, "memory": {"max": "lots"}}]},
+                "resources": {
+                    "compute": [{"cores": {"min": -1}, "memory": {"max": "lots"}}],
+                    "storage": "scratch",
+                },
                 "schedule": {"requested": {"start": ["2031-03-04T10:00Z/2031-03-04T09:00Z"]}},
             },
             NOW,
         )
     assert [v.field for v in caught.value.violations] == [
         "executable.kind",
+        "resources.storage",
         "resources.compute[0].cores.min",
         "resources.compute[0].memory.max",
         "schedule.requested.start[0]",
