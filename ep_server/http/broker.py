@@ -168,7 +168,8 @@ def _update_handler(door: Door) -> Handler:
             request[_UPDATE_KEY] = update = _document(request, door, _UPDATE, "update")
         except EPError as exc:
             request[_UPDATE_KEY] = update = exc
-        rpc = _RPC_OF.get(_named_state(update), "AcceptOffer")
+        named = _named_state(update)
+        rpc = _RPC_OF.get(named, "AcceptOffer") if isinstance(named, str) else "AcceptOffer"
         try:
             read = await door.pipeline.run(rpc, call, run, request)
         except EPError as exc:
@@ -339,7 +340,7 @@ def read_update(data: Any) -> str:
     if data.get("path") not in _STATE_PATHS:
         bad.append(FieldViolation(f"{prefix}path", "must be state (or phase): the one path set"))
     value = data.get("value")
-    if value not in _RPC_OF:
+    if not isinstance(value, str) or value not in _RPC_OF:
         known = " (a state the site sets)" if value in _KNOWN_STATES else ""
         text = f"must be ACCEPTED, REJECTED or CANCELLED, not {value!r}{known}"
         bad.append(FieldViolation(f"{prefix}value", text))

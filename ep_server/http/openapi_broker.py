@@ -88,19 +88,27 @@ def components() -> dict[str, Schema]:
         messages=messages,
         offers={"type": "array", "items": _ref("EbSession")},
     )
-    listed = {"type": "array"}
+    # A field given as null is read as absent (as clients that write every
+    # field of their model send the ones not set).
+    listed = {"type": ["array", "null"]}
+    one_or_more = {"type": ["object", "array", "null"]}
+    text = {"type": ["string", "null"]}
+    anything = {"type": ["object", "null"]}
     request = {
         "type": "object",
         "description": "An execution request: the draft's OfferSetRequest or Calycopis's.",
         "properties": {
-            "name": _STRING,
-            "executable": _object([], type=_STRING, kind=_STRING),
-            "resources": _object([], compute=listed, storage=listed, data=listed),
-            "compute": {"type": ["object", "array"]},
+            "name": text,
+            "executable": {**_object([], type=text, kind=text), "type": ["object", "null"]},
+            "resources": {
+                **_object([], compute=one_or_more, storage=listed, data=listed),
+                "type": ["object", "null"],
+            },
+            "compute": one_or_more,
             "storage": listed,
             "volumes": listed,
             "data": listed,
-            "schedule": _object([], requested=_OBJECT),
+            "schedule": {**_object([], requested=anything), "type": ["object", "null"]},
         },
     }
     change = _object([], type=_STRING, kind=_STRING, path=_STRING, value=_STRING)

@@ -258,6 +258,12 @@ def test_updates_of_the_draft_and_of_calycopis(body: Any) -> None:
     assert read_update(body) == "ACCEPTED"
 
 
+@pytest.mark.parametrize("value", [{}, [], None, 3, "accepted"])
+def test_an_update_of_another_value_is_refused(value: Any) -> None:
+    with pytest.raises(InvalidArgument, match="must be ACCEPTED, REJECTED or CANCELLED"):
+        read_update({"update": {"type": "uri:enum-value-update", "path": "state", "value": value}})
+
+
 def test_an_update_naming_a_state_the_site_sets_says_so() -> None:
     with pytest.raises(InvalidArgument, match="a state the site sets"):
         read_update({"kind": "uri:enum-value-update", "path": "phase", "value": "AVAILABLE"})
