@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from executionbroker import schema
 from executionbroker.conftest import UPDATE, Broker, docker_request
+
+from ep_server.http.openapi import openapi_document
 
 EXAMPLES = schema.examples()
 
@@ -89,3 +92,25 @@ async def test_every_state_a_session_goes_through_validates(broker: Any, form: s
 async def test_the_update_bodies_sent_are_the_draft_s_update_request() -> None:
     body = {"update": {"type": UPDATE, "path": "state", "value": "ACCEPTED"}}
     assert schema.problems("UpdateRequest", body) == []
+
+
+def _door_problems(component: str, instance: Any) -> list[str]:
+    """Every way ``instance`` breaks the door's own OpenAPI description."""
+    document = openapi_document()
+    schema = {**document, "$ref": f"#/components/schemas/{component}"}
+    found = jsonschema.Draft202012Validator(schema).iter_errors(instance)
+    return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in found)
+
+
+async def test_answers_match_the_door_s_own_openapi_description(broker: Any) -> None:
+    b: Broker = await broker()
+    for name, text, _ in EXAMPLES:
+        assert _door_problems("EbRequest", yaml.safe_load(text)) == [], name
+        answer = (await b.offerset(text)).data
+        assert _door_problems("EbOfferSet", answer) == [], name
+    later = docker_request(at="2031-03-04T10:00:00Z")
+    session = (await b.offerset(later)).data["offers"][0]
+    accepted = (await b.update(session, "ACCEPTED")).data
+    assert _door_problems("EbSession", accepted) == []
+    update = {"update": {"type": UPDATE, "path": "state", "value": "CANCELLED"}}
+    assert _door_problems("EbUpdate", update) == []
