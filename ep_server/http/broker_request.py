@@ -218,32 +218,35 @@ def _resources(data: Mapping[str, Any], request: BrokerRequest, bad: list[FieldV
     if resources is not None and not isinstance(resources, Mapping):
         bad.append(FieldViolation("resources", "must be a mapping (an object)"))
         resources = None
-    parts = dict(resources or {})
-    path = "resources."
-    for key in ("compute", "storage", "volumes", "data"):  # Calycopis's places
-        if key in data:
-            parts.setdefault(key, data[key])
-            path = "" if key == "compute" else path
-    compute = parts.pop("compute", None)
+    # The draft's places (under resources) and Calycopis's (at the top):
+    # key -> (its path, its value).
+    parts = {key: (f"resources.{key}", value) for key, value in (resources or {}).items()}
+    for key in ("compute", "storage", "volumes", "data"):
+        if data.get(key) is None:
+            continue
+        if parts.get(key, ("", None))[1] is not None:
+            bad.append(FieldViolation(key, f"is given both here and as resources.{key}"))
+        parts[key] = (key, data[key])
+    where, compute = parts.pop("compute", ("", None))
     items = [compute] if isinstance(compute, Mapping) else compute
     if items is not None and not isinstance(items, list):
-        bad.append(FieldViolation(f"{path}compute", "must be a list or a mapping"))
+        bad.append(FieldViolation(where, "must be a list or a mapping"))
         items = None
-    for key, value in parts.items():
+    for key, (path, value) in parts.items():
         listed = key in ("storage", "volumes", "data")
         if listed and value is not None and not isinstance(value, list):
-            bad.append(FieldViolation(f"{path}{key}", "must be a list"))
+            bad.append(FieldViolation(path, "must be a list"))
         elif value:
             text = f"this site offers no {key} resources"
-            request.notes.append(Note("ERROR", "RESOURCE_NOT_OFFERED", f"{path}{key}", text))
+            request.notes.append(Note("ERROR", "RESOURCE_NOT_OFFERED", path, text))
     if not items:
         return
-    where = f"{path}compute" + ("" if isinstance(compute, Mapping) else "[0]")
-    request.compute_path = where
+    first = where if isinstance(compute, Mapping) else f"{where}[0]"
+    request.compute_path = first
     if len(items) > 1:
         text = f"{len(items)} compute resources; this site offers one per session"
-        request.notes.append(Note("ERROR", "ONE_COMPUTE_RESOURCE", f"{path}compute", text))
-    _compute(items[0], where, request, bad)
+        request.notes.append(Note("ERROR", "ONE_COMPUTE_RESOURCE", where, text))
+    _compute(items[0], first, request, bad)
 
 
 #: A compute resource's fields read (with the component's own).

@@ -325,3 +325,20 @@ def test_reasons_are_errors_in_a_no_and_warnings_beside_offers() -> None:
     assert yes["messages"][0]["values"] == {"code": "NOPE", "path": "executable.image",
                                             "plugin": "other"}  # fmt: skip
     assert [o["id"] for o in yes["offers"]] == ["ab" * 16]
+
+
+def test_calycopis_s_top_level_resources_are_named_by_their_own_paths() -> None:
+    request = read_request(
+        {"executable": {"type": DRAFT_DOCKER}, "storage": [{"kind": "uri:s"}], "volumes": []},
+        NOW,
+    )
+    assert [(n.code, n.path) for n in request.notes] == [("RESOURCE_NOT_OFFERED", "storage")]
+
+
+def test_a_resource_given_in_both_places_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        read_request(
+            {"executable": {"type": DRAFT_DOCKER}, "resources": {"compute": [{}]}, "compute": 5},
+            NOW,
+        )
+    assert [v.field for v in caught.value.violations] == ["compute", "compute"]
