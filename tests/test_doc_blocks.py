@@ -27,7 +27,8 @@ def _problems(doc: Path) -> list[str]:
         tested = TESTED.fullmatch(marker)
         if tested:
             path, name = ROOT / tested[1], tested[2]
-            if not path.is_file() or not re.search(rf"^def {name}\(", path.read_text(), re.M):
+            defined = rf"^(async )?def {name}\("
+            if not path.is_file() or not re.search(defined, path.read_text(), re.M):
                 problems.append(f"{first!r}: {tested[1]} has no {name}")
         elif marker.startswith("illustration:"):
             if len(marker.removeprefix("illustration:").split()) < 3:

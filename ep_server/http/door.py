@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ep_server.config import Settings
 from ep_server.http.app import Door, build_app
+from ep_server.http.broker import broker_routes
 from ep_server.http.note import note_routes
 from ep_server.http.openapi import openapi_json
 from ep_server.http.page import page_handler
@@ -37,6 +38,7 @@ def http_app(
     )
     extra = [
         *note_routes(door),
+        *broker_routes(door),
         ("GET", "/openapi.json", _openapi),
         ("GET", "/", page_handler(servicer)),
     ]

@@ -46,7 +46,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from ep_server.errors import EPError, FieldViolation, InvalidArgument
@@ -59,6 +58,7 @@ from ep_server.http.app import (
     json_response,
     read_body,
 )
+from ep_server.http.bodies import YAML_TYPES, as_json, is_json, load_yaml
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.pipeline import Call
 from ep_server.wire import http_json
@@ -76,8 +76,6 @@ RESPONSE_WORD_KEYS = ("responseword", "reponseword")
 
 _WHAT = "AskRequest"
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
-_JSON_TYPES = ("application/json",)
-_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 #: POST /accept's body, read before the pipeline runs (or why it could not be).
 _BODY = web.RequestKey("ep_note_body", object)
@@ -183,80 +181,8 @@ def _json_taskinfo(text: str, bad: list[FieldViolation]) -> dict[str, Any] | Non
     return value
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML's safe loader without anchors and aliases (a few bytes of
-    aliases can stand for billions of values) and with times left as text
-    (as JSON has them: a Timestamp field reads RFC 3339 text)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases are not accepted", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-_NoAliasLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def _yaml(text: bytes | str, field: str, max_depth: int) -> Any:
-    """The YAML document ``text`` (a body when ``field`` is "", else that
-    form field's text), no deeper than ``max_depth`` levels."""
-    try:
-        deep = _too_deep(text, max_depth)
-        if deep is not None:
-            if field:
-                deep = field
-            if deep == "taskinfo":
-                limit = max_depth - (http_json.JSON_DEPTH_SLACK if not field else 0)
-                found = FieldViolation("taskinfo", f"is nested deeper than {limit} levels")
-            else:
-                found = FieldViolation(deep, "is nested too deeply")
-            raise InvalidArgument(_WHAT, [found])
-        return yaml.load(text, Loader=_NoAliasLoader)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1} column {where.column + 1})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        found = FieldViolation(field, f"is not valid YAML: {problem}{at}")
-        raise InvalidArgument(_WHAT, [found]) from None
-    except RecursionError:
-        raise InvalidArgument(_WHAT, [FieldViolation(field, "is nested too deeply")]) from None
-
-
-def _too_deep(text: bytes | str, max_depth: int) -> str | None:
-    """The top-level key under which the YAML ``text`` nests deeper than
-    ``max_depth`` levels ("" when the top is not a mapping), or None. Reads
-    the event stream, which PyYAML parses without recursion (its composer
-    recurses once per level), and refuses aliases on the way."""
-    depth, key, expecting_key, top_is_mapping = 0, "", True, False
-    for event in yaml.parse(text, Loader=_NoAliasLoader):
-        if isinstance(event, yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                "anchors and aliases are not accepted",
-                event.start_mark,  # type: ignore[arg-type]
-            )
-        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            depth += 1
-            if depth == 1:
-                top_is_mapping = isinstance(event, yaml.MappingStartEvent)
-            if depth > max_depth:
-                return key if top_is_mapping else ""
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            depth -= 1
-            if depth == 1:
-                expecting_key = True
-        elif isinstance(event, yaml.ScalarEvent) and depth == 1 and top_is_mapping:
-            if expecting_key:
-                key = event.value
-            expecting_key = not expecting_key
-    return None
+    return load_yaml(text, field, max_depth, _WHAT)
 
 
 def _question(kind: str, content_type: str, body: bytes, depth: int) -> bytes:
@@ -268,9 +194,9 @@ def _question(kind: str, content_type: str, body: bytes, depth: int) -> bytes:
     """
     if kind in _FORM_TYPES:
         return _form(kind, content_type, body, depth)
-    if kind in _JSON_TYPES or kind.endswith("+json") or (not kind and not body):
+    if is_json(kind) or (not kind and not body):
         return body
-    if kind in _YAML_TYPES:
+    if kind in YAML_TYPES:
         data = _yaml(body, "", depth)
         if data is None:
             data = {}
@@ -345,14 +271,7 @@ def _form_field(fields: dict[str, str], name: str, text: str, bad: list[FieldVio
 
 
 def _as_json(data: Any, field: str) -> bytes:
-    try:
-        return json.dumps(data, allow_nan=True).encode()
-    except (TypeError, ValueError) as exc:  # keys YAML allows and JSON does not
-        raise InvalidArgument(
-            _WHAT, [FieldViolation(field, f"cannot be read as JSON: {exc}")]
-        ) from None
-    except RecursionError:
-        raise InvalidArgument(_WHAT, [FieldViolation(field, "is nested too deeply")]) from None
+    return as_json(data, field, _WHAT)
 
 
 def note_routes(door: Door) -> list[tuple[str, str, Handler]]:

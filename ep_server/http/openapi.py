@@ -22,7 +22,8 @@ What no descriptor says is written here, in two tables marked as
 hand-described, and nowhere else: :data:`ERRORS`, the error statuses of the
 HTTP door (AIP-193's mapping of the gRPC codes this server gives), and
 :func:`hand_described_paths`, the routes no RPC annotates (the IVOA note's
-``/accepts`` and ``/accept``, this document and the operator's page).
+``/accepts`` and ``/accept``, the ExecutionBroker draft's offer sets and
+sessions, this document and the operator's page).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 
 from ep_server.config import RPC_NAMES
+from ep_server.http import openapi_broker
 from ep_server.http.openapi_schemas import ProtoIndex, Schema, Schemas, ref
 from ep_server.http.routes import RestRoute, rest_routes
 
@@ -124,6 +126,7 @@ def build_document(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> dict[
         "tags": [
             {"name": SERVICE, "description": about},
             {"name": _NOTE_TAG, "description": _NOTE_ABOUT},
+            {"name": openapi_broker.TAG, "description": openapi_broker.TAG_ABOUT},
         ],
         "paths": paths | extra,
         "components": {
@@ -355,9 +358,10 @@ _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
-    """The routes no RPC annotates: the IVOA note's interface, this
+    """The routes no RPC annotates: the IVOA note's interface, the
+    ExecutionBroker draft's (:mod:`~ep_server.http.openapi_broker`), this
     document and the operator's page. Their schemas join ``schemas``."""
-    schemas.components |= _note_schemas(schemas)
+    schemas.components |= _note_schemas(schemas) | openapi_broker.components()
     answer = {_JSON: {"schema": ref("IvoaNoteAnswer")}}
     note: Schema = {"tags": [_NOTE_TAG], "security": [{}, _BEARER]}
     question = schemas.ref(_ASK, "input")
@@ -423,7 +427,7 @@ def hand_described_paths(schemas: Schemas) -> dict[str, dict[str, Schema]]:
                 "responses": {"200": {"description": "An HTML document.", "content": page}},
             }
         },
-    }
+    } | openapi_broker.broker_paths(_ok, _error_refs)
 
 
 def _note_schemas(schemas: Schemas) -> dict[str, Schema]:

@@ -54,6 +54,8 @@ from ep_server.schedule.ledger import (
     Ledger,
     LedgerUnavailable,
     OccupancyStep,
+    OfferFate,
+    OfferSet,
 )
 
 __all__ = ["Bookings", "Occupancy", "owner_of", "resolve_pools", "utcnow"]
@@ -255,6 +257,24 @@ class Bookings:
             self._count("cancelled")
             self._announce(CANCELLED, booking)
         return booking
+
+    # --- offer sets (the HTTP door's ExecutionBroker routes) -------------
+
+    async def save_offerset(self, offerset: OfferSet) -> None:
+        """Remember an offer set for its owner."""
+        await self.run(self.ledger.save_offerset, offerset, self.clock())
+
+    async def offerset(self, offerset_id: str, identity: Identity) -> OfferSet:
+        """One of the caller's offer sets."""
+        return await self.run(self.ledger.offerset, offerset_id, owner_of(identity), self.clock())
+
+    async def offerset_of(self, offer_id: str, identity: Identity) -> OfferSet:
+        """The caller's offer set that holds the offer ``offer_id``."""
+        return await self.run(self.ledger.offerset_of, offer_id, owner_of(identity), self.clock())
+
+    async def fates(self, offer_ids: Sequence[str], identity: Identity) -> dict[str, OfferFate]:
+        """What has become of each of the caller's offers named."""
+        return await self.run(self.ledger.fates, offer_ids, owner_of(identity), self.clock())
 
     async def occupancy(self, days: int = 7) -> Occupancy:
         """How much of every pool is booked and offered from now to ``days``

@@ -41,7 +41,10 @@ __all__ = [
     "LedgerUnavailable",
     "OccupancyStep",
     "OfferExpired",
+    "OfferFate",
     "OfferNotFound",
+    "OfferSet",
+    "OfferSetNotFound",
     "Placement",
     "TooManyOffers",
     "booking_state",
@@ -115,6 +118,32 @@ class OccupancyStep:
     offered: int
 
 
+@dataclass(frozen=True, slots=True)
+class OfferSet:
+    """What a door remembers of one Ask it answered as an offer set: who
+    asked, until when its offers hold, its offers' ids (in the answer's
+    order), and the document the door wrote, plain JSON that the ledger
+    stores and never reads."""
+
+    id: str
+    owner: str
+    create_time: datetime
+    expire_time: datetime
+    offer_ids: tuple[str, ...]
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OfferFate:
+    """What has become of an offer, read now: the booking made of it, or
+    whether it is still held (made, unexpired, neither accepted nor
+    rejected nor released). Neither: it expired, was rejected, or was
+    released when a sibling was accepted."""
+
+    held: bool = False
+    booking: Booking | None = None
+
+
 class OfferNotFound(NotFound):
     """No such offer for this owner (never existed, rejected, or released)."""
 
@@ -131,6 +160,12 @@ class BookingNotFound(NotFound):
     """No such booking for this owner."""
 
     reason = "BOOKING_NOT_FOUND"
+
+
+class OfferSetNotFound(NotFound):
+    """No such offer set for this owner (never made, or purged)."""
+
+    reason = "OFFERSET_NOT_FOUND"
 
 
 class TooManyOffers(FailedPrecondition):
@@ -308,6 +343,30 @@ class Ledger(abc.ABC):
         the events still to announce, in order.
         Each is claimed: no call, from any process, returns it again for
         another ``announce_after`` unless it is recorded as announced."""
+
+    @abc.abstractmethod
+    def save_offerset(self, offerset: OfferSet, now: datetime) -> None:
+        """Remember an offer set, for its owner. Offer sets are purged with
+        expired offers, ``purge_after`` past their expiry, unless one of
+        their offers became a booking (then they stay, as bookings do).
+
+        :raises ValueError: when the id is taken.
+        """
+
+    @abc.abstractmethod
+    def offerset(self, offerset_id: str, owner: str, now: datetime) -> OfferSet:
+        """One of the owner's offer sets. :raises OfferSetNotFound:"""
+
+    @abc.abstractmethod
+    def offerset_of(self, offer_id: str, owner: str, now: datetime) -> OfferSet:
+        """The owner's offer set that holds the offer ``offer_id``.
+        :raises OfferSetNotFound:"""
+
+    @abc.abstractmethod
+    def fates(self, offer_ids: Sequence[str], owner: str, now: datetime) -> dict[str, OfferFate]:
+        """What has become of each of the owner's offers named: every id is
+        in the result (another owner's offer, or an unknown id, reads as
+        neither held nor booked)."""
 
     @abc.abstractmethod
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:

@@ -75,6 +75,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from ep_server.model import Booking, Slot
 from ep_server.schedule import postgres_rows as sql
@@ -89,7 +90,10 @@ from ep_server.schedule.ledger import (
     Ledger,
     OccupancyStep,
     OfferExpired,
+    OfferFate,
     OfferNotFound,
+    OfferSet,
+    OfferSetNotFound,
     Placement,
     TooManyOffers,
     event_of_level,
@@ -304,6 +308,49 @@ class PostgresLedger(Ledger):
             DueAnnouncement(sql.booking(row, t), pending_events(row[-1], row[9])) for row in rows
         ]
 
+    def save_offerset(self, offerset: OfferSet, now: datetime) -> None:
+        self._seen(to_us(now))
+        row = (
+            offerset.id,
+            offerset.owner,
+            to_us(offerset.create_time),
+            to_us(offerset.expire_time),
+            Jsonb(dict(offerset.document)),
+        )
+        links = [(o, offerset.id, i) for i, o in enumerate(offerset.offer_ids)]
+        with self._connection() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.INSERT_OFFERSET, row)
+                    conn.cursor().executemany(sql.INSERT_OFFERSET_OFFER, links)
+            except psycopg.errors.UniqueViolation as exc:
+                raise ValueError(f"offer set {offerset.id!r} or one of its offers exists") from exc
+
+    def offerset(self, offerset_id: str, owner: str, now: datetime) -> OfferSet:
+        with self._connection() as conn:
+            self._read_clock(conn, now)
+            row = conn.execute(sql.OFFERSET, (offerset_id, owner)).fetchone()
+            return _offerset(conn, row, offerset_id)
+
+    def offerset_of(self, offer_id: str, owner: str, now: datetime) -> OfferSet:
+        with self._connection() as conn:
+            self._read_clock(conn, now)
+            row = conn.execute(sql.OFFERSET_OF, (offer_id, owner)).fetchone()
+            return _offerset(conn, row, f"holding offer {offer_id}")
+
+    def fates(self, offer_ids: Sequence[str], owner: str, now: datetime) -> dict[str, OfferFate]:
+        ids = list(dict.fromkeys(offer_ids))
+        with self._connection() as conn:
+            t = self._read_clock(conn, now)
+            booked = conn.execute(sql.BOOKINGS_OF_OFFERS, (owner, ids)).fetchall()
+            held = conn.execute(sql.HELD_OFFERS, (owner, t, ids)).fetchall()
+        fates = {i: OfferFate() for i in ids}
+        fates.update({r[0]: OfferFate(held=True) for r in held})
+        for r in booked:
+            booking = sql.booking(r, t)
+            fates[booking.offer_id] = OfferFate(booking=booking)
+        return fates
+
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         lo, hi = to_us(slot.start), to_us(slot.end)
         t = self._seen(to_us(now))  # HOLDS reads the stored clock when it is later
@@ -399,6 +446,7 @@ class PostgresLedger(Ledger):
             due = conn.execute(sql.PURGE_DUE, {"now": t, "every": PURGE_EVERY_US}).fetchone()
             if due is None:
                 return None
+            conn.execute(sql.PURGE_OFFERSETS, (t - self._purge_after,))
             return conn.execute(sql.PURGE, (t - self._purge_after,)).rowcount
 
     def _ready(self, conn: psycopg.Connection[Any]) -> None:
@@ -429,6 +477,20 @@ class PostgresLedger(Ledger):
             raise RuntimeError("the ledger is closed")
         with self._db.connection() as conn:
             yield conn
+
+
+def _offerset(conn: psycopg.Connection[Any], row: tuple[Any, ...] | None, what: str) -> OfferSet:
+    if row is None:
+        raise OfferSetNotFound(f"no offer set {what}")
+    links = conn.execute(sql.OFFERSET_OFFERS, (row[0],)).fetchall()
+    return OfferSet(
+        id=row[0],
+        owner=row[1],
+        create_time=from_us(row[2]),
+        expire_time=from_us(row[3]),
+        offer_ids=tuple(r[0] for r in links),
+        document=row[4],
+    )
 
 
 def _script(

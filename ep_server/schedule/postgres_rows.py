@@ -30,20 +30,28 @@ __all__ = [
     "ANNOUNCED_OF",
     "BOOKING",
     "BOOKINGS",
+    "BOOKINGS_OF_OFFERS",
     "CANCEL",
     "CANCEL_SCRIPT",
     "DUE_ANNOUNCEMENTS",
     "FIND_BOOKING",
+    "HELD_OFFERS",
     "HOLDS",
     "INSERT_OFFER",
+    "INSERT_OFFERSET",
+    "INSERT_OFFERSET_OFFER",
     "LOCK",
     "OCCUPANCY",
+    "OFFERSET",
+    "OFFERSET_OF",
+    "OFFERSET_OFFERS",
     "OFFER_EXPIRY",
     "OUTSTANDING",
     "OVERBOOKED",
     "PREPARE",
     "PURGE",
     "PURGE_DUE",
+    "PURGE_OFFERSETS",
     "READ_CLOCK",
     "REJECT",
     "REJECT_SCRIPT",
@@ -196,6 +204,25 @@ PURGE_DUE = """
     UPDATE ep_state SET value = %(now)s + %(every)s
      WHERE key = 'purge_due' AND value <= %(now)s RETURNING value"""
 PURGE = "DELETE FROM ep_offers WHERE expire_us <= %s"
+#: Offer sets expired long enough ago none of whose offers became a
+#: booking (their links go with them).
+PURGE_OFFERSETS = """
+    DELETE FROM ep_offersets o WHERE expire_us <= %s AND NOT EXISTS (
+      SELECT FROM ep_offerset_offers s JOIN ep_bookings b ON b.offer_id = s.offer_id
+       WHERE s.offerset_id = o.id)"""
+INSERT_OFFERSET = "INSERT INTO ep_offersets VALUES (%s, %s, %s, %s, %s)"
+INSERT_OFFERSET_OFFER = "INSERT INTO ep_offerset_offers VALUES (%s, %s, %s)"
+OFFERSET = (
+    "SELECT id, owner, create_us, expire_us, document FROM ep_offersets"
+    " WHERE id = %s AND owner = %s"
+)
+OFFERSET_OF = """
+    SELECT o.id, o.owner, o.create_us, o.expire_us, o.document
+      FROM ep_offersets o JOIN ep_offerset_offers s ON s.offerset_id = o.id
+     WHERE s.offer_id = %s AND o.owner = %s"""
+OFFERSET_OFFERS = "SELECT offer_id FROM ep_offerset_offers WHERE offerset_id = %s ORDER BY position"
+BOOKINGS_OF_OFFERS = f"SELECT {_COLUMNS} FROM ep_bookings WHERE owner = %s AND offer_id = ANY(%s)"
+HELD_OFFERS = "SELECT id FROM ep_offers WHERE owner = %s AND expire_us > %s AND id = ANY(%s)"
 
 #: Where a pool's holds exceed its capacity, as of ``%(clock)s``: (pool,
 #: instant, held, capacity) at each instant the total changes to more than

@@ -32,6 +32,11 @@ Version 2
     of each booking to its plugin, and when any replica may announce what
     is left (see :meth:`~ep_server.schedule.ledger.Ledger.due_announcements`).
 
+Version 3
+    ``ep_offersets`` and ``ep_offerset_offers``: the offer sets of
+    :meth:`~ep_server.schedule.ledger.Ledger.save_offerset` (the document
+    as ``jsonb``) and the offers each one holds.
+
 Migrating
     :func:`migrate` runs in one transaction under an advisory lock (per
     database and schema), so replicas starting together migrate once: the
@@ -122,8 +127,28 @@ _VERSION_2 = (
     " WHERE announce_due_us IS NOT NULL",
 )
 
+#: Offer sets: what the HTTP door's ExecutionBroker routes remember of an
+#: Ask (the document it wrote), and which offers each one holds; the links
+#: go with their offer set.
+_VERSION_3 = (
+    """CREATE TABLE ep_offersets (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        create_us bigint NOT NULL,
+        expire_us bigint NOT NULL,
+        document jsonb NOT NULL
+    )""",
+    "CREATE INDEX ep_offersets_expire ON ep_offersets (expire_us)",
+    """CREATE TABLE ep_offerset_offers (
+        offer_id text PRIMARY KEY,
+        offerset_id text NOT NULL REFERENCES ep_offersets (id) ON DELETE CASCADE,
+        position integer NOT NULL
+    )""",
+    "CREATE INDEX ep_offerset_offers_set ON ep_offerset_offers (offerset_id)",
+)
+
 #: The statements of each step: ``STEPS[i]`` upgrades version ``i`` to ``i + 1``.
-STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2)
+STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(STEPS)
 

@@ -30,7 +30,9 @@ Threading contract
 Purge
     Expired offers stay in the file (so accepting one says "expired" rather
     than "not found") until ``purge_after`` past their expiry; ``place``
-    deletes those at most every ten minutes of ledger time.
+    deletes those at most every ten minutes of ledger time, and with them
+    the offer sets as long expired, unless one of their offers became a
+    booking.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ from ep_server.schedule.ledger import (
     Ledger,
     OccupancyStep,
     OfferExpired,
+    OfferFate,
     OfferNotFound,
+    OfferSet,
+    OfferSetNotFound,
     Placement,
     booking_state,
     event_of_level,
@@ -78,6 +83,17 @@ __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 _SAVE_CLOCK = (
     "INSERT INTO meta (key, value) VALUES ('clock', ?) "
     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+)
+
+
+#: Offer sets expired long enough ago none of whose offers became a booking.
+_PURGE_OFFERSETS = (
+    "DELETE FROM offersets WHERE expire_us <= ? AND NOT EXISTS (SELECT 1"
+    " FROM offerset_offers s JOIN bookings b ON b.offer_id = s.offer_id"
+    " WHERE s.offerset_id = offersets.id)"
+)
+_PURGE_OFFERSET_LINKS = (
+    "DELETE FROM offerset_offers WHERE offerset_id NOT IN (SELECT id FROM offersets)"
 )
 
 
@@ -230,6 +246,75 @@ class SQLiteLedger(Ledger):
                 for row in rows
             ]
 
+    def save_offerset(self, offerset: OfferSet, now: datetime) -> None:
+        with self._lock:
+            self._tick(now)
+            row = (
+                offerset.id,
+                offerset.owner,
+                to_us(offerset.create_time),
+                to_us(offerset.expire_time),
+                _dumps(offerset.document),
+            )
+            links = [(o, offerset.id, i) for i, o in enumerate(offerset.offer_ids)]
+            try:
+                with self._tx():
+                    self._db.execute("INSERT INTO offersets VALUES (?,?,?,?,?)", row)
+                    self._db.executemany("INSERT INTO offerset_offers VALUES (?,?,?)", links)
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"offer set {offerset.id!r} or one of its offers exists") from exc
+
+    def offerset(self, offerset_id: str, owner: str, now: datetime) -> OfferSet:
+        with self._lock:
+            self._tick(now)
+            row = self._db.execute(
+                "SELECT * FROM offersets WHERE id = ? AND owner = ?", (offerset_id, owner)
+            ).fetchone()
+            return self._offerset(row, offerset_id)
+
+    def offerset_of(self, offer_id: str, owner: str, now: datetime) -> OfferSet:
+        with self._lock:
+            self._tick(now)
+            row = self._db.execute(
+                "SELECT o.* FROM offersets o JOIN offerset_offers s ON s.offerset_id = o.id"
+                " WHERE s.offer_id = ? AND o.owner = ?",
+                (offer_id, owner),
+            ).fetchone()
+            return self._offerset(row, f"holding offer {offer_id}")
+
+    def fates(self, offer_ids: Sequence[str], owner: str, now: datetime) -> dict[str, OfferFate]:
+        ids = list(dict.fromkeys(offer_ids))
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            t = self._tick(now)
+            booked = self._db.execute(
+                f"SELECT * FROM bookings WHERE owner = ? AND offer_id IN ({marks})", (owner, *ids)
+            ).fetchall()
+            held = self._db.execute(
+                f"SELECT id FROM offers WHERE owner = ? AND expire_us > ? AND id IN ({marks})",
+                (owner, t, *ids),
+            ).fetchall()
+            fates = {i: OfferFate() for i in ids}
+            fates.update({r[0]: OfferFate(held=True) for r in held})
+            fates.update({r["offer_id"]: OfferFate(booking=_booking(r, t)) for r in booked})
+            return fates
+
+    def _offerset(self, row: sqlite3.Row | None, what: str) -> OfferSet:
+        if row is None:
+            raise OfferSetNotFound(f"no offer set {what}")
+        links = self._db.execute(
+            "SELECT offer_id FROM offerset_offers WHERE offerset_id = ? ORDER BY position",
+            (row["id"],),
+        ).fetchall()
+        return OfferSet(
+            id=row["id"],
+            owner=row["owner"],
+            create_time=from_us(row["create_us"]),
+            expire_time=from_us(row["expire_us"]),
+            offer_ids=tuple(r[0] for r in links),
+            document=json.loads(row["document"]),
+        )
+
     def peak(self, pool: str, slot: Slot, now: datetime) -> int:
         with self._lock:
             self._tick(now)
@@ -285,6 +370,8 @@ class SQLiteLedger(Ledger):
                 self._db.execute(
                     "DELETE FROM offers WHERE expire_us <= ?", (t - self._purge_after,)
                 )
+                self._db.execute(_PURGE_OFFERSETS, (t - self._purge_after,))
+                self._db.execute(_PURGE_OFFERSET_LINKS)
         if t >= self._next_purge:
             self._next_purge = t + PURGE_EVERY_US
         for offer, hold in offers:

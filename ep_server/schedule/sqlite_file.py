@@ -13,7 +13,9 @@ a second opener fail ("database is locked") instead. The OS drops the lock
 when the process dies, so a restart after ``kill -9`` works.
 
 Besides offers and bookings, the ``meta`` table keeps the ledger's clock
-(key ``clock``): see :mod:`ep_server.schedule.sqlite`.
+(key ``clock``): see :mod:`ep_server.schedule.sqlite`; ``offersets`` and
+``offerset_offers`` (version 3) keep the offer sets of
+:meth:`~ep_server.schedule.ledger.Ledger.save_offerset`.
 """
 
 from __future__ import annotations
@@ -67,9 +69,27 @@ _VERSION_2 = (
     "CREATE INDEX bookings_announce ON bookings (announce_due_us)"
     " WHERE announce_due_us IS NOT NULL",
 )
+#: Offer sets (what the HTTP door's ExecutionBroker routes remember of an
+#: Ask): the document the door wrote, and which offers each one holds.
+_VERSION_3 = (
+    """CREATE TABLE offersets (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        create_us INTEGER NOT NULL,
+        expire_us INTEGER NOT NULL,
+        document TEXT NOT NULL
+    )""",
+    "CREATE INDEX offersets_expire ON offersets (expire_us)",
+    """CREATE TABLE offerset_offers (
+        offer_id TEXT PRIMARY KEY,
+        offerset_id TEXT NOT NULL,
+        position INTEGER NOT NULL
+    )""",
+    "CREATE INDEX offerset_offers_set ON offerset_offers (offerset_id)",
+)
 #: ``STEPS[i]`` upgrades a file of version ``i`` to ``i + 1``; a step is never
 #: edited once released.
-STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2)
+STEPS: tuple[tuple[str, ...], ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 SCHEMA_VERSION = len(STEPS)
 
 

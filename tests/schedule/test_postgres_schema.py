@@ -64,7 +64,10 @@ def test_a_schema_is_created_from_nothing(conn: psycopg.Connection[Any]) -> None
     assert migrate(conn) == (0, SCHEMA_VERSION)
     assert schema_version(conn) == SCHEMA_VERSION
     tables = {table for table, *_ in catalog(conn)["columns"]}
-    assert tables == {"ep_schema", "ep_state", "ep_pools", "ep_offers", "ep_bookings"}
+    assert tables == {
+        "ep_schema", "ep_state", "ep_pools", "ep_offers", "ep_bookings",
+        "ep_offersets", "ep_offerset_offers",
+    }  # fmt: skip
     assert [key for key, _ in catalog(conn)["state"]] == ["clock", "purge_due"]
 
 

@@ -318,11 +318,14 @@ def _read_port(r: _Reader, item: Any, path: str) -> None:
 
 
 def _port_number(r: _Reader, value: Any, path: str) -> int | None:
-    """A port as ``8080`` or ``{"port": 8080}``; ``None`` if absent or bad."""
+    """A port as ``8080``, ``"8080"`` (the draft's OpenAPI writes ports as
+    strings) or ``{"port": 8080}``; ``None`` if absent or bad."""
     if isinstance(value, Mapping):
         value, path = value.get("port"), f"{path}.port"
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         r.wrong_type(path, value, "a port number")
         return None

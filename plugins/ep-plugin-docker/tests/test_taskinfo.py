@@ -116,9 +116,9 @@ def test_unknown_fields_and_nulls_are_ignored() -> None:
         ({"image": "x", "network": {"ports": {}}}, "taskinfo.network.ports"),
         ({"image": "x", "ports": "80"}, "taskinfo.ports"),
         ({"image": "x", "ports": [5]}, "taskinfo.ports[0]"),
-        ({"image": "x", "ports": [{"internal": "80"}]}, "taskinfo.ports[0].internal"),
+        ({"image": "x", "ports": [{"internal": "eighty"}]}, "taskinfo.ports[0].internal"),
         (
-            {"image": "x", "ports": [{"internal": {"port": "80"}}]},
+            {"image": "x", "ports": [{"internal": {"port": "80/tcp"}}]},
             "taskinfo.ports[0].internal.port",
         ),
         ({"image": "x", "ports": [{"internal": True}]}, "taskinfo.ports[0].internal"),
@@ -224,3 +224,16 @@ def test_unknown_fields_are_listed_with_the_nearest_known_one() -> None:
 def test_a_taskinfo_of_known_fields_ignores_nothing() -> None:
     request, _ = read_taskinfo({"image": "docker.io/example:1.0", "privileged": False})
     assert request.ignored == ()
+
+
+def test_ports_as_the_draft_s_openapi_writes_them_are_read() -> None:
+    taskinfo = {
+        "image": "docker.io/example:1.0",
+        "network": {"ports": [{"internal": "8080", "external": "18080", "protocol": "TCP",
+                               "address": ""}]},
+    }  # fmt: skip
+    request, found = read_taskinfo(taskinfo)
+    assert found == []
+    assert request.ports == (PortRequest("taskinfo.network.ports[0]", 8080, 18080, "tcp"),)
+    _, found = read_taskinfo({"image": "docker.io/example:1.0", "ports": [{"internal": "0"}]})
+    assert [(r.code, r.field) for r in found] == [("INVALID_PORT", "taskinfo.ports[0].internal")]

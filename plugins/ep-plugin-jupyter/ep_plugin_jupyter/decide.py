@@ -13,7 +13,9 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from ep_plugin_jupyter import reasons as R
 from ep_plugin_jupyter.config import JupyterConfig, Service
 from ep_plugin_jupyter.kernels import Kernels, check_kernels, discover_kernels
 from ep_plugin_jupyter.location import LocationRules, check_location
@@ -30,7 +32,14 @@ from ep_server import (
     fit_resources,
 )
 
-__all__ = ["KNOWN_FIELDS", "TASKTYPES", "Site", "decide", "ignored_fields"]
+__all__ = [
+    "KNOWN_FIELDS",
+    "TASKTYPES",
+    "Site",
+    "check_requirements",
+    "decide",
+    "ignored_fields",
+]
 
 #: The task types this plugin claims: the seed's, and the ExecutionBroker's.
 TASKTYPES = (
@@ -42,8 +51,8 @@ TASKTYPES = (
 #: Others are not refused (a newer client's fields must not turn a YES into
 #: a NO) but named on the offer, so that a misspelt one is seen.
 KNOWN_FIELDS = {
-    "taskinfo": ("notebook", "location", "kernel", "language", "languages"),
-    "taskinfo.notebook": ("location", "kernel", "language", "languages"),
+    "taskinfo": ("notebook", "location", "kernel", "language", "languages", "requirements"),
+    "taskinfo.notebook": ("location", "kernel", "language", "languages", "requirements"),
 }
 
 #: How a refusal for resources says what a notebook may have.
@@ -96,6 +105,7 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     location = check_location(query.taskinfo, site.location)
     reasons: list[Reason] = [location] if location else []
     reasons += check_kernels(query.taskinfo, site.kernels)
+    reasons += check_requirements(query.taskinfo)
     reasons += fit.reasons
     if reasons:
         return Verdict.no(*reasons)
@@ -103,6 +113,31 @@ def decide(query: TaskQuery, site: Site) -> Verdict:
     note = f"ignored taskinfo fields this site does not know: {', '.join(ignored)}"
     message = "; ".join(m for m in (fit.message, note if ignored else "") if m)
     return Verdict.yes(*(_offer(service, fit, message) for service in site.services))
+
+
+def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
+    """What is wrong with ``requirements`` (a pip requirements file: an
+    http(s) URL, or a path relative to the notebook's location), at the top
+    level or in a ``notebook`` object."""
+    scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
+    notebook = taskinfo.get("notebook")
+    if isinstance(notebook, Mapping):
+        scopes.append(("taskinfo.notebook", notebook))
+    reasons = []
+    for path, scope in scopes:
+        value = scope.get("requirements")
+        if value is None:
+            continue
+        where = f"{path}.requirements"
+        if not isinstance(value, str) or not value.strip():
+            message = f"{where}: must be a URL or a relative path, as a non-empty string"
+            reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
+            continue
+        scheme = urlsplit(value).scheme
+        if scheme and scheme not in ("http", "https"):
+            message = f"{where}: {value!r} is neither an http(s) URL nor a relative path"
+            reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
+    return reasons
 
 
 def ignored_fields(taskinfo: Mapping[str, Any]) -> tuple[str, ...]:

@@ -95,3 +95,28 @@ def test_fields_it_does_not_read_are_named_on_the_offer_not_refused() -> None:
 def test_an_offer_for_a_taskinfo_it_reads_wholly_has_no_note() -> None:
     verdict = decide(TaskQuery(TASKTYPES[0], {**SEED, "kernel": "python"}), site(host()))
     assert [o.message for o in verdict.offers] == [""]
+
+
+def test_a_requirements_file_is_read_at_the_top_and_in_the_notebook_object() -> None:
+    for taskinfo in (
+        {**SEED, "requirements": "https://example.org/notebooks/requirements.txt"},
+        {"notebook": {"location": SEED["notebook"], "requirements": "requirements.txt"}},
+    ):
+        verdict = decide(TaskQuery(TASKTYPES[0], taskinfo), site(host()))
+        assert verdict.offers
+        assert all("ignored" not in offer.message for offer in verdict.offers)
+
+
+def test_a_requirements_file_that_is_not_a_url_or_relative_path_is_refused() -> None:
+    for bad, field in (
+        ({**SEED, "requirements": 7}, "taskinfo.requirements"),
+        ({**SEED, "requirements": " "}, "taskinfo.requirements"),
+        ({"notebook": {"location": SEED["notebook"], "requirements": "ftp://x/r.txt"}},
+         "taskinfo.notebook.requirements"),
+    ):  # fmt: skip
+        [reason] = decide(TaskQuery(TASKTYPES[0], bad), site(host())).reasons
+        assert (reason.code, reason.field, reason.cause) == (
+            "INVALID_REQUIREMENTS",
+            field,
+            Cause.REQUEST,
+        )
