@@ -229,7 +229,8 @@ async def _ask(door: Door, asked: BrokerRequest, call: Call) -> dict[str, Any]:
     except InvalidArgument as exc:
         found = [FieldViolation(asked.request_path(v.field), v.description) for v in exc.violations]
         raise InvalidArgument(WHAT, found) from None
-    return http_json.message_dict(response)
+    answer: dict[str, Any] = http_json.message_dict(response)
+    return answer
 
 
 async def _read_offerset(door: Door, request: web.Request, call: Call) -> _Read:
