@@ -335,6 +335,9 @@ def _middleware(door: Door) -> Any:
         if cors is not None:
             response.headers["Access-Control-Allow-Origin"] = cors
             response.headers["Access-Control-Expose-Headers"] = f"{REQUEST_ID_KEY}, retry-after"
+        if origins and "*" not in origins:
+            # The answer depends on the Origin header: say so to caches,
+            # on the answers without Access-Control-Allow-Origin too.
             response.headers.add("Vary", "Origin")
         seconds = time.perf_counter() - started
         if metrics is not None:
