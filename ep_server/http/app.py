@@ -262,9 +262,9 @@ async def read_body(request: web.Request) -> bytes:
         # again and logging it as an unhandled exception.
         request[_CLOSE] = True
         request.content.feed_eof()
-        why = str(exc.__cause__ or exc).replace("\n", " ")
-        found = FieldViolation("", f"cannot be read: {' '.join(why.split())}")
-        raise InvalidArgument("request body", [found]) from None
+        cause = exc.__cause__ or exc
+        why = " ".join(str(getattr(cause, "message", cause)).split())  # aiohttp's, without "400, "
+        raise InvalidArgument("request", [FieldViolation("", f"cannot be read: {why}")]) from None
 
 
 DOOR = web.AppKey("door", Door)
