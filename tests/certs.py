@@ -64,12 +64,14 @@ class CA:
         self.pem = folder / f"{name.replace(' ', '-')}.pem"
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, cn: str, server: bool = False) -> Pair:
+    def issue(self, cn: str, server: bool = False, subject: x509.Name | None = None) -> Pair:
+        """A certificate and key, stored as ``cn``; its subject is ``O=EP
+        tests, CN=cn`` unless ``subject`` is given."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn))
+            .subject_name(subject or _name(cn))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

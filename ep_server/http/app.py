@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.message import Message
 
 from ep_server.auth import subject_from_der_certificate
@@ -248,11 +249,22 @@ async def _json_body(request: web.Request, what: str) -> bytes | None:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, or 413 past the door's limit."""
+    """The whole body, or 413 past the door's limit, or 400 for a body that
+    cannot be read (one its ``Content-Encoding`` does not decode)."""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge(request.app[DOOR].max_body_bytes) from exc
+    except RequestPayloadError as exc:
+        # The connection cannot carry another request: the answer closes it
+        # (the middleware sees to it), and aiohttp is done with the body,
+        # which it would else drain after the answer, raising the error
+        # again and logging it as an unhandled exception.
+        request[_CLOSE] = True
+        request.content.feed_eof()
+        cause = exc.__cause__ or exc
+        why = " ".join(str(getattr(cause, "message", cause)).split())  # aiohttp's, without "400, "
+        raise InvalidArgument("request", [FieldViolation("", f"cannot be read: {why}")]) from None
 
 
 DOOR = web.AppKey("door", Door)
@@ -292,6 +304,8 @@ _LABELS = web.AppKey("labels", dict)
 #: Set on a request whose handler ran an RPC through the pipeline, which
 #: writes its access log line.
 PIPELINED = web.RequestKey("ep_pipelined", bool)
+#: Set on a request whose body could not be read: its answer closes the connection.
+_CLOSE = web.RequestKey("ep_close", bool)
 
 
 def _middleware(door: Door) -> Any:
@@ -316,9 +330,14 @@ def _middleware(door: Door) -> Any:
                 response = await handler(request)
             except web.HTTPException as exc:
                 response = _http_error(exc, request)
+            if request.get(_CLOSE):
+                response.force_close()
         if cors is not None:
             response.headers["Access-Control-Allow-Origin"] = cors
             response.headers["Access-Control-Expose-Headers"] = f"{REQUEST_ID_KEY}, retry-after"
+        if origins and "*" not in origins:
+            # The answer depends on the Origin header: say so to caches,
+            # on the answers without Access-Control-Allow-Origin too.
             response.headers.add("Vary", "Origin")
         seconds = time.perf_counter() - started
         if metrics is not None:

@@ -16,6 +16,7 @@ under, never with a RecursionError.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import yaml
@@ -49,6 +50,25 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _yaml_int(loader: _NoAliasLoader, node: yaml.ScalarNode) -> int | str:
+    """A YAML integer, with two of YAML 1.1's readings left out: base 60
+    (``1:30`` is 90 there, and a long one costs time quadratic in its
+    length) is text, as in YAML 1.2 and JSON; and an integer longer than
+    Python converts (4300 digits) is refused as bad YAML."""
+    text = loader.construct_scalar(node)
+    if ":" in text:
+        return text
+    try:
+        value: int = loader.construct_yaml_int(node)
+    except ValueError:
+        limit = sys.get_int_max_str_digits()
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of more than {limit} digits", node.start_mark
+        ) from None
+    return value
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _yaml_int)
 _NoAliasLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()

@@ -1,6 +1,7 @@
 """Bad HTTP input gets a 4xx ``google.rpc.Status`` JSON, never a 500 or a
 hang, and never reaches a plugin: bodies past ``[http] max_body_bytes``
-(413), nesting deeper than the taskinfo limit allows however deep
+(413), a body its ``Content-Encoding`` does not decode (400, and the
+connection closed), nesting deeper than the taskinfo limit allows however deep
 (400 naming taskinfo when it is under taskinfo), malformed or non-UTF-8
 JSON, a body that is not a JSON object, a field the request does not have
 or of the wrong type (400 naming it), a body that is not JSON (415), a path
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 import pytest
 from http_site import DOCKER, SEED, Reply, Site
@@ -18,8 +20,10 @@ from http_site import DOCKER, SEED, Reply, Site
 JSON = {"Content-Type": "application/json"}
 
 
-async def post_raw(s: Site, body: bytes, headers: dict[str, str] | None = None) -> Reply:
-    return await s.post("/v1/ask", data=body, headers=JSON if headers is None else headers)
+async def post_raw(
+    s: Site, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/ask"
+) -> Reply:
+    return await s.post(path, data=body, headers=JSON if headers is None else headers)
 
 
 def assert_status_json(reply: Reply, status: int, code: int) -> None:
@@ -67,6 +71,26 @@ async def test_a_compressed_body_is_limited_by_its_size_uncompressed(site):
     small = gzip.compress(json.dumps(SEED).encode())
     reply = await post_raw(s, small, {**JSON, "Content-Encoding": "gzip"})
     assert reply.json["responseword"] == "YES"
+
+
+@pytest.mark.parametrize("path", ["/v1/ask", "/accept"])
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [("gzip", b"not gzip at all"), ("deflate", gzip.compress(json.dumps(SEED).encode()))],
+    ids=["not gzip", "gzip as deflate"],
+)
+async def test_a_body_its_content_encoding_cannot_decode_gets_400(
+    site, caplog, path, encoding, body
+):
+    s = await site()
+    with caplog.at_level(logging.ERROR):
+        reply = await post_raw(s, body, {**JSON, "Content-Encoding": encoding}, path)
+    assert_status_json(reply, 400, 3)
+    [(field, description)] = reply.violations().items()
+    assert (field, encoding in description) == ("", True), description
+    assert reply.headers["x-request-id"]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    await assert_unharmed(s)
 
 
 @pytest.mark.parametrize(

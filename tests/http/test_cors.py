@@ -70,6 +70,17 @@ async def test_another_origin_gets_no_cors_headers(portal_site):
     assert cors_headers(preflight) == {}
 
 
+async def test_every_answer_varies_by_origin_when_only_some_origins_are_allowed(portal_site):
+    # Else a cache may keep the answer without Access-Control-Allow-Origin
+    # and serve it to the portal's page (or the portal's to anyone).
+    for headers in ({}, {"Origin": "https://evil.example.com"}):
+        for reply in (
+            await portal_site.get("/v1/serviceinfo", headers=headers),
+            await portal_site.get("/openapi.json", headers=headers),
+        ):
+            assert "Origin" in reply.headers.getall("Vary", []), (headers, reply.status)
+
+
 async def test_any_origin_with_a_star(site):
     s = await site({"http": {"cors_origins": ["*"]}})
     reply = await s.post("/v1/ask", json=SEED, headers={"Origin": "https://anywhere.example"})

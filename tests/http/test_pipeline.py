@@ -21,7 +21,10 @@ import grpc
 import jwt
 import pytest
 from certs import CA
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 from fake_plugins.common import SlowAsync
 from google.protobuf import json_format
 from http_site import DOCKER, SEED
@@ -30,6 +33,7 @@ from schedule.rpc_site import HOUR, T0, Booker, Clock
 
 from ep_server.logs import JsonFormatter, RequestIdFilter
 from ep_server.pb import execution_planner_pb2 as pb
+from ep_server.pb import execution_planner_pb2_grpc as pb_grpc
 
 
 def auth(token: str) -> dict[str, str]:
@@ -176,6 +180,65 @@ async def test_a_client_certificate_is_one_identity_on_both_doors(site, tmp_path
     s.ssl = client_context(ca)
     with pytest.raises(aiohttp.ClientError):  # refused in or just after the handshake
         await s.get("/v1/bookings")
+
+
+def _subject(*rdns: list[tuple[x509.ObjectIdentifier, str] | tuple[Any, ...]]) -> x509.Name:
+    """A subject of RDNs, each a list of (type, value[, ASN.1 string type])."""
+    return x509.Name(
+        [x509.RelativeDistinguishedName([x509.NameAttribute(*a) for a in rdn]) for rdn in rdns]
+    )
+
+
+#: Subjects whose text OpenSSL-style printing (gRPC's) and RFC 4514 as the
+#: cryptography package writes it tell apart.
+SUBJECTS = {
+    "email": _subject([(NameOID.COMMON_NAME, "alice")], [(NameOID.EMAIL_ADDRESS, "a@example.org")]),
+    "utf-8": _subject([(NameOID.ORGANIZATION_NAME, "Sternwarte")], [(NameOID.COMMON_NAME, "Zoë")]),
+    "bmp": _subject([(NameOID.COMMON_NAME, "Zoë Müller", _ASN1Type.BMPString)]),
+    "given name and serial": _subject(
+        [(NameOID.SERIAL_NUMBER, "1234")], [(NameOID.GIVEN_NAME, "Bob"), (NameOID.SURNAME, "B")]
+    ),
+    "specials": _subject([(NameOID.COMMON_NAME, '#a\x01b "<x>"; c+d=e, ')]),
+    "multi-valued": _subject(
+        [(NameOID.COMMON_NAME, "carol"), (NameOID.USER_ID, "c1")],
+        [(NameOID.DOMAIN_COMPONENT, "org")],
+    ),
+    "unnamed types": _subject(
+        [(NameOID.JURISDICTION_COUNTRY_NAME, "DE")],
+        [(x509.ObjectIdentifier("1.2.3.4.5"), "x")],
+        [(NameOID.ORGANIZATION_IDENTIFIER, "VATDE-1")],
+    ),
+}
+
+
+async def test_a_client_certificate_is_the_same_identity_on_both_doors_whatever_its_subject(
+    site, tmp_path, access_log
+):
+    ca = CA(tmp_path)
+    server = ca.issue("localhost", server=True)
+    config = {
+        "tls": {
+            "cert": str(server.cert),
+            "key": str(server.key),
+            "client_ca": str(ca.pem),
+            "require_client_cert": True,
+        },
+        "logging": {"access_log": True, "format": "json"},
+    }
+    s = await site(config, ssl=client_context(ca, server))
+    for n, (label, subject) in enumerate(SUBJECTS.items()):
+        pair = ca.issue(f"client{n}", subject=subject)
+        address = f"localhost:{s.running.port}"
+        async with grpc.aio.secure_channel(address, grpc_credentials(ca, pair)) as channel:
+            stub = pb_grpc.ExecutionPlannerServiceStub(channel)
+            await stub.GetServiceInfo(
+                pb.GetServiceInfoRequest(), metadata=(("x-request-id", f"grpc-{n}"),), timeout=10
+            )
+        s.ssl = client_context(ca, pair)
+        await s.get("/v1/serviceinfo", headers={"x-request-id": f"http-{n}"})
+        lines = [json.loads(line) for line in access_log.getvalue().splitlines()]
+        by_id = {line["request_id"]: line["identity"] for line in lines}
+        assert by_id[f"http-{n}"] == by_id[f"grpc-{n}"], label
 
 
 async def test_http_calls_count_in_the_rpc_and_the_http_metrics(site):
