@@ -40,7 +40,8 @@ def http_app(
         *note_routes(door),
         *broker_routes(door),
         ("GET", "/openapi.json", _openapi),
-        ("GET", "/", page_handler(servicer)),
+        # The page shows the site's description only where anyone may ask for it.
+        ("GET", "/", page_handler(servicer, describe="GetServiceInfo" in pipeline.anonymous)),
     ]
     return build_app(door, extra)
 

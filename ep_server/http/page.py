@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -177,6 +178,10 @@ class PageView:
     span: tuple[datetime, datetime] | None = None
     #: Why the occupancy is not shown although the site books.
     problem: str = ""
+    #: False when the site describes itself (version, plugins, host) only
+    #: to callers with credentials (``GetServiceInfo`` is not anonymous):
+    #: the page, which anyone may load, then shows the occupancy alone.
+    described: bool = True
 
 
 def page_view(
@@ -230,18 +235,29 @@ def render_page(view: PageView) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         "<title>ExecutionPlanner: the site at a glance</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"{_server(view)}\n<main>\n{_plugins(view.plugins)}\n{_host(view.host)}\n"
+        f"{_server(view)}\n<main>\n{_described(view)}\n"
         f"{_pools(view)}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _described(view: PageView) -> str:
+    if view.described:
+        return f"{_plugins(view.plugins)}\n{_host(view.host)}"
+    return (
+        "<section>\n<h2>This site</h2>\n<p>This site describes its server, plugins and "
+        "host to callers with credentials only (<code>GetServiceInfo</code> is not "
+        "anonymous here): ask it with <code>ep info</code> and a token.</p>\n</section>"
     )
 
 
 def _server(view: PageView) -> str:
     when = "" if view.span is None else f"<dt>As of</dt><dd>{_time(view.span[0])}</dd>"
-    return (
-        "<header>\n<h1>ExecutionPlanner</h1>\n"
-        f"<dl><dt>Server version</dt><dd>ep-server {escape(view.version)}</dd>{when}</dl>\n"
-        "</header>"
+    version = (
+        f"<dt>Server version</dt><dd>ep-server {escape(view.version)}</dd>"
+        if view.described
+        else ""
     )
+    return f"<header>\n<h1>ExecutionPlanner</h1>\n<dl>{version}{when}</dl>\n</header>"
 
 
 def _plugins(plugins: tuple[PluginView, ...]) -> str:
@@ -377,7 +393,11 @@ class Site(Protocol):
 
 
 def page_handler(
-    site: Site, *, fresh_for: float = 2.0, clock: Callable[[], float] = time.monotonic
+    site: Site,
+    *,
+    describe: bool = True,
+    fresh_for: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The aiohttp handler of ``GET /`` for ``site`` (the servicer). When the
     booking ledger cannot be reached, the page says so in place of the
@@ -387,8 +407,14 @@ def page_handler(
     the loads of the next ``fresh_for`` seconds, and loads that arrive
     while it is read wait for that read: however often the page is
     loaded, the ledger is read at most once per ``fresh_for`` seconds.
+
+    ``describe`` false (``GetServiceInfo`` needs credentials on this site)
+    leaves the server's version, the plugins and the host off the page: the
+    page is for anyone, and shows no more than an anonymous caller may ask.
     """
     info = plain_json(site.info)
+    if not describe:  # only what the pools' pictures need
+        info = {"pools": info.get("pools", {})}
     lock = asyncio.Lock()
     last: list[tuple[float, Occupancy | None, str]] = []
 
@@ -410,6 +436,8 @@ def page_handler(
     async def page(request: web.Request) -> web.Response:
         occupancy, problem = await current()
         view = page_view(info, occupancy, books=site.bookings is not None, problem=problem)
+        if not describe:
+            view = dataclasses.replace(view, described=False)
         return web.Response(
             text=render_page(view), content_type="text/html", charset="utf-8", headers=HEADERS
         )

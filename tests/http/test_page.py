@@ -386,3 +386,26 @@ async def test_loads_share_one_ledger_read_while_it_is_fresh() -> None:
         now[0] = 2.1  # stale: read again
         assert (await client.get("/")).status == 200
         assert site.bookings.reads == 2
+
+
+async def test_a_site_that_describes_itself_to_known_callers_only_shows_occupancy_alone() -> None:
+    site = SimpleNamespace(info=service_info({"cores": 4}), bookings=Counting())
+    app = web.Application()
+    app.router.add_get("/", page_handler(site, describe=False))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        body = await (await client.get("/")).text()
+    text = text_of(body)
+    assert "9.9.9" not in text  # the version
+    assert "docker" not in text  # the plugins
+    assert "to callers with credentials only" in text
+    assert "<svg" in body  # the pools' occupancy is still there
+
+
+def test_the_door_describes_the_site_on_its_page_only_where_anyone_may_ask(ep_server) -> None:
+    import urllib.request
+
+    for anonymous, shown in ((["Ask", "GetServiceInfo"], True), (["Ask"], False)):
+        url = ep_server({"auth": {"anonymous": anonymous}}, allow=["static"]).http_url
+        with urllib.request.urlopen(f"{url}/", timeout=10) as response:
+            text = response.read().decode()
+        assert ("static" in text) is shown, anonymous
