@@ -297,6 +297,9 @@ def build_app(door: Door, extra: Sequence[tuple[str, str, Handler]] = ()) -> web
 def _add(app: web.Application, method: str, path: str, handler: Handler, label: str) -> None:
     route = app.router.add_route(method, path, handler)
     app[_LABELS][route] = label
+    if method == "GET":  # HEAD wherever GET (RFC 9110); aiohttp sends no body
+        head = app.router.add_route("HEAD", path, handler)
+        app[_LABELS][head] = "HEAD" + label.removeprefix("GET")
 
 
 #: Route -> its metrics and log label (the template, never a client's path).

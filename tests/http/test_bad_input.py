@@ -249,8 +249,8 @@ async def test_a_path_that_does_not_exist_gets_404(site, path):
     [
         ("GET", "/v1/ask", "POST"),
         ("PUT", "/v1/ask", "POST"),
-        ("DELETE", "/v1/bookings", "GET"),
-        ("POST", "/v1/serviceinfo", "GET"),
+        ("DELETE", "/v1/bookings", "GET, HEAD"),
+        ("POST", "/v1/serviceinfo", "GET, HEAD"),
         ("GET", "/v1/offers/abc:accept", "POST"),
         ("OPTIONS", "/v1/ask", "POST"),
     ],
@@ -284,3 +284,13 @@ async def test_an_integer_no_double_holds_gets_400_naming_it(site):
     reply = await post_raw(s, body)
     assert_status_json(reply, 400, 3)
     assert "taskinfo.a[1]" in reply.violations()
+
+
+@pytest.mark.parametrize("path", ["/", "/openapi.json", "/v1/serviceinfo"])
+async def test_head_is_served_wherever_get_is_without_a_body(site, path):
+    s = await site()
+    got, head = await s.request("GET", path), await s.request("HEAD", path)
+    assert head.status == got.status == 200
+    assert head.body == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert head.headers["x-request-id"] != got.headers["x-request-id"]
