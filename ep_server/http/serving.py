@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ep_server.config import Settings
 from ep_server.errors import StartupError
 
 __all__ = ["HttpDoor", "start_http", "tls_context"]
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refuses (bad header syntax, a
+    Content-Encoding it cannot decode) as an ERROR with a traceback, though
+    it is the client's fault and the client got its 400: anyone could fill
+    the log. Such a record becomes one INFO line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = (
+                "refused a malformed HTTP request from %s: %s",
+                (
+                    peer,
+                    " ".join(str(error.message).split()),
+                ),
+            )
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
+if not any(isinstance(f, _MalformedRequests) for f in _AIOHTTP_SERVER_LOG.filters):
+    _AIOHTTP_SERVER_LOG.addFilter(_MalformedRequests())
 
 
 @dataclass

@@ -10,6 +10,7 @@ that does not exist (404), a method the path does not take (405 with
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -294,3 +295,18 @@ async def test_head_is_served_wherever_get_is_without_a_body(site, path):
     assert head.body == b""
     assert head.headers["Content-Type"] == got.headers["Content-Type"]
     assert head.headers["x-request-id"] != got.headers["x-request-id"]
+
+
+async def test_a_request_the_http_parser_refuses_is_one_info_line_not_a_traceback(site, caplog):
+    s = await site()
+    caplog.set_level(logging.INFO, logger="aiohttp.server")
+    reader, writer = await asyncio.open_connection("127.0.0.1", s.running.http_port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+    await writer.drain()
+    assert (await reader.read(12)).startswith(b"HTTP/1.")
+    writer.close()
+    await asyncio.sleep(0.05)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records, "aiohttp logged nothing"
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in records)
+    assert "refused a malformed HTTP request from 127.0.0.1" in records[0].getMessage()
