@@ -48,9 +48,11 @@ __all__ = [
     "HttpCall",
     "UnsupportedMediaType",
     "build_app",
+    "early_body",
     "error_response",
     "json_response",
     "read_body",
+    "read_body_early",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,6 +248,32 @@ async def _json_body(request: web.Request, what: str) -> bytes | None:
         if kind != _JSON and not kind.endswith("+json"):
             raise UnsupportedMediaType(what, kind, _JSON)
     return await read_body(request)
+
+
+#: A body read before its call was admitted (:func:`read_body_early`), or
+#: why it could not be read.
+_EARLY_BODY = web.RequestKey("ep_early_body", object)
+
+
+async def read_body_early(request: web.Request) -> None:
+    """Read the whole body before the call is admitted, as gRPC reads a
+    whole message before its handler runs: a client stalled mid-body holds
+    no call slot. A body that cannot be read is refused inside the
+    pipeline, by :func:`early_body`, so that credentials are checked
+    first and the refusal is counted and logged like any other."""
+    try:
+        request[_EARLY_BODY] = await read_body(request)
+    except EPError as exc:
+        request[_EARLY_BODY] = exc
+
+
+def early_body(request: web.Request) -> bytes:
+    """The body :func:`read_body_early` read, or its error, raised."""
+    body = request[_EARLY_BODY]
+    if isinstance(body, EPError):
+        raise body
+    assert isinstance(body, bytes)
+    return body
 
 
 async def read_body(request: web.Request) -> bytes:

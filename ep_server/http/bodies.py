@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ep_server.errors import FieldViolation, InvalidArgument
-from ep_server.wire.http_json import JSON_DEPTH_SLACK
+from ep_server.wire.http_json import JSON_DEPTH_SLACK, json_too_deep
 
 __all__ = ["JSON_TYPES", "YAML_TYPES", "as_json", "is_json", "load_json", "load_yaml"]
 
@@ -127,7 +127,7 @@ def load_json(text: bytes, max_depth: int, what: str, nested: str = "taskinfo") 
         raise InvalidArgument(what, [found]) from None
     except RecursionError:
         raise InvalidArgument(what, [FieldViolation("", "is nested too deeply")]) from None
-    deep = _json_too_deep(data, max_depth)
+    deep = json_too_deep(data, max_depth)
     if deep is not None:
         if deep == nested:
             limit = max_depth - JSON_DEPTH_SLACK
@@ -136,27 +136,6 @@ def load_json(text: bytes, max_depth: int, what: str, nested: str = "taskinfo") 
             found = FieldViolation(deep, "is nested too deeply")
         raise InvalidArgument(what, [found])
     return data
-
-
-def _json_too_deep(data: Any, limit: int) -> str | None:
-    """The top-level key under which ``data`` nests more than ``limit``
-    levels ("" when the top is not a mapping), or None. Iterative: a body
-    may be deeper than Python's recursion allows."""
-    tops = data.items() if isinstance(data, dict) else [("", data)]
-    for key, value in tops:
-        stack: list[tuple[Any, int]] = [(value, 2 if isinstance(data, dict) else 1)]
-        while stack:
-            item, depth = stack.pop()
-            if isinstance(item, dict):
-                children: Any = item.values()
-            elif isinstance(item, list):
-                children = item
-            else:
-                continue
-            if depth > limit:
-                return str(key)
-            stack.extend((child, depth + 1) for child in children)
-    return None
 
 
 def _too_deep(text: bytes | str, max_depth: int) -> str | None:

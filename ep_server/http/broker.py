@@ -50,8 +50,9 @@ from ep_server.http.app import (
     Door,
     HttpCall,
     UnsupportedMediaType,
+    early_body,
     error_response,
-    read_body,
+    read_body_early,
 )
 from ep_server.http.bodies import YAML_TYPES, is_json, load_json, load_yaml
 from ep_server.http.broker_documents import (
@@ -91,8 +92,6 @@ _KNOWN_STATES = (
     "AVAILABLE", "RUNNING", "RELEASING", "COMPLETED", "FAILED",
 )  # fmt: skip
 _ACCEPT_ANSWERS = "application/yaml or application/json"
-#: A POST's body, read before the pipeline runs (or why it could not be).
-_BODY = web.RequestKey("ep_broker_body", object)
 #: An update's body, parsed (or why it could not be).
 _UPDATE_KEY = web.RequestKey("ep_broker_update", object)
 _UPDATE = "UpdateRequest"
@@ -133,13 +132,7 @@ def _handler(door: Door, rpc: str, work: Work) -> Handler:
         call = HttpCall(request, door.mtls)
         request[PIPELINED] = True
         if request.method == "POST":
-            # The whole body is read before the call is admitted, as gRPC
-            # reads a whole message: a client stalled mid-body holds no
-            # call slot. A body too large is refused in the pipeline.
-            try:
-                request[_BODY] = await read_body(request)
-            except EPError as exc:
-                request[_BODY] = exc
+            await read_body_early(request)
         try:
             read = await door.pipeline.run(rpc, call, run, request)
         except EPError as exc:
@@ -163,8 +156,8 @@ def _update_handler(door: Door) -> Handler:
         # The body is read whole before the call is admitted, and parsed:
         # the state it sets names the RPC the call runs as (one that sets
         # none runs as AcceptOffer, and is refused in it).
+        await read_body_early(request)
         try:
-            request[_BODY] = await read_body(request)
             request[_UPDATE_KEY] = update = _document(request, door, _UPDATE, "update")
         except EPError as exc:
             request[_UPDATE_KEY] = update = exc
@@ -309,10 +302,7 @@ def _rpc_request(cls: Any, ids: Mapping[str, str]) -> Any:
 def _document(request: web.Request, door: Door, what: str, nested: str) -> Any:
     """The request's body (read before the call), JSON or YAML (YAML when
     the type is not stated, as the draft says)."""
-    body = request[_BODY]
-    if isinstance(body, EPError):  # too large
-        raise body
-    assert isinstance(body, bytes)
+    body = early_body(request)
     stated = request.headers.get("Content-Type", "")
     kind = request.content_type
     depth = door.max_json_depth + 1  # the executable's spec: one level deeper

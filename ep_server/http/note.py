@@ -54,9 +54,10 @@ from ep_server.http.app import (
     Door,
     HttpCall,
     UnsupportedMediaType,
+    early_body,
     error_response,
     json_response,
-    read_body,
+    read_body_early,
 )
 from ep_server.http.bodies import YAML_TYPES, as_json, is_json, load_yaml
 from ep_server.pb import execution_planner_pb2 as pb
@@ -77,8 +78,6 @@ RESPONSE_WORD_KEYS = ("responseword", "reponseword")
 _WHAT = "AskRequest"
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-#: POST /accept's body, read before the pipeline runs (or why it could not be).
-_BODY = web.RequestKey("ep_note_body", object)
 _ACCEPTED = "application/json, application/yaml, multipart/form-data or a url-encoded form"
 #: Largest text part of a form read (the body limit bounds the whole).
 _PART_LIMIT = 4 * 1024 * 1024
@@ -290,10 +289,7 @@ def note_routes(door: Door) -> list[tuple[str, str, Handler]]:
         return await ask(message, call)
 
     async def accept(request: web.Request, call: Call) -> Any:
-        body = request[_BODY]
-        if isinstance(body, EPError):  # too large: refused in the pipeline
-            raise body
-        assert isinstance(body, bytes)
+        body = early_body(request)
         if request.query:
             found = [
                 FieldViolation(name, "is not read: POST /accept takes its question from the body")
@@ -310,13 +306,7 @@ def note_routes(door: Door) -> list[tuple[str, str, Handler]]:
             call = HttpCall(request, door.mtls)
             request[PIPELINED] = True
             if request.method == "POST":
-                # The whole body is read before the call is admitted, as gRPC
-                # reads a whole message: a client stalled mid-body holds no
-                # call slot.
-                try:
-                    request[_BODY] = await read_body(request)
-                except EPError as exc:
-                    request[_BODY] = exc
+                await read_body_early(request)
             try:
                 response = await pipeline.run("Ask", call, run, request)
             except EPError as exc:

@@ -41,6 +41,7 @@ __all__ = [
     "HTTP_STATUS",
     "JSON_DEPTH_SLACK",
     "error_json",
+    "json_too_deep",
     "message_dict",
     "message_json",
     "request_from_http",
@@ -180,7 +181,7 @@ def _json_object(what: str, body: bytes, max_depth: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         found = FieldViolation("", f"must be a JSON object, not {type(data).__name__}")
         raise InvalidArgument(what, [found])
-    deep = _too_deep(data, max_depth)
+    deep = json_too_deep(data, max_depth)
     if deep is not None:
         raise InvalidArgument(what, [_depth_violation(deep, max_depth)])
     return data
@@ -221,12 +222,14 @@ def _deep_key(text: str, limit: int) -> str:
     return ""
 
 
-def _too_deep(data: dict[str, Any], limit: int) -> str | None:
-    """The top-level key under which ``data`` nests more than ``limit``
-    levels (the top level is 1), or None. Iterative: the body may be deeper
-    than Python's recursion allows."""
-    for key, value in data.items():
-        stack: list[tuple[Any, int]] = [(value, 2)]
+def json_too_deep(data: Any, limit: int) -> str | None:
+    """The top-level key under which the JSON value ``data`` nests more than
+    ``limit`` levels (the top level is 1; "" when the top is not an
+    object), or None. Iterative: a body may be deeper than Python's
+    recursion allows."""
+    tops = data.items() if isinstance(data, dict) else [("", data)]
+    for key, value in tops:
+        stack: list[tuple[Any, int]] = [(value, 2 if isinstance(data, dict) else 1)]
         while stack:
             item, depth = stack.pop()
             if isinstance(item, dict):
