@@ -101,7 +101,11 @@ def jupyter_taskinfo(i: int) -> dict[str, Any]:
     }
 
 
-_TASKINFO = {"docker": docker_taskinfo, "synthetic": synthetic_taskinfo, "jupyter": jupyter_taskinfo}
+_TASKINFO = {
+    "docker": docker_taskinfo,
+    "synthetic": synthetic_taskinfo,
+    "jupyter": jupyter_taskinfo,
+}
 
 
 def request(kind: str, i: int) -> pb.AskRequest:

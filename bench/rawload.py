@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Final, TypedDict
 
+import grpc
 from hpack import Decoder, Encoder
 
 from bench.asks import read_framed
@@ -48,11 +49,7 @@ SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 2, 3
 #: What this client lets the server send before a WINDOW_UPDATE.
 WINDOW: Final = 1 << 30
 #: gRPC status codes by number, for the error counts.
-STATUS_NAMES: Final = (
-    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
-).split()
+STATUS_NAMES: Final = tuple(code.name for code in sorted(grpc.StatusCode, key=lambda c: c.value[0]))
 
 
 class RawLoadResult(TypedDict):
@@ -75,7 +72,12 @@ class LoadError(Exception):
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes((kind, flags))
+        + struct.pack(">I", stream)
+        + payload
+    )
 
 
 def request_headers(authority: str) -> tuple[bytes, bytes]:
@@ -125,7 +127,9 @@ def run(
     decoder = Decoder()
     settings = struct.pack(">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, WINDOW)
     sock.sendall(
-        PREFACE + frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW))
+        PREFACE
+        + frame(SETTINGS, 0, 0, settings)
+        + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW))
     )
     # The server's limits, until its SETTINGS say otherwise (RFC 9113 defaults).
     send_window, stream_window, max_frame = 65535, 65535, 16384
@@ -154,7 +158,9 @@ def run(
             if len(message) > send_window:
                 return  # wait for the server's WINDOW_UPDATE
             if len(message) > min(stream_window, max_frame):
-                raise LoadError(f"a {len(message)}-byte request exceeds the server's window or frame size")
+                raise LoadError(
+                    f"a {len(message)}-byte request exceeds the server's window or frame size"
+                )
             sid = next_id
             next_id += 2
             at = (at + 1) % len(messages)
@@ -186,7 +192,7 @@ def run(
         latencies.append(now() - stream.started)
 
     def on_headers(sid: int, flags: int, block_bytes: bytes) -> None:
-        fields = decoder.decode(block_bytes, raw=True)
+        fields = [(bytes(k), bytes(v)) for k, v in decoder.decode(block_bytes, raw=True)]
         stream = streams.get(sid)
         if stream is None:
             return
@@ -293,7 +299,9 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--target", required=True, help="host:port")
     parser.add_argument("--requests", type=Path, required=True, help="gRPC-framed requests")
     parser.add_argument("--start", type=int, default=0, help="the first request's index")
