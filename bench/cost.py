@@ -291,20 +291,25 @@ def table(loads: Sequence[Load]) -> list[str]:
 def own_costs(by_name: dict[str, Load], suffixes: Sequence[str]) -> list[str]:
     """The EP's own cost and the rate ratio for each tree (``""`` this
     one, ``"0"`` the baseline), within rounds."""
-    header = "| | " + " | ".join("this tree" if s == "" else "baseline" for s in suffixes) + " |"
-    lines = ["", header, "| --- |" + " ---: |" * len(suffixes)]
+    names = ["this tree" if s == "" else "baseline" for s in suffixes]
+    change = len(suffixes) > 1
+    header = "| | " + " | ".join(names) + (" | change |" if change else " |")
+    lines = ["", header, "| --- |" + " ---: |" * (len(suffixes) + change)]
     rows = [
         ("own cost (b) - (a'), main thread µs/call", "b", "a'", lambda e, b: e.main_us - b.main_us),
         ("own cost (c) - (a), main thread µs/call", "c", "a", lambda e, b: e.main_us - b.main_us),
         ("(b) - (a'), whole process µs/call", "b", "a'", lambda e, b: e.process_us - b.process_us),
         ("(c) - (a), whole process µs/call", "c", "a", lambda e, b: e.process_us - b.process_us),
+        ("(b)/(a') main thread CPU per call", "b", "a'", lambda e, b: e.main_us / b.main_us),
+        ("(c)/(a) main thread CPU per call", "c", "a", lambda e, b: e.main_us / b.main_us),
         ("(b)/(a') calls/s", "b", "a'", lambda e, b: e.qps / b.qps),
         ("(c)/(a) calls/s", "c", "a", lambda e, b: e.qps / b.qps),
     ]  # fmt: skip
     for label, ep, bare, value in rows:
         cells = [per_round(by_name, ep + s, bare, value) for s in suffixes]
         digits = 2 if "/" in label.split(" ")[0] else 0
-        lines.append(f"| {label} | " + " | ".join(f"{c:.{digits}f}" for c in cells) + " |")
+        delta = f" | {cells[0] - cells[1]:+.{digits}f}" if change else ""
+        lines.append(f"| {label} | " + " | ".join(f"{c:.{digits}f}" for c in cells) + delta + " |")
     return lines
 
 

@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python -m bench.pieces [--baseline DIR]``. Each piece is
 timed with ``time.thread_time_ns`` (this thread's CPU, so other processes
 on the machine do not count) per Ask, on the distinct, varying requests of
-bench/asks.py, a fresh slice of them in each of ``--rounds`` rounds, and
-reported as the median over rounds:
+bench/asks.py, a fresh slice of them in each of ``--rounds`` rounds (after
+one warm-up round), in ``--repeat`` child processes per source tree, and
+reported as the median over all those rounds:
 
 - the pipeline wrapper: ``CallPipeline.run`` (as the server builds it,
   with its metrics) around a handler that does nothing, less awaiting that
@@ -22,8 +23,9 @@ reported as the median over rounds:
   includes its own rpc and in-flight recording.
 
 Each answer is checked (every request here must get YES). The same code
-runs in a child process per source tree, that tree first on ``sys.path``;
-``--baseline DIR`` adds DIR's column and the change. In-process numbers
+runs in child processes, each with its source tree first on ``sys.path``
+(checked by the files it imported), the trees' processes alternating;
+``--baseline DIR`` adds DIR's column and the change (this tree - DIR). In-process numbers
 understate each piece: inside the server, with gRPC's own work around it,
 the same Python costs 2-3x more (issue 16).
 """
