@@ -37,7 +37,10 @@ the work. Every answer is checked (YES, the expected number of offers,
 Per run: calls/s, p50/p99 latency, server CPU per call of the main thread
 (``/proc/<pid>/task/<pid>/stat``: the event loop, where the EP's Python
 runs; grpc's own threads are separate) and of the whole process
-(``/proc/<pid>/stat``), and the load generator's own CPU per call. Loads
+(``/proc/<pid>/stat``), the load generator's own CPU per call, and the
+other CPU load on the machine meanwhile (``/proc/stat`` less the server and
+the load generator, in cores; the report says when it passed 0.25 cores
+in some run, which makes those figures unreliable). Loads
 are interleaved (a, a', b, c, b0, c0, a, ...), ``--rounds`` times after a
 warm-up of each, and reported as medians. The EP's own cost is (EP - bare)
 main-thread CPU per call, (b) - (a') and (c) - (a), and (c)/(a) the rate;
@@ -52,9 +55,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +109,8 @@ SYNTHETIC_ENV: Final = {
 }
 OWN_COST_TARGETS: Final = {"b": 50.0, "c": 70.0}
 QPS_TARGET, MOONSHOT = 0.7, 0.85
+#: Other CPU load during a run, in cores, above which it is reported unreliable.
+BUSY: Final = 0.25
 
 
 def tree_path(tree: Path) -> str:
@@ -140,6 +147,20 @@ def start_ep(tree: Path, env: dict[str, str], workdir: Path, name: str) -> Serve
     return server
 
 
+def machine_busy() -> float:
+    """CPU seconds all CPUs of the machine have been busy (``/proc/stat``)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def thread_cpu(pid: int) -> float:
     """CPU seconds (user + system) of the main thread of ``pid``."""
     fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -157,6 +178,10 @@ class Run:
     main_us: float  # server main-thread CPU per call
     process_us: float  # whole server process CPU per call
     client_us: float  # the load generator's CPU per call
+    #: The machine's busy CPU meanwhile less the server's and the load
+    #: generator's, in cores: other processes, interrupts, steal (a busy
+    #: machine makes the run unreliable).
+    other_cores: float
 
 
 @dataclass
@@ -176,6 +201,8 @@ class Load:
 
     def run(self, concurrency: int, seconds: float, max_calls: int) -> Run:
         pid = self.server.pid
+        busy0, child0 = machine_busy(), children_cpu()
+        wall0 = time.perf_counter()
         main0, all0 = thread_cpu(pid), self.server.cpu_seconds()
         argv = python_m(
             "bench.rawload", "--target", self.address, "--requests", str(self.requests),
@@ -187,6 +214,9 @@ class Load:
             argv, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=False
         )
         main1, all1 = thread_cpu(pid), self.server.cpu_seconds()
+        wall = time.perf_counter() - wall0
+        ours = (all1 - all0) + (children_cpu() - child0)
+        other = (machine_busy() - busy0 - ours) / wall
         if out.returncode != 0:
             raise BenchError(f"{self.name}: the load generator failed:\n{out.stderr.strip()}")
         r: RawLoadResult = json.loads(out.stdout)
@@ -202,6 +232,7 @@ class Load:
             main_us=1e6 * (main1 - main0) / calls,
             process_us=1e6 * (all1 - all0) / calls,
             client_us=r["cpu_us"],
+            other_cores=max(0.0, other),
         )
 
 
@@ -255,7 +286,8 @@ def measure(
             print(
                 f"  round {r + 1} {load.name:<3} {run.qps:7.0f} calls/s  p50 {run.p50_ms:.2f} ms  "
                 f"p99 {run.p99_ms:.2f} ms  server main thread {run.main_us:.0f} µs/call, "
-                f"process {run.process_us:.0f}  load generator {run.client_us:.0f}",
+                f"process {run.process_us:.0f}  load generator {run.client_us:.0f}  "
+                f"others {run.other_cores:.2f} cores",
                 flush=True,
             )
 
@@ -274,8 +306,8 @@ def per_round(
 def table(loads: Sequence[Load]) -> list[str]:
     lines = [
         "| load | calls/s | p50 ms | p99 ms | server main thread CPU µs/call "
-        "| server process CPU µs/call | load generator CPU µs/call |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server process CPU µs/call | load generator CPU µs/call | other CPU load, cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for load in loads:
         runs = load.runs
@@ -283,8 +315,21 @@ def table(loads: Sequence[Load]) -> list[str]:
             f"| {load.label} | {median(r.qps for r in runs):.0f} "
             f"| {median(r.p50_ms for r in runs):.2f} | {median(r.p99_ms for r in runs):.2f} "
             f"| {median(r.main_us for r in runs):.0f} | {median(r.process_us for r in runs):.0f} "
-            f"| {median(r.client_us for r in runs):.0f} |"
+            f"| {median(r.client_us for r in runs):.0f} "
+            f"| {median(r.other_cores for r in runs):.2f} |"
         )
+    busiest = max(r.other_cores for load in loads for r in load.runs)
+    lines += [
+        "",
+        "Other CPU load (the machine's busy time less the server's and the load generator's: "
+        f"other processes, interrupts, steal) was up to {busiest:.2f} cores during a run"
+        + (
+            f" (more than {BUSY} in some: those runs' figures, and ratios with them, are "
+            "unreliable)."
+            if busiest > BUSY
+            else "."
+        ),
+    ]
     return lines
 
 
