@@ -101,6 +101,8 @@ bench: install $(WRK) $(H2LOAD)
 	$(BIN)/python -m bench.booking
 	$(BIN)/python -m bench.replicated
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.cost
+	$(BIN)/python -m bench.pieces
 
 # A replicated site on this machine until Ctrl-C (tools/cluster): a throwaway
 # PostgreSQL server, `ep-server migrate`, 3 replicas on that ledger and HAProxy
