@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,22 +54,17 @@ class Authenticator:
 class Metrics:
     def __init__(self) -> None:
         self.rpcs: list[tuple[str, str]] = []
-        self.inside = 0
+        self.sources: list[Callable[[], int]] = []
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.append((method, code))
 
-    def inflight(self) -> Any:
-        metrics = self
+    def count_in_flight(self, source: Callable[[], int]) -> None:
+        self.sources.append(source)
 
-        class Counting:
-            def __enter__(self) -> None:
-                metrics.inside += 1
-
-            def __exit__(self, *exc: object) -> None:
-                metrics.inside -= 1
-
-        return Counting()
+    @property
+    def inside(self) -> int:
+        return sum(source() for source in self.sources)
 
 
 async def echo(request: Any, call: Call) -> tuple[Any, Identity, str]:
