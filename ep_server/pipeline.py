@@ -176,7 +176,13 @@ class CallPipeline:
         try:
             if self.max_concurrent and self._in_flight > self.max_concurrent:
                 self._refuse(name)
-            identity = self._identify(name, inbound, metadata, credentials)
+            if credentials and (authenticator := self.authenticator) is not None:
+                identity = self._authenticate(authenticator, inbound, metadata)
+            elif self.mtls and (subject := inbound.peer_subject()):
+                identity = Identity(subject, "mtls")
+            # else ANONYMOUS, what the authenticator says of a call without credentials
+            if identity.anonymous and name not in self.anonymous:
+                self._credentials_required(name)
             if self.limiter is not None:
                 self._limit(name, identity, inbound)
             return await handler(request, Call(identity, inbound))
@@ -207,30 +213,29 @@ class CallPipeline:
             reason="TOO_MANY_REQUESTS",
         )
 
-    def _identify(
-        self, name: str, inbound: Inbound, metadata: Metadata, credentials: bool
+    def _authenticate(
+        self, authenticator: _Authenticator, inbound: Inbound, metadata: Metadata
     ) -> Identity:
-        """The caller's identity; ``credentials``: whether ``metadata`` has
-        an ``authorization`` entry."""
+        """The identity of a call whose metadata has an ``authorization``
+        entry, from the authenticator; refused unchecked while its address
+        is locked out."""
+        failures = self.auth_failures
+        if failures is not None and len(failures):  # someone failed lately
+            self._locked_out(failures, inbound)
         peer = inbound.peer_subject() if self.mtls else None
-        if credentials and self.authenticator is not None:
-            failures = self.auth_failures
-            if failures is not None and len(failures):  # someone failed lately
-                self._locked_out(failures, inbound)
-            try:
-                identity = self.authenticator.from_metadata(metadata, peer)
-            except AuthError as exc:
-                if failures is not None:
-                    self._failed(failures, inbound, metadata)
-                raise Unauthenticated(str(exc), reason=exc.reason) from None
-        else:
-            identity = Identity(peer, "mtls") if peer else ANONYMOUS
-        if identity.anonymous and name not in self.anonymous:
-            raise Unauthenticated(
-                f"{name} needs credentials: a bearer token, a JWT or a client certificate",
-                reason="CREDENTIALS_REQUIRED",
-            )
-        return identity
+        try:
+            return authenticator.from_metadata(metadata, peer)
+        except AuthError as exc:
+            if failures is not None:
+                self._failed(failures, inbound, metadata)
+            raise Unauthenticated(str(exc), reason=exc.reason) from None
+
+    @staticmethod
+    def _credentials_required(name: str) -> NoReturn:
+        raise Unauthenticated(
+            f"{name} needs credentials: a bearer token, a JWT or a client certificate",
+            reason="CREDENTIALS_REQUIRED",
+        )
 
     def _failed(self, failures: RateLimiter, inbound: Inbound, metadata: Metadata) -> None:
         """Count a failed authentication against the caller's address, once
@@ -285,10 +290,11 @@ class CallPipeline:
 #: Distinct failed credentials remembered (about 100 bytes each).
 _FAILED_CREDENTIALS_KEPT = 10_000
 
-# Made-up request ids: a random per-process prefix and a counter. Unique
-# across processes and restarts, and far cheaper per call than uuid4().
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ID_COUNTER = itertools.count(1)
+# Made-up request ids: 32 hex digits, a random per-process prefix (16 digits,
+# the first never 0) and a counter (16 digits). Unique across processes and
+# restarts, and far cheaper per call than uuid4(): one hex() of the prefix
+# plus the counter.
+_ID_COUNTER = itertools.count((uuid.uuid4().int >> 64 | 1 << 63) << 64 | 1)
 
 
 _clock = time.perf_counter
@@ -299,12 +305,16 @@ _AUTHORIZATION = "authorization"
 _AUTHORIZATION_LENGTH = len(_AUTHORIZATION)
 
 
+def _new_request_id() -> str:
+    return hex(next(_ID_COUNTER))[2:]
+
+
 def request_id_of(metadata: Metadata) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new id."""
     for key, value in metadata:
         if key == REQUEST_ID_KEY and isinstance(value, str) and _sane_id(value):
             return value
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    return _new_request_id()
 
 
 def _scan(metadata: Metadata) -> tuple[str, bool]:
@@ -322,7 +332,7 @@ def _scan(metadata: Metadata) -> tuple[str, bool]:
         elif len(key) == _AUTHORIZATION_LENGTH and key.lower() == _AUTHORIZATION:
             credentials = True
     if request_id is None:
-        request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+        request_id = hex(next(_ID_COUNTER))[2:]  # _new_request_id(), inline
     return request_id, credentials
 
 

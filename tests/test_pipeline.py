@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,3 +228,15 @@ async def test_access_log_lines_name_method_code_and_identity(caplog):
     await pipeline.run("Ask", Inbound(metadata=BEARER), echo, None)
     [record] = [r for r in caplog.records if r.name == "ep_server.access"]
     assert (record.rpc, record.code, record.identity) == ("Ask", "OK", "alice")
+
+
+async def test_made_up_request_ids_are_32_hex_digits_and_never_repeat():
+    pipeline = CallPipeline()
+    ids = []
+    for _ in range(3):
+        inbound = Inbound()
+        await pipeline.run("Ask", inbound, echo, None)
+        ids.append(inbound.request_id)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", each) for each in ids), ids
+    assert len(set(ids)) == 3
+    assert len({each[:16] for each in ids}) == 1  # one prefix per process
