@@ -36,7 +36,8 @@ value becomes a time series that lives as long as the process:
 ``ep_rpc_in_flight`` is the number of calls inside a
 :class:`~ep_server.pipeline.CallPipeline` now, read from the pipelines'
 own counters when scraped (summed over the pipelines that count into
-this object: one per server, shared by its gRPC and HTTP doors). A call
+this object: one per server, shared by its gRPC and HTTP doors; each
+process of ``--workers`` has its own server and metrics). A call
 counts from when the pipeline takes it until its handler has returned or
 raised, before its metrics and access log line are written; that
 includes the moment in which a call is refused (concurrency limit,
@@ -46,7 +47,8 @@ see such a call for an instant.
 The recording methods are on the hot path (once per RPC, once per
 Ask and once per plugin evaluation): a call costs a dict lookup or two,
 integer and float additions into plain lists, and a bisect into the
-bucket bounds; no lock, no object per call. The values are exposed by a
+bucket bounds; no lock, and no object made per call but the new
+numbers themselves. The values are exposed by a
 collector of this module registered in the registry, in the same names,
 help texts, labels, bucket bounds, series order and ``_created`` series
 as prometheus_client's own Counter, Histogram and Gauge would give them.
@@ -193,6 +195,9 @@ class _Timed:
 
 
 def _observe(timed: _Timed, seconds: float) -> None:
+    """Observe one duration: the first bucket whose bound is >= ``seconds``.
+    (A NaN, which no caller passes, would count in the first bucket, where
+    prometheus_client's Histogram counts it in none.)"""
     times = timed.times
     times[bisect_left(_BOUNDS, seconds)] += 1
     times[_SUM] += seconds
