@@ -5,6 +5,13 @@ or client certificate; an address that keeps failing to authenticate is
 refused for a while) -> rate limit -> the handler -> metrics and the access
 log.
 
+The metadata is read once, for the request id and for whether the call
+carries an ``authorization`` entry (any letter case). A call without one
+is not shown to the authenticator: it is known by its verified client
+certificate's subject, else anonymous, as the authenticator would have
+said (:meth:`ep_server.auth.Authenticator.from_metadata`); a call with one
+is always checked, and counts towards its address's lockout.
+
 The pipeline knows nothing of gRPC: a transport hands it the call as an
 :class:`Inbound` (its metadata, peer, verified client-certificate subject
 and deadline) and gets back the handler's response, or an
@@ -25,9 +32,8 @@ import urllib.parse
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from ep_server.auth import AuthError, authorization_values
 from ep_server.config import RPC_NAMES
@@ -72,9 +78,13 @@ class Inbound(Protocol):
         """Seconds until the caller's deadline, or None without one."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """What a handler knows of its call: who is calling, and until when."""
+    """What a handler knows of its call: who is calling, and until when.
+
+    Made once per call and not changed after (not frozen: a frozen
+    dataclass's ``__init__`` costs about twice as much).
+    """
 
     identity: Identity
     inbound: Inbound
@@ -85,6 +95,11 @@ class Call:
 
 
 class _Authenticator(Protocol):
+    """Resolves credentials; for metadata without an ``authorization``
+    entry it must answer ``Identity(peer_subject, "mtls")`` when
+    ``peer_subject`` is not empty, else ANONYMOUS (the pipeline answers so
+    itself, without calling it)."""
+
     def from_metadata(
         self, metadata: Iterable[tuple[str, str | bytes]], peer_subject: str | None
     ) -> Identity: ...
@@ -93,7 +108,7 @@ class _Authenticator(Protocol):
 class _Metrics(Protocol):
     def rpc(self, method: str, code: str, seconds: float) -> None: ...
 
-    def inflight(self) -> AbstractContextManager[None]: ...
+    def count_in_flight(self, source: Callable[[], int]) -> None: ...
 
 
 @dataclass
@@ -121,11 +136,21 @@ class CallPipeline:
     #: measured about 12 µs of server CPU per call, this a counter, and our
     #: refusal carries ErrorInfo and RetryInfo.
     max_concurrent: int = 0
+    #: Calls inside run() now (in_flight()).
     _in_flight: int = 0
     #: (address, credentials) that failed lately: repeats are not counted again.
     _failed_credentials: OrderedDict[tuple[str, int], None] = field(
         default_factory=OrderedDict, repr=False
     )
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            self.metrics.count_in_flight(self.in_flight)
+
+    def in_flight(self) -> int:
+        """The calls inside :meth:`run` now: from when it takes a call,
+        admitted or not, until its handler returns or raises."""
+        return self._in_flight
 
     async def run(
         self,
@@ -140,19 +165,27 @@ class CallPipeline:
         :raises EPError: the status to send (an unexpected exception is
             logged and becomes an INTERNAL one).
         """
-        started = time.perf_counter()
+        started = _clock()
         metadata = inbound.metadata
-        request_id = inbound.request_id = request_id_of(metadata)
-        token = REQUEST_ID.set(request_id)
+        request_id, credentials = _scan(metadata)
+        inbound.request_id = request_id
+        token = _set_request_id(request_id)
         code = "OK"
         identity = ANONYMOUS
         self._in_flight += 1
         try:
-            self._admit(name)
-            identity = self._identify(name, inbound, metadata)
-            self._limit(name, identity, inbound)
-            with self.metrics.inflight() if self.metrics else nullcontext():
-                return await handler(request, Call(identity, inbound))
+            if self.max_concurrent and self._in_flight > self.max_concurrent:
+                self._refuse(name)
+            if credentials and (authenticator := self.authenticator) is not None:
+                identity = self._authenticate(authenticator, inbound, metadata)
+            elif self.mtls and (subject := inbound.peer_subject()):
+                identity = Identity(subject, "mtls")
+            # else ANONYMOUS, what the authenticator says of a call without credentials
+            if identity.anonymous and name not in self.anonymous:
+                self._credentials_required(name)
+            if self.limiter is not None:
+                self._limit(name, identity, inbound)
+            return await handler(request, Call(identity, inbound))
         except asyncio.CancelledError:
             code = "CANCELLED"  # the client left, or its deadline passed
             raise
@@ -166,37 +199,43 @@ class CallPipeline:
             raise EPError(message) from exc
         finally:
             self._in_flight -= 1
-            self._record(name, code, time.perf_counter() - started, identity, inbound)
-            REQUEST_ID.reset(token)
+            seconds = _clock() - started
+            if self.metrics is not None:
+                self.metrics.rpc(name, code, seconds)
+            if self.access_log:
+                _access(name, code, seconds, identity, inbound)
+            _reset_request_id(token)
 
-    def _admit(self, name: str) -> None:
-        if self.max_concurrent and self._in_flight > self.max_concurrent:
-            raise ResourceExhausted(
-                f"the server is handling {self.max_concurrent} calls already; retry {name} later",
-                0.1,
-                reason="TOO_MANY_REQUESTS",
-            )
+    def _refuse(self, name: str) -> NoReturn:
+        raise ResourceExhausted(
+            f"the server is handling {self.max_concurrent} calls already; retry {name} later",
+            0.1,
+            reason="TOO_MANY_REQUESTS",
+        )
 
-    def _identify(self, name: str, inbound: Inbound, metadata: Metadata) -> Identity:
+    def _authenticate(
+        self, authenticator: _Authenticator, inbound: Inbound, metadata: Metadata
+    ) -> Identity:
+        """The identity of a call whose metadata has an ``authorization``
+        entry, from the authenticator; refused unchecked while its address
+        is locked out."""
+        failures = self.auth_failures
+        if failures is not None and len(failures):  # someone failed lately
+            self._locked_out(failures, inbound)
         peer = inbound.peer_subject() if self.mtls else None
-        if self.authenticator is not None:
-            failures = self.auth_failures
-            if failures is not None and len(failures):  # someone failed lately
-                self._locked_out(failures, inbound, metadata)
-            try:
-                identity = self.authenticator.from_metadata(metadata, peer)
-            except AuthError as exc:
-                if failures is not None:
-                    self._failed(failures, inbound, metadata)
-                raise Unauthenticated(str(exc), reason=exc.reason) from None
-        else:
-            identity = Identity(peer, "mtls") if peer else ANONYMOUS
-        if identity.anonymous and name not in self.anonymous:
-            raise Unauthenticated(
-                f"{name} needs credentials: a bearer token, a JWT or a client certificate",
-                reason="CREDENTIALS_REQUIRED",
-            )
-        return identity
+        try:
+            return authenticator.from_metadata(metadata, peer)
+        except AuthError as exc:
+            if failures is not None:
+                self._failed(failures, inbound, metadata)
+            raise Unauthenticated(str(exc), reason=exc.reason) from None
+
+    @staticmethod
+    def _credentials_required(name: str) -> NoReturn:
+        raise Unauthenticated(
+            f"{name} needs credentials: a bearer token, a JWT or a client certificate",
+            reason="CREDENTIALS_REQUIRED",
+        )
 
     def _failed(self, failures: RateLimiter, inbound: Inbound, metadata: Metadata) -> None:
         """Count a failed authentication against the caller's address, once
@@ -217,12 +256,13 @@ class CallPipeline:
         failures.take(host)
 
     @staticmethod
-    def _locked_out(failures: RateLimiter, inbound: Inbound, metadata: Metadata) -> None:
+    def _locked_out(failures: RateLimiter, inbound: Inbound) -> None:
         """Refuse, unchecked, a call with credentials from an address that
-        has used up its failed authentications; anonymous calls pass."""
+        has used up its failed authentications (anonymous calls do not
+        come here)."""
         host = _peer_host(inbound.peer())
         wait = failures.wait(host)
-        if wait > 0 and authorization_values(metadata):
+        if wait > 0:
             raise ResourceExhausted(
                 f"too many failed authentications from {host}; retry in {wait:.2f}s",
                 wait,
@@ -246,43 +286,71 @@ class CallPipeline:
                 reason="RATE_LIMITED",
             )
 
-    def _record(
-        self, name: str, code: str, seconds: float, who: Identity, inbound: Inbound
-    ) -> None:
-        if self.metrics is not None:
-            self.metrics.rpc(name, code, seconds)
-        if self.access_log:
-            access.info(
-                "%s %s %.1fms %s",
-                name,
-                code,
-                seconds * 1000,
-                who.subject,
-                extra={
-                    "rpc": name,
-                    "code": code,
-                    "ms": seconds * 1000,
-                    "identity": who.subject,
-                    "transport": inbound.transport,
-                },
-            )
-
 
 #: Distinct failed credentials remembered (about 100 bytes each).
 _FAILED_CREDENTIALS_KEPT = 10_000
 
-# Made-up request ids: a random per-process prefix and a counter. Unique
-# across processes and restarts, and far cheaper per call than uuid4().
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ID_COUNTER = itertools.count(1)
+# Made-up request ids: 32 hex digits, a random per-process prefix (16 digits,
+# the first never 0) and a counter (16 digits). Unique across processes and
+# restarts, and far cheaper per call than uuid4(): one hex() of the prefix
+# plus the counter.
+_ID_COUNTER = itertools.count((uuid.uuid4().int >> 64 | 1 << 63) << 64 | 1)
+
+
+_clock = time.perf_counter
+_set_request_id = REQUEST_ID.set
+_reset_request_id = REQUEST_ID.reset
+_sane_id = _SANE_ID.fullmatch
+_AUTHORIZATION = "authorization"
+_AUTHORIZATION_LENGTH = len(_AUTHORIZATION)
+
+
+def _new_request_id() -> str:
+    return hex(next(_ID_COUNTER))[2:]
 
 
 def request_id_of(metadata: Metadata) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new id."""
     for key, value in metadata:
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _SANE_ID.fullmatch(value):
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _sane_id(value):
             return value
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    return _new_request_id()
+
+
+def _scan(metadata: Metadata) -> tuple[str, bool]:
+    """The request id (:func:`request_id_of`) and whether the metadata has
+    an ``authorization`` entry, any letter case
+    (:func:`ep_server.auth.authorization_values`), in one pass."""
+    request_id = None
+    credentials = False
+    for key, value in metadata:
+        if key == REQUEST_ID_KEY:
+            if request_id is None and isinstance(value, str) and _sane_id(value):
+                request_id = value
+        # str.lower() never shortens a string, and no shorter one lowers
+        # to "authorization", so other lengths need no lower().
+        elif len(key) == _AUTHORIZATION_LENGTH and key.lower() == _AUTHORIZATION:
+            credentials = True
+    if request_id is None:
+        request_id = hex(next(_ID_COUNTER))[2:]  # _new_request_id(), inline
+    return request_id, credentials
+
+
+def _access(name: str, code: str, seconds: float, who: Identity, inbound: Inbound) -> None:
+    access.info(
+        "%s %s %.1fms %s",
+        name,
+        code,
+        seconds * 1000,
+        who.subject,
+        extra={
+            "rpc": name,
+            "code": code,
+            "ms": seconds * 1000,
+            "identity": who.subject,
+            "transport": inbound.transport,
+        },
+    )
 
 
 def _peer_host(peer: str) -> str:

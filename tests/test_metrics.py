@@ -7,11 +7,14 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from ep_server.errors import ResourceExhausted
 from ep_server.metrics import BOOKING_EVENTS, PLUGIN_OUTCOMES, Metrics
+from ep_server.pipeline import Call, CallPipeline
 
 LOOPBACK = "127.0.0.1"
 TIMEOUT = 5.0
@@ -43,6 +46,24 @@ async def served() -> AsyncIterator[tuple[Metrics, int]]:
     port = await m.serve(LOOPBACK, 0)
     yield m, port
     await asyncio.to_thread(m.close)
+
+
+@dataclass
+class Inbound:
+    """A call as a transport would hand it to the pipeline."""
+
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    request_id: str = ""
+    transport: str = "test"
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5555"
+
+    def peer_subject(self) -> str | None:
+        return None
+
+    def time_remaining(self) -> float | None:
+        return None
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -142,35 +163,69 @@ def test_bookings(metrics: Metrics) -> None:
         metrics.bookings("lost")
 
 
-def test_inflight_counts_while_inside(metrics: Metrics) -> None:
+def test_in_flight_is_the_sum_of_its_sources_read_at_each_scrape(metrics: Metrics) -> None:
     assert value(metrics, "ep_rpc_in_flight") == 0
-    with metrics.inflight():
-        assert value(metrics, "ep_rpc_in_flight") == 1
-        with metrics.inflight():
-            assert value(metrics, "ep_rpc_in_flight") == 2
-        assert value(metrics, "ep_rpc_in_flight") == 1
-    assert value(metrics, "ep_rpc_in_flight") == 0
+    first, second = [0], [0]
+    metrics.count_in_flight(lambda: first[0])
+    metrics.count_in_flight(lambda: second[0])
+    first[0], second[0] = 2, 3
+    assert value(metrics, "ep_rpc_in_flight") == 5
+    first[0] = 0
+    assert value(metrics, "ep_rpc_in_flight") == 3
 
 
-def test_inflight_decrements_on_error(metrics: Metrics) -> None:
-    with pytest.raises(RuntimeError), metrics.inflight():
-        raise RuntimeError("boom")
-    assert value(metrics, "ep_rpc_in_flight") == 0
+async def test_an_rpc_blocked_in_its_handler_is_in_flight_until_it_returns(
+    metrics: Metrics,
+) -> None:
+    pipeline = CallPipeline(metrics=metrics)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def blocks(request: object, call: Call) -> None:
+        entered.set()
+        await release.wait()
+
+    call = asyncio.ensure_future(pipeline.run("Ask", Inbound(), blocks, None))
+    await entered.wait()
+    assert "\nep_rpc_in_flight 1.0\n" in metrics.render().decode()
+    release.set()
+    await call
+    assert "\nep_rpc_in_flight 0.0\n" in metrics.render().decode()
+    assert value(metrics, "ep_rpc_requests_total", method="Ask", code="OK") == 1
 
 
-async def test_inflight_across_tasks(metrics: Metrics) -> None:
+async def test_the_pipelines_sharing_one_metrics_object_add_up(metrics: Metrics) -> None:
+    grpc_door, http_door = CallPipeline(metrics=metrics), CallPipeline(metrics=metrics)
     release = asyncio.Event()
 
-    async def handler() -> None:
-        with metrics.inflight():
-            await release.wait()
+    async def blocks(request: object, call: Call) -> None:
+        await release.wait()
 
-    tasks = [asyncio.create_task(handler()) for _ in range(3)]
+    calls = [
+        asyncio.ensure_future(pipeline.run("Ask", Inbound(), blocks, None))
+        for pipeline in (grpc_door, http_door, http_door)
+    ]
     await asyncio.sleep(0)
     assert value(metrics, "ep_rpc_in_flight") == 3
     release.set()
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*calls)
     assert value(metrics, "ep_rpc_in_flight") == 0
+
+
+async def test_a_call_refused_at_admission_leaves_in_flight_as_it_was(metrics: Metrics) -> None:
+    pipeline = CallPipeline(metrics=metrics, max_concurrent=1)
+    release = asyncio.Event()
+
+    async def blocks(request: object, call: Call) -> None:
+        await release.wait()
+
+    first = asyncio.ensure_future(pipeline.run("Ask", Inbound(), blocks, None))
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted):
+        await pipeline.run("Ask", Inbound(), blocks, None)
+    assert value(metrics, "ep_rpc_in_flight") == 1
+    release.set()
+    await first
+    assert value(metrics, "ep_rpc_requests_total", method="Ask", code="RESOURCE_EXHAUSTED") == 1
 
 
 def test_plugins_loaded_replaces_earlier_states(metrics: Metrics) -> None:

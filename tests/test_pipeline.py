@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,22 +55,17 @@ class Authenticator:
 class Metrics:
     def __init__(self) -> None:
         self.rpcs: list[tuple[str, str]] = []
-        self.inside = 0
+        self.sources: list[Callable[[], int]] = []
 
     def rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.append((method, code))
 
-    def inflight(self) -> Any:
-        metrics = self
+    def count_in_flight(self, source: Callable[[], int]) -> None:
+        self.sources.append(source)
 
-        class Counting:
-            def __enter__(self) -> None:
-                metrics.inside += 1
-
-            def __exit__(self, *exc: object) -> None:
-                metrics.inside -= 1
-
-        return Counting()
+    @property
+    def inside(self) -> int:
+        return sum(source() for source in self.sources)
 
 
 async def echo(request: Any, call: Call) -> tuple[Any, Identity, str]:
@@ -231,3 +228,15 @@ async def test_access_log_lines_name_method_code_and_identity(caplog):
     await pipeline.run("Ask", Inbound(metadata=BEARER), echo, None)
     [record] = [r for r in caplog.records if r.name == "ep_server.access"]
     assert (record.rpc, record.code, record.identity) == ("Ask", "OK", "alice")
+
+
+async def test_made_up_request_ids_are_32_hex_digits_and_never_repeat():
+    pipeline = CallPipeline()
+    ids = []
+    for _ in range(3):
+        inbound = Inbound()
+        await pipeline.run("Ask", inbound, echo, None)
+        ids.append(inbound.request_id)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", each) for each in ids), ids
+    assert len(set(ids)) == 3
+    assert len({each[:16] for each in ids}) == 1  # one prefix per process
