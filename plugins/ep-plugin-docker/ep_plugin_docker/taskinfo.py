@@ -131,9 +131,17 @@ def _is_list(value: Any) -> bool:
     return type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str))
 
 
+#: Types that are never mappings: a value of one is not an object without
+#: asking ``Mapping``'s subclass hook.
+_NOT_OBJECTS = (str, list, int, float, type(None))
+
+
 def _is_object(value: Any) -> bool:
-    """A JSON object: a mapping (a dict, from the wire)."""
-    return type(value) is dict or isinstance(value, Mapping)
+    """A JSON object: a mapping. A dict (from the wire) is one at once; a
+    string, list, number or ``None`` is not, at once."""
+    if isinstance(value, dict):
+        return True
+    return not isinstance(value, _NOT_OBJECTS) and isinstance(value, Mapping)
 
 
 def _kind(value: Any) -> str:

@@ -18,6 +18,7 @@ from ep_plugin_jupyter import reasons as R
 from ep_plugin_jupyter.config import JupyterConfig, Service
 from ep_plugin_jupyter.kernels import Kernels, check_kernels, discover_kernels
 from ep_plugin_jupyter.location import LocationRules, check_location, url_scheme
+from ep_plugin_jupyter.values import is_object
 from ep_server import (
     Claim,
     Fit,
@@ -134,7 +135,7 @@ def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
     level or in a ``notebook`` object."""
     scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
     notebook = taskinfo.get("notebook")
-    if isinstance(notebook, Mapping):
+    if is_object(notebook):
         scopes.append(("taskinfo.notebook", notebook))
     reasons = []
     for path, scope in scopes:
@@ -159,7 +160,7 @@ def ignored_fields(taskinfo: Mapping[str, Any]) -> tuple[str, ...]:
     kernel?)``)."""
     scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
     notebook = taskinfo.get("notebook")
-    if isinstance(notebook, Mapping):
+    if is_object(notebook):
         scopes.append(("taskinfo.notebook", notebook))
     ignored = []
     for path, scope in scopes:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ep_plugin_jupyter import reasons as R
+from ep_plugin_jupyter.values import is_object
 from ep_server import Reason
 
 __all__ = [
@@ -140,7 +141,7 @@ def requested_languages(taskinfo: Mapping[str, Any]) -> tuple[list[tuple[str, st
     wanted: list[tuple[str, str]] = []
     bad: list[Reason] = []
     scopes = [("taskinfo", taskinfo)]
-    if isinstance(taskinfo.get("notebook"), Mapping):
+    if is_object(taskinfo.get("notebook")):
         scopes.append(("taskinfo.notebook", taskinfo["notebook"]))
     for prefix, scope in scopes:
         for field, value in _entries(prefix, scope):
@@ -173,7 +174,7 @@ def check_kernels(taskinfo: Mapping[str, Any], kernels: Kernels) -> list[Reason]
     for every malformed one. Asking for none is fine."""
     if _KEYS.isdisjoint(taskinfo):
         notebook = taskinfo.get("notebook")
-        if not isinstance(notebook, Mapping) or _KEYS.isdisjoint(notebook):
+        if not is_object(notebook) or _KEYS.isdisjoint(notebook):
             return []
     wanted, reasons = requested_languages(taskinfo)
     reasons += [_unavailable(f, lang, kernels) for f, lang in wanted if not kernels.has(lang)]

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ep_plugin_jupyter import reasons as R
+from ep_plugin_jupyter.values import is_object
 from ep_server import Reason
 
 __all__ = ["LocationRules", "check_location", "find_location", "url_scheme"]
@@ -70,7 +71,7 @@ class LocationRules:
 def find_location(taskinfo: Mapping[str, Any]) -> tuple[str, Any] | None:
     """The field that names the notebook and its raw value, or ``None``."""
     notebook = taskinfo.get("notebook")
-    if type(notebook) is dict or isinstance(notebook, Mapping):
+    if is_object(notebook):
         return "taskinfo.notebook.location", notebook.get("location")
     if "notebook" in taskinfo:
         return "taskinfo.notebook", notebook
