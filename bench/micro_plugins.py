@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -196,9 +197,9 @@ def _resources(rng: random.Random, ep: Any) -> Any:
 def _time_per_call(
     decide: Callable[[Any, Any], Any], queries: Sequence[Any], site: Any, passes: int
 ) -> float:
-    """CPU microseconds per call (this process's CPU time, so that other
-    processes on the machine add nothing), the fastest of ``passes`` passes
-    over ``queries``."""
+    """CPU microseconds per call (this process's CPU time, so that time spent
+    waiting for a core is not counted), the fastest of ``passes`` passes over
+    ``queries``."""
     best = float("inf")
     for _ in range(passes):
         start = time.process_time_ns()
@@ -211,15 +212,17 @@ def _time_per_call(
 def child(tree: Path, asks: int, passes: int) -> dict[str, float]:
     """Import ``tree``'s plugins and time each scenario."""
     plugins = tree / "plugins"
-    sys.path[:0] = [str(plugins / "ep-plugin-docker"), str(plugins / "ep-plugin-jupyter"), str(tree)]
-    import ep_plugin_docker.decide as docker
-    import ep_plugin_docker.hooks as docker_hooks
-    import ep_plugin_jupyter.decide as jupyter
-    import ep_plugin_jupyter.hooks as jupyter_hooks
+    sys.path[:0] = [str(plugins / name) for name in ("ep-plugin-docker", "ep-plugin-jupyter")]
+    sys.path.insert(2, str(tree))
+    # imported by name, from whichever tree is first on the path
+    docker = importlib.import_module("ep_plugin_docker.decide")
+    docker_hooks = importlib.import_module("ep_plugin_docker.hooks")
+    jupyter = importlib.import_module("ep_plugin_jupyter.decide")
+    jupyter_hooks = importlib.import_module("ep_plugin_jupyter.hooks")
+    ep = importlib.import_module("ep_server")
 
-    import ep_server as ep
-
-    assert Path(docker.__file__).is_relative_to(tree), docker.__file__
+    for module in (docker, jupyter, ep):
+        assert Path(str(module.__file__)).is_relative_to(tree), module.__file__
     host = ep.HostInfo(cores=8, memory=16 * GiB, architecture="x86_64", os="linux")
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as root:
