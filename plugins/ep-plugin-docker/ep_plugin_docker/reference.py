@@ -106,8 +106,9 @@ def parse_reference(text: str) -> ImageRef:
 
     :raises InvalidReference: naming the part that is wrong.
     """
-    match = _REFERENCE.fullmatch(text) if len(text) <= REFERENCE_MAX_LENGTH else None
-    if match is None or match.end("path") > NAME_MAX_LENGTH:
+    length = len(text)
+    match = _REFERENCE.fullmatch(text) if length <= REFERENCE_MAX_LENGTH else None
+    if match is None or (length > NAME_MAX_LENGTH and match.end("path") > NAME_MAX_LENGTH):
         return _diagnose(text)
     domain, path, tag, digest = match.group("domain", "path", "tag", "digest")
     return ImageRef(domain or "", path, tag, digest)

@@ -157,16 +157,24 @@ def _kind(value: Any) -> str:
 
 
 def read_taskinfo(taskinfo: Mapping[str, Any]) -> tuple[ContainerRequest, list[Reason]]:
-    """Read ``taskinfo``: what it asks for, and the problems with it."""
+    """Read ``taskinfo``: what it asks for, and the problems with it. Each
+    field is read in a fixed order, so the reasons come in that order."""
     r = _Reader()
     r.unknown_fields(taskinfo, ROOT)
     _read_image(r, taskinfo)
-    _read_platform(r, taskinfo.get("platform"), f"{ROOT}.platform")
+    get = taskinfo.get
+    platform = get("platform")
+    if platform is not None:
+        _read_platform(r, platform, f"{ROOT}.platform")
     privileged = r.typed(taskinfo, "privileged", ROOT, bool) or False
-    _read_entrypoint(r, taskinfo)
-    _read_environment(r, taskinfo)
-    host_network = _read_network(r, taskinfo)
-    _read_ports(r, taskinfo.get("ports"), f"{ROOT}.ports")
+    if get("entrypoint") is not None:
+        _read_entrypoint(r, taskinfo)
+    if get("environment") is not None:
+        _read_environment(r, taskinfo)
+    host_network = _read_network(r, taskinfo) if get("network") is not None else ""
+    ports = get("ports")
+    if ports is not None:
+        _read_ports(r, ports, f"{ROOT}.ports")
     request = ContainerRequest(
         tuple(r.images), tuple(r.platforms), privileged, host_network, tuple(r.ports),
         tuple(r.ignored),
