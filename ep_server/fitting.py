@@ -110,18 +110,27 @@ def fit_range(
     asked: IntRange, limit: LimitLike, name: ResourceName, *, gets: str = _GETS
 ) -> RangeFit:
     """Fit the range asked for one resource under ``limit`` (see the module's rule)."""
+    offered, note, reason = _fit(asked, limit, name, gets)
+    return RangeFit(offered, note, reason)
+
+
+def _fit(
+    asked: IntRange, limit: LimitLike, name: ResourceName, gets: str
+) -> tuple[IntRange, str, Reason | None]:
+    """:func:`fit_range`'s answer as a plain tuple: offered, note, reason."""
     bound = limit if isinstance(limit, Limit) else Limit(limit)
-    if bound.value is None:
-        return RangeFit(asked)
-    value, unit = bound.value, _UNITS[name]
+    value = bound.value
+    if value is None:
+        return asked, "", None
     if asked.min is not None and asked.min > value:
-        return RangeFit(asked, reason=_insufficient(asked.min, bound, name, gets))
+        return asked, "", _insufficient(asked.min, bound, name, gets)
     if asked.max is None:
-        return RangeFit(IntRange(asked.min, value))
+        return IntRange(asked.min, value), "", None
     if asked.max <= value:
-        return RangeFit(asked)
+        return asked, "", None
+    unit = _UNITS[name]
     capped = f"{value}{unit} ({bound.source})" if bound.source else f"the limit of {value}{unit}"
-    return RangeFit(IntRange(asked.min, value), f"{name} capped at {capped}")
+    return IntRange(asked.min, value), f"{name} capped at {capped}", None
 
 
 def _insufficient(minimum: int, limit: Limit, name: ResourceName, gets: str) -> Reason:
@@ -141,12 +150,13 @@ def fit_resources(
 ) -> Fit:
     """Fit a request's cores and memory under their limits (``None``: no
     limit); the reasons of both when neither minimum can be met."""
-    fitted = (
-        fit_range(asked.cores, cores, "cores", gets=gets),
-        fit_range(asked.memory, memory, "memory", gets=gets),
-    )
+    cores_offered, cores_note, cores_reason = _fit(asked.cores, cores, "cores", gets)
+    memory_offered, memory_note, memory_reason = _fit(asked.memory, memory, "memory", gets)
+    offered = Resources(cores_offered, memory_offered)
+    if not (cores_note or memory_note or cores_reason or memory_reason):
+        return Fit(offered)
     return Fit(
-        Resources(fitted[0].offered, fitted[1].offered),
-        tuple(f.note for f in fitted if f.note),
-        tuple(f.reason for f in fitted if f.reason),
+        offered,
+        tuple(note for note in (cores_note, memory_note) if note),
+        tuple(reason for reason in (cores_reason, memory_reason) if reason),
     )

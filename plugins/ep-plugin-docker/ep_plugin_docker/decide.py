@@ -9,12 +9,13 @@ service with the resources fitted to the per-task limits
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ep_plugin_docker import reasons as R
 from ep_plugin_docker.config import KNOWN_PROTOCOLS, DockerConfig, PortRange, Service
-from ep_plugin_docker.platforms import Platform, check_platforms, host_platform
+from ep_plugin_docker.platforms import Platform, check_platforms, host_platform, platform_names
 from ep_plugin_docker.taskinfo import ContainerRequest, PortRequest, read_taskinfo
 from ep_server import (
     Claim,
@@ -39,11 +40,19 @@ TASKTYPES = (
 
 #: Protocols carried over another: ``http`` and ``https`` are allowed with ``tcp``.
 _CARRIED_BY = {"http": "tcp", "https": "tcp"}
+_KNOWN_PROTOCOLS_TEXT = ", ".join(KNOWN_PROTOCOLS)
 
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """What the plugin decides against: its config, resolved against the host."""
+    """What the plugin decides against: its config, resolved against the host.
+
+    The fields after ``runtime_timeout`` are derived from the others when the
+    site is made (what every Ask would otherwise work out again): the
+    service types and serviceinfos to offer, the protocols allowed (those
+    carried by an allowed one included), the allowed port ranges as bounds,
+    and the lists that refusals name.
+    """
 
     services: tuple[Service, ...]
     platforms: tuple[Platform, ...]
@@ -55,6 +64,28 @@ class Site:
     allowed_ports: tuple[PortRange, ...] = (PortRange(low=1024, high=65535),)
     runtime_socket: str | None = None
     runtime_timeout: float = 0.5
+    offered: tuple[tuple[str, Mapping[str, Any]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    usable_protocols: frozenset[str] = field(init=False, repr=False, compare=False)
+    port_bounds: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    protocols_text: str = field(init=False, repr=False, compare=False)
+    ports_text: str = field(init=False, repr=False, compare=False)
+    platforms_text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "offered": tuple((s.servicetype, s.serviceinfo) for s in self.services),
+            "usable_protocols": frozenset(
+                p for p in KNOWN_PROTOCOLS if _protocol_allowed(p, self.allowed_protocols)
+            ),
+            "port_bounds": tuple((r.low, r.high) for r in self.allowed_ports),
+            "protocols_text": ", ".join(sorted(self.allowed_protocols)),
+            "ports_text": ", ".join(str(r) for r in self.allowed_ports),
+            "platforms_text": platform_names(self.platforms),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def resolve(cls, config: DockerConfig, host: HostInfo) -> Site:
@@ -90,10 +121,19 @@ class Site:
 def decide(query: TaskQuery, site: Site) -> Verdict:
     """Decide whether this host can run the container ``query`` describes."""
     request, found = read_taskinfo(query.taskinfo)
-    found += check_platforms(request.platforms, site.platforms)
-    found += check_policy(request, site)
+    if request.platforms:
+        found += check_platforms(request.platforms, site.platforms, site.platforms_text)
+    if request.privileged or request.host_network or request.ports:
+        found += check_policy(request, site)
     fit = site.fit(query.resources)
-    return offers_or_reasons(site, fit, [*found, *fit.reasons], ignored_note(request.ignored))
+    if found or fit.reasons:
+        return Verdict.no(*found, *fit.reasons)
+    message = fit.message
+    if request.ignored:
+        note = ignored_note(request.ignored)
+        message = f"{message}; {note}" if message else note
+    resources = fit.resources
+    return Verdict.yes(*[Offer(t, info, resources, message) for t, info in site.offered])
 
 
 def ignored_note(ignored: Sequence[str]) -> str:
@@ -110,9 +150,7 @@ def offers_or_reasons(site: Site, fit: Fit, reasons: Iterable[Reason], note: str
     if found:
         return Verdict.no(*found)
     message = "; ".join(m for m in (fit.message, note) if m)
-    return Verdict.yes(
-        *(Offer(s.servicetype, s.serviceinfo, fit.resources, message) for s in site.services)
-    )
+    return Verdict.yes(*(Offer(t, info, fit.resources, message) for t, info in site.offered))
 
 
 # --- policy ----------------------------------------------------------------
@@ -120,50 +158,52 @@ def offers_or_reasons(site: Site, fit: Fit, reasons: Iterable[Reason], note: str
 
 def check_policy(request: ContainerRequest, site: Site) -> list[Reason]:
     """The site's policy on privileges, networking and ports."""
-    found = [*_check_privileges(request, site)]
+    found = []
+    if request.privileged and not site.allow_privileged:
+        found.append(
+            R.reason(
+                R.PRIVILEGED_NOT_ALLOWED,
+                "taskinfo.privileged",
+                "this site does not run privileged containers",
+            )
+        )
+    if request.host_network and not site.allow_host_network:
+        found.append(
+            R.reason(
+                R.HOST_NETWORK_NOT_ALLOWED,
+                request.host_network,
+                "this site does not give containers the host's network",
+            )
+        )
     for port in request.ports:
-        found += [*_check_protocol(port, site), *_check_external(port, site)]
+        protocol = port.protocol or "tcp"
+        if protocol not in site.usable_protocols:
+            found.append(_protocol_refused(port, protocol, site))
+        external = port.external
+        if external is not None and not _port_allowed(external, site.port_bounds):
+            found.append(
+                R.reason(
+                    R.PORT_NOT_ALLOWED,
+                    f"{port.field}.external",
+                    f"external port {external} is outside the ports allowed here "
+                    f"({site.ports_text})",
+                )
+            )
     return found
 
 
-def _check_privileges(request: ContainerRequest, site: Site) -> Iterator[Reason]:
-    if request.privileged and not site.allow_privileged:
-        yield R.reason(
-            R.PRIVILEGED_NOT_ALLOWED,
-            "taskinfo.privileged",
-            "this site does not run privileged containers",
-        )
-    if request.host_network and not site.allow_host_network:
-        yield R.reason(
-            R.HOST_NETWORK_NOT_ALLOWED,
-            request.host_network,
-            "this site does not give containers the host's network",
-        )
-
-
-def _check_protocol(port: PortRequest, site: Site) -> Iterator[Reason]:
-    protocol, path = port.protocol or "tcp", f"{port.field}.protocol"
+def _protocol_refused(port: PortRequest, protocol: str, site: Site) -> Reason:
+    path = f"{port.field}.protocol"
     if protocol not in KNOWN_PROTOCOLS:
-        known = ", ".join(KNOWN_PROTOCOLS)
-        yield R.reason(R.INVALID_PROTOCOL, path, f"protocol {protocol!r} is not one of {known}")
-    elif not _protocol_allowed(protocol, site):
-        allowed = ", ".join(sorted(site.allowed_protocols))
-        yield R.reason(
-            R.PROTOCOL_NOT_ALLOWED, path, f"protocol {protocol} is not allowed here ({allowed} are)"
-        )
+        message = f"protocol {protocol!r} is not one of {_KNOWN_PROTOCOLS_TEXT}"
+        return R.reason(R.INVALID_PROTOCOL, path, message)
+    message = f"protocol {protocol} is not allowed here ({site.protocols_text} are)"
+    return R.reason(R.PROTOCOL_NOT_ALLOWED, path, message)
 
 
-def _check_external(port: PortRequest, site: Site) -> Iterator[Reason]:
-    if port.external is None or any(port.external in r for r in site.allowed_ports):
-        return
-    ranges = ", ".join(str(r) for r in site.allowed_ports)
-    yield R.reason(
-        R.PORT_NOT_ALLOWED,
-        f"{port.field}.external",
-        f"external port {port.external} is outside the ports allowed here ({ranges})",
-    )
+def _port_allowed(port: int, bounds: Iterable[tuple[int, int]]) -> bool:
+    return any(low <= port <= high for low, high in bounds)
 
 
-def _protocol_allowed(protocol: str, site: Site) -> bool:
-    carrier = _CARRIED_BY.get(protocol)
-    return protocol in site.allowed_protocols or carrier in site.allowed_protocols
+def _protocol_allowed(protocol: str, allowed: frozenset[str]) -> bool:
+    return protocol in allowed or _CARRIED_BY.get(protocol) in allowed

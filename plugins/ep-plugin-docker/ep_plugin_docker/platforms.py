@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from ep_plugin_docker import reasons as R
 from ep_server import Reason
 
-__all__ = ["InvalidPlatform", "Platform", "check_platforms", "host_platform", "parse_platform"]
+__all__ = [
+    "InvalidPlatform",
+    "Platform",
+    "check_platforms",
+    "host_platform",
+    "parse_platform",
+    "platform_names",
+]
 
 _ARCHITECTURES: dict[str, tuple[str, str | None]] = {
     "x86_64": ("amd64", None),
@@ -33,7 +40,8 @@ _ARCHITECTURES: dict[str, tuple[str, str | None]] = {
     "x86": ("386", None),
 }
 _OPERATING_SYSTEMS = {"win32": "windows", "cygwin": "windows", "macos": "darwin"}
-_COMPONENT = re.compile(r"[a-z0-9_-]+", re.ASCII)
+#: ``os/architecture[/variant]`` (or a bare ``os``), lower case.
+_PLATFORM = re.compile(r"([a-z0-9_-]+)(?:/([a-z0-9_-]+)(?:/([a-z0-9_-]+))?)?", re.ASCII)
 
 
 class InvalidPlatform(ValueError):
@@ -69,21 +77,25 @@ def normalise(
     os: str | None, architecture: str | None = None, variant: str | None = None
 ) -> Platform:
     """Build a :class:`Platform` from raw names, normalising each."""
-    os_name = os.strip().lower() if os else None
-    if os_name:
-        os_name = _OPERATING_SYSTEMS.get(os_name, os_name)
-    arch, arch_variant = _architecture(architecture)
-    chosen = variant.strip().lower() if variant else arch_variant
+    return _normalised(
+        os.strip().lower() if os else None,
+        architecture.strip().lower() if architecture else None,
+        variant.strip().lower() if variant else None,
+    )
+
+
+def _normalised(os: str | None, architecture: str | None, variant: str | None) -> Platform:
+    """A :class:`Platform` from names already stripped and lower-cased."""
+    if os:
+        os = _OPERATING_SYSTEMS.get(os, os)
+    arch: str | None = None
+    arch_variant: str | None = None
+    if architecture:
+        arch, arch_variant = _ARCHITECTURES.get(architecture, (architecture, None))
+    chosen = arch_variant if variant is None else variant
     if arch == "arm64" and chosen == "v8":
         chosen = None  # v8 is arm64's only (and default) variant
-    return Platform(os_name or None, arch, chosen)
-
-
-def _architecture(raw: str | None) -> tuple[str | None, str | None]:
-    name = raw.strip().lower() if raw else ""
-    if not name:
-        return None, None
-    return _ARCHITECTURES.get(name, (name, None))
+    return Platform(os or None, arch, chosen)
 
 
 def parse_platform(text: str) -> Platform:
@@ -91,13 +103,13 @@ def parse_platform(text: str) -> Platform:
 
     :raises InvalidPlatform: if it has more parts or odd characters.
     """
-    parts = text.strip().lower().split("/")
-    if len(parts) > 3 or not all(_COMPONENT.fullmatch(p) for p in parts):
+    match = _PLATFORM.fullmatch(text.strip().lower())
+    if match is None:
         raise InvalidPlatform(
             f"{text!r} is not a platform of the form os/architecture[/variant], "
             "e.g. linux/amd64 or linux/arm64/v8"
         )
-    return normalise(*parts)
+    return _normalised(*match.groups())
 
 
 def host_platform(os: str, architecture: str) -> Platform:
@@ -107,19 +119,25 @@ def host_platform(os: str, architecture: str) -> Platform:
 
 
 def check_platforms(
-    wanted: Iterable[tuple[str, Platform]], runs: Sequence[Platform]
+    wanted: Iterable[tuple[str, Platform]], runs: Sequence[Platform], names: str | None = None
 ) -> list[Reason]:
     """A reason for every requested platform (with its field) that none of
-    ``runs``, the platforms this host runs, runs."""
-    return [
-        _unsupported(field, platform, runs)
-        for field, platform in wanted
-        if not any(have.runs(platform) for have in runs)
-    ]
+    ``runs``, the platforms this host runs, runs; ``names`` is
+    :func:`platform_names` of ``runs``, when the caller has it at hand."""
+    found = []
+    for field, platform in wanted:
+        if not any(have.runs(platform) for have in runs):
+            text = platform_names(runs) if names is None else names
+            found.append(
+                R.reason(
+                    R.UNSUPPORTED_PLATFORM,
+                    field,
+                    f"platform {platform} asked for; this host runs {text}",
+                )
+            )
+    return found
 
 
-def _unsupported(field: str, wanted: Platform, runs: Sequence[Platform]) -> Reason:
-    names = ", ".join(str(p) for p in runs)
-    return R.reason(
-        R.UNSUPPORTED_PLATFORM, field, f"platform {wanted} asked for; this host runs {names}"
-    )
+def platform_names(runs: Iterable[Platform]) -> str:
+    """The platforms a host runs, as a refusal names them."""
+    return ", ".join(str(p) for p in runs)

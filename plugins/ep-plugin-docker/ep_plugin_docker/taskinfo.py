@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ep_plugin_docker import reasons as R
@@ -35,6 +35,8 @@ from ep_server import Reason
 __all__ = ["KNOWN_FIELDS", "ContainerRequest", "PortRequest", "read_taskinfo"]
 
 ROOT = "taskinfo"
+_IMAGE = f"{ROOT}.image"
+_NETWORK = f"{ROOT}.network"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +68,28 @@ class ContainerRequest:
 #: The fields read in each object, by the object's path pattern.
 KNOWN_FIELDS = {
     ROOT: ("image", "platform", "privileged", "entrypoint", "environment", "network", "ports"),
-    f"{ROOT}.image": ("locations", "digest", "platform"),
-    f"{ROOT}.network": ("mode", "ports"),
+    _IMAGE: ("locations", "digest", "platform"),
+    _NETWORK: ("mode", "ports"),
 }
+_KNOWN_SETS = {path: frozenset(names) for path, names in KNOWN_FIELDS.items()}
 
 
-@dataclass
 class _Reader:
     """Collects what a taskinfo asks for, and every problem with it."""
 
-    reasons: list[Reason] = field(default_factory=list)
-    images: list[tuple[str, ImageRef]] = field(default_factory=list)
-    platforms: list[tuple[str, Platform]] = field(default_factory=list)
-    ports: list[PortRequest] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    __slots__ = ("ignored", "images", "platforms", "ports", "reasons")
+
+    def __init__(self) -> None:
+        self.reasons: list[Reason] = []
+        self.images: list[tuple[str, ImageRef]] = []
+        self.platforms: list[tuple[str, Platform]] = []
+        self.ports: list[PortRequest] = []
+        self.ignored: list[str] = []
 
     def unknown_fields(self, data: Mapping[str, Any], path: str) -> None:
         """Note the keys of ``data`` (at ``path``) that are not read."""
+        if _KNOWN_SETS[path].issuperset(data):
+            return
         known = KNOWN_FIELDS[path]
         for key in data:
             if key not in known:
@@ -115,8 +122,26 @@ _KIND_NAMES: dict[type, str] = {
 
 def _is(value: Any, kind: type) -> bool:
     if kind is list:
-        return isinstance(value, Sequence) and not isinstance(value, str)
+        return _is_list(value)
     return isinstance(value, kind)
+
+
+def _is_list(value: Any) -> bool:
+    """A JSON array: a sequence that is not a string (a list, from the wire)."""
+    return type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str))
+
+
+#: Types that are never mappings: a value of one is not an object without
+#: asking ``Mapping``'s subclass hook.
+_NOT_OBJECTS = (str, list, int, float, type(None))
+
+
+def _is_object(value: Any) -> bool:
+    """A JSON object: a mapping. A dict (from the wire) is one at once; a
+    string, list, number or ``None`` is not, at once."""
+    if isinstance(value, dict):
+        return True
+    return not isinstance(value, _NOT_OBJECTS) and isinstance(value, Mapping)
 
 
 def _kind(value: Any) -> str:
@@ -132,16 +157,24 @@ def _kind(value: Any) -> str:
 
 
 def read_taskinfo(taskinfo: Mapping[str, Any]) -> tuple[ContainerRequest, list[Reason]]:
-    """Read ``taskinfo``: what it asks for, and the problems with it."""
+    """Read ``taskinfo``: what it asks for, and the problems with it. Each
+    field is read in a fixed order, so the reasons come in that order."""
     r = _Reader()
     r.unknown_fields(taskinfo, ROOT)
     _read_image(r, taskinfo)
-    _read_platform(r, taskinfo.get("platform"), f"{ROOT}.platform")
+    get = taskinfo.get
+    platform = get("platform")
+    if platform is not None:
+        _read_platform(r, platform, f"{ROOT}.platform")
     privileged = r.typed(taskinfo, "privileged", ROOT, bool) or False
-    _read_entrypoint(r, taskinfo)
-    _read_environment(r, taskinfo)
-    host_network = _read_network(r, taskinfo)
-    _read_ports(r, taskinfo.get("ports"), f"{ROOT}.ports")
+    if get("entrypoint") is not None:
+        _read_entrypoint(r, taskinfo)
+    if get("environment") is not None:
+        _read_environment(r, taskinfo)
+    host_network = _read_network(r, taskinfo) if get("network") is not None else ""
+    ports = get("ports")
+    if ports is not None:
+        _read_ports(r, ports, f"{ROOT}.ports")
     request = ContainerRequest(
         tuple(r.images), tuple(r.platforms), privileged, host_network, tuple(r.ports),
         tuple(r.ignored),
@@ -153,15 +186,15 @@ def read_taskinfo(taskinfo: Mapping[str, Any]) -> tuple[ContainerRequest, list[R
 
 
 def _read_image(r: _Reader, taskinfo: Mapping[str, Any]) -> None:
-    image, path = taskinfo.get("image"), f"{ROOT}.image"
+    image = taskinfo.get("image")
     if image is None:
-        r.fail(R.MISSING_IMAGE, path, "no image given; name one, e.g. docker.io/example:1.0")
+        r.fail(R.MISSING_IMAGE, _IMAGE, "no image given; name one, e.g. docker.io/example:1.0")
     elif isinstance(image, str):
-        _read_reference(r, image, path)
-    elif isinstance(image, Mapping):
-        _read_image_spec(r, image, path)
+        _read_reference(r, image, _IMAGE)
+    elif _is_object(image):
+        _read_image_spec(r, image, _IMAGE)
     else:
-        r.wrong_type(path, image, "a string or an object")
+        r.wrong_type(_IMAGE, image, "a string or an object")
 
 
 def _read_reference(r: _Reader, text: str, path: str) -> ImageRef | None:
@@ -222,7 +255,7 @@ def _read_platform(r: _Reader, value: Any, path: str) -> None:
             r.platforms.append((path, parse_platform(value)))
         except InvalidPlatform as exc:
             r.fail(R.INVALID_PLATFORM, path, str(exc))
-    elif isinstance(value, Mapping):
+    elif _is_object(value):
         parts = [r.typed(value, key, path, str) for key in ("os", "architecture", "variant")]
         r.platforms.append((path, normalise(*parts)))
     else:
@@ -233,39 +266,43 @@ def _read_platform(r: _Reader, value: Any, path: str) -> None:
 
 
 def _read_entrypoint(r: _Reader, taskinfo: Mapping[str, Any]) -> None:
-    value, path = taskinfo.get("entrypoint"), f"{ROOT}.entrypoint"
+    value = taskinfo.get("entrypoint")
     if value is None or isinstance(value, str):
         return
-    if not _is(value, list) or not all(isinstance(x, str) for x in value):
-        r.wrong_type(path, value, "a string or a list of strings")
+    if not _is_list(value) or not all(isinstance(x, str) for x in value):
+        r.wrong_type(f"{ROOT}.entrypoint", value, "a string or a list of strings")
 
 
 def _read_environment(r: _Reader, taskinfo: Mapping[str, Any]) -> None:
     value, path = taskinfo.get("environment"), f"{ROOT}.environment"
     if value is None:
         return
-    if isinstance(value, Mapping):
+    if _is_object(value):
         for name, setting in value.items():
-            _read_variable(r, name, setting, f"{path}.{name}")
-    elif _is(value, list):
+            _read_variable(r, name, setting, path)
+    elif _is_list(value):
         for i, item in enumerate(value):
-            _read_assignment(r, item, f"{path}[{i}]")
+            _read_assignment(r, item, path, i)
     else:
         r.wrong_type(path, value, "an object of name: value strings, or a list of NAME=value")
 
 
-def _read_variable(r: _Reader, name: str, setting: Any, path: str) -> None:
+def _read_variable(r: _Reader, name: str, setting: Any, environment: str) -> None:
     if not name or "=" in name:
-        r.fail(R.INVALID_FIELD, path, f"{name!r} is not an environment variable name")
+        r.fail(
+            R.INVALID_FIELD,
+            f"{environment}.{name}",
+            f"{name!r} is not an environment variable name",
+        )
     if not isinstance(setting, str):
-        r.wrong_type(path, setting, "a string")
+        r.wrong_type(f"{environment}.{name}", setting, "a string")
 
 
-def _read_assignment(r: _Reader, item: Any, path: str) -> None:
+def _read_assignment(r: _Reader, item: Any, environment: str, i: int) -> None:
     if not isinstance(item, str):
-        r.wrong_type(path, item, "a string NAME=value")
+        r.wrong_type(f"{environment}[{i}]", item, "a string NAME=value")
     elif not item.partition("=")[0]:
-        r.fail(R.INVALID_FIELD, path, f"{item!r} is not of the form NAME=value")
+        r.fail(R.INVALID_FIELD, f"{environment}[{i}]", f"{item!r} is not of the form NAME=value")
 
 
 # --- network and ports -------------------------------------------------------
@@ -273,18 +310,18 @@ def _read_assignment(r: _Reader, item: Any, path: str) -> None:
 
 def _read_network(r: _Reader, taskinfo: Mapping[str, Any]) -> str:
     """Read ``network``; return the field asking for host networking, or ``""``."""
-    value, path = taskinfo.get("network"), f"{ROOT}.network"
+    value = taskinfo.get("network")
     if value is None:
         return ""
     if isinstance(value, str):
-        return path if value.lower() == "host" else ""
-    if not isinstance(value, Mapping):
-        r.wrong_type(path, value, "a string (the network mode) or an object")
+        return _NETWORK if value.lower() == "host" else ""
+    if not _is_object(value):
+        r.wrong_type(_NETWORK, value, "a string (the network mode) or an object")
         return ""
-    r.unknown_fields(value, path)
-    _read_ports(r, value.get("ports"), f"{path}.ports")
-    mode = r.typed(value, "mode", path, str)
-    return f"{path}.mode" if mode and mode.lower() == "host" else ""
+    r.unknown_fields(value, _NETWORK)
+    _read_ports(r, value.get("ports"), f"{_NETWORK}.ports")
+    mode = r.typed(value, "mode", _NETWORK, str)
+    return f"{_NETWORK}.mode" if mode and mode.lower() == "host" else ""
 
 
 #: More ports than any container publishes: refuse rather than check them all.
@@ -294,7 +331,7 @@ MAX_PORTS = 1000
 def _read_ports(r: _Reader, value: Any, path: str) -> None:
     if value is None:
         return
-    if not _is(value, list):
+    if not _is_list(value):
         r.wrong_type(path, value, "a list of ports")
         return
     if len(value) > MAX_PORTS:
@@ -305,32 +342,39 @@ def _read_ports(r: _Reader, value: Any, path: str) -> None:
 
 
 def _read_port(r: _Reader, item: Any, path: str) -> None:
-    if not isinstance(item, Mapping):
+    if not _is_object(item):
         r.wrong_type(path, item, "an object such as {internal: {port: 8080}, protocol: TCP}")
         return
     reported = len(r.reasons)  # not _wrong_fields(): that scan made many ports quadratic
-    internal = _port_number(r, item.get("internal"), f"{path}.internal")
-    external = _port_number(r, item.get("external"), f"{path}.external")
+    internal = _port_number(r, item.get("internal"), path, "internal")
+    external = _port_number(r, item.get("external"), path, "external")
     protocol = r.typed(item, "protocol", path, str)
     if internal is None and external is None and len(r.reasons) == reported:
         r.fail(R.INVALID_PORT, path, "no port given; set internal.port or external.port")
     r.ports.append(PortRequest(path, internal, external, protocol.lower() if protocol else None))
 
 
-def _port_number(r: _Reader, value: Any, path: str) -> int | None:
+def _port_number(r: _Reader, value: Any, port: str, end: str) -> int | None:
     """A port as ``8080``, ``"8080"`` (the draft's OpenAPI writes ports as
-    strings) or ``{"port": 8080}``; ``None`` if absent or bad."""
-    if isinstance(value, Mapping):
-        value, path = value.get("port"), f"{path}.port"
+    strings) or ``{"port": 8080}``, at ``<port>.<end>``; ``None`` if absent
+    or bad."""
+    nested = _is_object(value)
+    if nested:
+        value = value.get("port")
     if value is None:
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        r.wrong_type(path, value, "a port number")
+        r.wrong_type(_port_path(port, end, nested), value, "a port number")
         return None
     whole = isinstance(value, int) or value.is_integer()
     if not whole or not 1 <= value <= MAX_PORT:
-        r.fail(R.INVALID_PORT, path, f"{value:g} is not a port number (1 to {MAX_PORT})")
+        message = f"{value:g} is not a port number (1 to {MAX_PORT})"
+        r.fail(R.INVALID_PORT, _port_path(port, end, nested), message)
         return None
     return int(value)
+
+
+def _port_path(port: str, end: str, nested: bool) -> str:
+    return f"{port}.{end}.port" if nested else f"{port}.{end}"

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from ep_plugin_jupyter import reasons as R
 from ep_plugin_jupyter.config import JupyterConfig, Service
 from ep_plugin_jupyter.kernels import Kernels, check_kernels, discover_kernels
-from ep_plugin_jupyter.location import LocationRules, check_location
+from ep_plugin_jupyter.location import LocationRules, check_location, url_scheme
+from ep_plugin_jupyter.values import is_object
 from ep_server import (
     Claim,
     Fit,
@@ -54,6 +54,7 @@ KNOWN_FIELDS = {
     "taskinfo": ("notebook", "location", "kernel", "language", "languages", "requirements"),
     "taskinfo.notebook": ("location", "kernel", "language", "languages", "requirements"),
 }
+_KNOWN_SETS = {path: frozenset(names) for path, names in KNOWN_FIELDS.items()}
 
 #: How a refusal for resources says what a notebook may have.
 _GETS = "a notebook here gets"
@@ -61,13 +62,22 @@ _GETS = "a notebook here gets"
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """This site's services and rules, resolved once at start-up."""
+    """This site's services and rules, resolved once at start-up;
+    ``offered`` (each service's type and serviceinfo) is derived when the
+    site is made."""
 
     services: tuple[Service, ...]
     location: LocationRules
     kernels: Kernels
     cores: Limit
     memory: Limit
+    offered: tuple[tuple[str, Mapping[str, Any]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        offered = tuple((s.servicetype, s.serviceinfo) for s in self.services)
+        object.__setattr__(self, "offered", offered)
 
     @classmethod
     def resolve(cls, config: JupyterConfig, host: HostInfo) -> Site:
@@ -101,18 +111,22 @@ def _tighter(host: int, configured: int | None, name: str) -> Limit:
 
 def decide(query: TaskQuery, site: Site) -> Verdict:
     """YES with one offer per configured service, or NO with every reason."""
+    taskinfo = query.taskinfo
     fit = site.fit(query.resources)
-    location = check_location(query.taskinfo, site.location)
+    location = check_location(taskinfo, site.location)
     reasons: list[Reason] = [location] if location else []
-    reasons += check_kernels(query.taskinfo, site.kernels)
-    reasons += check_requirements(query.taskinfo)
+    reasons += check_kernels(taskinfo, site.kernels)
+    reasons += check_requirements(taskinfo)
     reasons += fit.reasons
     if reasons:
         return Verdict.no(*reasons)
-    ignored = ignored_fields(query.taskinfo)
-    note = f"ignored taskinfo fields this site does not know: {', '.join(ignored)}"
-    message = "; ".join(m for m in (fit.message, note if ignored else "") if m)
-    return Verdict.yes(*(_offer(service, fit, message) for service in site.services))
+    message = fit.message
+    ignored = ignored_fields(taskinfo)
+    if ignored:
+        note = f"ignored taskinfo fields this site does not know: {', '.join(ignored)}"
+        message = f"{message}; {note}" if message else note
+    resources = fit.resources
+    return Verdict.yes(*[Offer(t, info, resources, message) for t, info in site.offered])
 
 
 def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
@@ -121,7 +135,7 @@ def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
     level or in a ``notebook`` object."""
     scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
     notebook = taskinfo.get("notebook")
-    if isinstance(notebook, Mapping):
+    if is_object(notebook):
         scopes.append(("taskinfo.notebook", notebook))
     reasons = []
     for path, scope in scopes:
@@ -133,7 +147,7 @@ def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
             message = f"{where}: must be a URL or a relative path, as a non-empty string"
             reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
             continue
-        scheme = urlsplit(value).scheme
+        scheme = url_scheme(value)
         if scheme and scheme not in ("http", "https"):
             message = f"{where}: {value!r} is neither an http(s) URL nor a relative path"
             reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
@@ -146,17 +160,15 @@ def ignored_fields(taskinfo: Mapping[str, Any]) -> tuple[str, ...]:
     kernel?)``)."""
     scopes: list[tuple[str, Mapping[str, Any]]] = [("taskinfo", taskinfo)]
     notebook = taskinfo.get("notebook")
-    if isinstance(notebook, Mapping):
+    if is_object(notebook):
         scopes.append(("taskinfo.notebook", notebook))
     ignored = []
     for path, scope in scopes:
+        if _KNOWN_SETS[path].issuperset(scope):
+            continue
         known = KNOWN_FIELDS[path]
         for key in scope:
             if key not in known:
                 near = difflib.get_close_matches(str(key), known, n=1)
                 ignored.append(f"{path}.{key}" + (f" (did you mean {near[0]}?)" if near else ""))
     return tuple(ignored)
-
-
-def _offer(service: Service, fit: Fit, message: str) -> Offer:
-    return Offer(service.servicetype, service.serviceinfo, fit.resources, message)

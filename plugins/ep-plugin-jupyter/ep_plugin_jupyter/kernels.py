@@ -21,10 +21,12 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as derived
 from pathlib import Path
 from typing import Any
 
 from ep_plugin_jupyter import reasons as R
+from ep_plugin_jupyter.values import is_object
 from ep_server import Reason
 
 __all__ = [
@@ -39,19 +41,27 @@ __all__ = [
 #: Taskinfo keys that name kernel languages: one string, or a list of them.
 _SINGLE = ("kernel", "language")
 _MULTIPLE = ("languages",)
+_KEYS = frozenset((*_SINGLE, *_MULTIPLE))
 
 
 @dataclass(frozen=True, slots=True)
 class Kernels:
-    """The host's kernels: kernelspec name to language, and where they came from."""
+    """The host's kernels: kernelspec name to language, and where they came
+    from. ``names`` (every kernelspec name and language) and ``available``
+    (the languages as a refusal names them) are derived when it is made."""
 
     specs: Mapping[str, str]
     source: str
+    names: frozenset[str] = derived(init=False, repr=False, compare=False)
+    available: str = derived(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset((*self.specs, *self.specs.values())))
+        object.__setattr__(self, "available", ", ".join(self.languages()) or "none")
 
     def has(self, wanted: str) -> bool:
         """Whether a kernel of this language, or with this name, is installed."""
-        key = wanted.strip().lower()
-        return key in self.specs or key in self.specs.values()
+        return wanted.strip().lower() in self.names
 
     def languages(self) -> list[str]:
         """The installed languages, sorted (kernel names when a spec has none)."""
@@ -131,7 +141,7 @@ def requested_languages(taskinfo: Mapping[str, Any]) -> tuple[list[tuple[str, st
     wanted: list[tuple[str, str]] = []
     bad: list[Reason] = []
     scopes = [("taskinfo", taskinfo)]
-    if isinstance(taskinfo.get("notebook"), Mapping):
+    if is_object(taskinfo.get("notebook")):
         scopes.append(("taskinfo.notebook", taskinfo["notebook"]))
     for prefix, scope in scopes:
         for field, value in _entries(prefix, scope):
@@ -162,12 +172,15 @@ def _sort(field: str, value: Any, wanted: list[tuple[str, str]], bad: list[Reaso
 def check_kernels(taskinfo: Mapping[str, Any], kernels: Kernels) -> list[Reason]:
     """A reason for every kernel language asked for that the host lacks, and
     for every malformed one. Asking for none is fine."""
+    if _KEYS.isdisjoint(taskinfo):
+        notebook = taskinfo.get("notebook")
+        if not is_object(notebook) or _KEYS.isdisjoint(notebook):
+            return []
     wanted, reasons = requested_languages(taskinfo)
     reasons += [_unavailable(f, lang, kernels) for f, lang in wanted if not kernels.has(lang)]
     return reasons
 
 
 def _unavailable(field: str, language: str, kernels: Kernels) -> Reason:
-    have = ", ".join(kernels.languages()) or "none"
-    message = f"no {language!r} kernel on this host (kernels available: {have})"
+    message = f"no {language!r} kernel on this host (kernels available: {kernels.available})"
     return R.reason(R.KERNEL_UNAVAILABLE, field, message)
