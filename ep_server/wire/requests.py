@@ -185,15 +185,18 @@ def _plain_struct(msg: struct_pb2.Struct, room: int) -> dict[str, Any]:
     if room < 0:
         raise _NotPlain
     # Iterating a map's keys and indexing it is several times cheaper than
-    # its items().
+    # its items(); strings, the usual values, are read here without a call.
     fields = msg.fields
-    return {key: _plain(fields[key], room) for key in fields}
+    result = {}
+    for key in fields:
+        value = fields[key]
+        kind = value.WhichOneof("kind")
+        result[key] = value.string_value if kind == "string_value" else _plain(value, kind, room)
+    return result
 
 
-def _plain(value: struct_pb2.Value, room: int) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
+def _plain(value: struct_pb2.Value, kind: str | None, room: int) -> Any:
+    """``value``, of that ``kind``, in a container ``room`` levels above the limit."""
     if kind == "number_value":
         number = value.number_value
         if not _isfinite(number):
@@ -206,7 +209,13 @@ def _plain(value: struct_pb2.Value, room: int) -> Any:
     if kind == "list_value":
         if room < 1:
             raise _NotPlain
-        return [_plain(item, room - 1) for item in value.list_value.values]
+        items = []
+        for item in value.list_value.values:
+            kind = item.WhichOneof("kind")
+            items.append(
+                item.string_value if kind == "string_value" else _plain(item, kind, room - 1)
+            )
+        return items
     return None  # null_value, or a Value with no kind set
 
 
