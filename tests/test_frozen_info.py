@@ -15,8 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from ep_plugin_docker.config import DockerConfig
+from ep_plugin_docker.decide import Site, decide
 from ep_plugin_jupyter.config import JupyterConfig
-from ep_server import FrozenInfo, Offer, Verdict
+from ep_server import FrozenInfo, Offer, TaskQuery, Verdict
 from ep_server.builtins import static
 from ep_server.plugins.contract import Malformed, check_verdict
 from ep_server.settings_types import ServiceEntry
@@ -219,3 +220,11 @@ def test_the_plugins_and_static_claims_store_frozen_serviceinfo(host):
     [[limits]] = static.ep_configure(claims, host).values()
     assert type(limits.claim.serviceinfo) is FrozenInfo
     assert limits.claim.serviceinfo == FrozenInfo(INFO)
+
+
+def test_the_docker_plugins_offers_carry_its_configured_serviceinfo_itself(host):
+    site = Site.resolve(DockerConfig(), host)
+    verdict = decide(TaskQuery("uri://docker-container", {"image": "docker.io/x:1"}), site)
+    [offer] = verdict.offers
+    assert offer.serviceinfo is site.services[0].serviceinfo
+    assert type(offer.serviceinfo) is FrozenInfo
