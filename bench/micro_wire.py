@@ -11,13 +11,14 @@ Measures, per Ask, in microseconds:
             those queries (its ``decide`` with the default config: one offer),
   answer-3  the same with three configured services (three offers each).
 
-Each tree (this one, and ``--baseline`` if given) is measured in a subprocess
-of its own with that tree first on ``sys.path``; the subprocesses alternate,
-``--runs`` times each, and each reports the median of ``--rounds`` rounds over
-all ``--requests`` requests. Reported: the median of the runs' medians. A
-hot loop in one process understates what the same code costs inside the
-server (the cache is shared with gRPC's own work): compare trees, not the
-absolute numbers with the server's.
+Each tree (this one, and ``--baseline`` if given) is measured in a process
+of its own with that tree first on ``sys.path``; the processes take turns,
+a round each (every conversion over all ``--requests`` requests), for
+``--rounds`` rounds, so that both see the same load on a shared machine.
+Reported: the median and the lowest of the rounds. A hot loop in one process
+understates what the same code costs inside the server (the cache is shared
+with gRPC's own work): compare trees, not the absolute numbers with the
+server's.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def _taskinfo(i: int) -> dict[str, Any]:
     return info
 
 
-def _measure(count: int, rounds: int) -> dict[str, float]:
-    """This process's tree: the median µs per call of each conversion."""
+def _serve(count: int) -> None:
+    """Measure this process's tree: µs per call of each conversion, a round
+    for each line read from stdin, each round's results a JSON line."""
     from google.protobuf import struct_pb2
 
     # The plugin is not on mypy's path (make lint checks it on its own).
@@ -114,15 +116,18 @@ def _measure(count: int, rounds: int) -> dict[str, float]:
             wire.answer_to_proto(answer)
         return (time.perf_counter_ns() - start) / count / 1000
 
-    result = {"query": statistics.median(query_round() for _ in range(rounds))}
-    for name, items in answers.items():
-        result[name] = statistics.median(answer_round(items) for _ in range(rounds))
-    return result
+    # One round of each per line read, until stdin closes.
+    for _ in sys.stdin:
+        result = {"query": query_round()}
+        for name, items in answers.items():
+            result[name] = answer_round(items)
+        print(json.dumps(result), flush=True)
 
 
-def _run(tree: Path, count: int, rounds: int) -> dict[str, float]:
+def _start(tree: Path, count: int) -> subprocess.Popen[str]:
+    """A process measuring ``tree``'s code, a round per line it reads."""
     code = (
-        "import sys, json;"
+        "import sys;"
         f"sys.path[:0] = [{str(tree)!r}, {str(tree / PLUGIN)!r}];"
         "import ep_server, ep_plugin_docker;"
         f"assert ep_server.__file__.startswith({str(tree)!r}), ep_server.__file__;"
@@ -130,12 +135,26 @@ def _run(tree: Path, count: int, rounds: int) -> dict[str, float]:
         "import importlib.util;"
         f"spec = importlib.util.spec_from_file_location('micro_wire', {__file__!r});"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
-        f"print(json.dumps(module._measure({count}, {rounds})))"
+        f"module._serve({count})"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/"
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
     )
-    result: dict[str, float] = json.loads(out.stdout)
+
+
+def _round(process: subprocess.Popen[str]) -> dict[str, float]:
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write("round\n")
+    process.stdin.flush()
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the measuring process ended (exit status {process.wait()})")
+    result: dict[str, float] = json.loads(line)
     return result
 
 
@@ -143,21 +162,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="another tree to measure alongside")
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
     trees = {"this": HERE}
     if args.baseline:
         trees = {"baseline": args.baseline.resolve(), **trees}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-    for _ in range(args.runs):
-        for name, tree in trees.items():
-            runs[name].append(_run(tree, args.requests, args.rounds))
-    print(f"µs per call, median of {args.runs} runs x {args.rounds} rounds x {args.requests}")
-    print(f"{'tree':10}" + "".join(f"{k:>10}" for k in runs["this"][0]))
-    for name, results in runs.items():
-        medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
-        print(f"{name:10}" + "".join(f"{v:10.2f}" for v in medians.values()))
+    processes = {name: _start(tree, args.requests) for name, tree in trees.items()}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    try:
+        for _ in range(args.rounds):
+            for name, process in processes.items():
+                rounds[name].append(_round(process))
+    finally:
+        for process in processes.values():
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(timeout=60)
+    print(f"µs per call: median (and lowest) of {args.rounds} interleaved rounds x {args.requests}")
+    print(f"{'tree':10}" + "".join(f"{k:>18}" for k in rounds["this"][0]))
+    for name, results in rounds.items():
+        cells = (
+            f"{statistics.median(r[k] for r in results):8.2f} ({min(r[k] for r in results):6.2f})"
+            for k in results[0]
+        )
+        print(f"{name:10}" + "".join(f"{c:>18}" for c in cells))
 
 
 if __name__ == "__main__":
