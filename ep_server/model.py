@@ -9,11 +9,12 @@ module's API and not on generated code.
 from __future__ import annotations
 
 import enum
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "ANONYMOUS",
@@ -22,6 +23,7 @@ __all__ = [
     "BookingState",
     "Cause",
     "Claim",
+    "FrozenInfo",
     "HostInfo",
     "Identity",
     "IntRange",
@@ -97,6 +99,115 @@ ANONYMOUS = Identity("anonymous")
 #: level of a Struct costs it about three of its 100), so a site may lower
 #: this (``[server] max_taskinfo_depth``) but never raise it.
 MAX_TASKINFO_DEPTH = 32
+
+
+#: The deepest nesting of a :class:`FrozenInfo` (the mapping itself is
+#: level 1): what the plugin contract accepts in a serviceinfo.
+MAX_INFO_DEPTH = 32
+
+
+class FrozenInfo(dict[str, Any]):
+    """A JSON object that cannot change: for a serviceinfo fixed at start-up.
+
+    ``FrozenInfo(mapping)`` copies ``mapping`` deeply: nested mappings become
+    FrozenInfo, lists and tuples become tuples, and every value must be JSON
+    (string keys; str, int, finite float, bool, None, lists and mappings of
+    them, at most :data:`MAX_INFO_DEPTH` levels deep), else ``TypeError`` or
+    ``ValueError``. It reads like the dict it is (it is hashable, too); every
+    method that would change it raises ``TypeError``, and ``copy()`` or
+    ``dict(info)`` give a mutable copy.
+
+    Because it cannot change, the EP encodes an offer's FrozenInfo serviceinfo
+    for the wire once and reuses that for every answer that offers it; a plain
+    dict is encoded anew each time. Plugins that offer the same serviceinfo on
+    every Ask (one read from their config) store it as a FrozenInfo; the
+    config type :data:`ep_server.settings_types.ServiceInfo` (and
+    ``ServiceEntry``) do that.
+    """
+
+    __slots__ = ("_depth", "_encoded", "_hash")
+
+    _depth: int
+    #: The wire layer's encoding (:mod:`ep_server.wire.responses`), made on first use.
+    _encoded: bytes | None
+    _hash: int | None
+
+    def __new__(cls, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), /) -> FrozenInfo:
+        if type(data) is cls:
+            return data
+        return _freeze_mapping(cls, dict(data), "", MAX_INFO_DEPTH)
+
+    def __init__(self, data: object = (), /) -> None:
+        """Does nothing: :meth:`__new__` built the mapping (``dict.__init__``
+        would add ``data`` to it again, unfrozen)."""
+
+    def __repr__(self) -> str:
+        return f"FrozenInfo({dict.__repr__(self)})"
+
+    def __hash__(self) -> int:  # type: ignore[override]  # dict sets __hash__ = None
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(frozenset(self.items())))
+        assert self._hash is not None
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[FrozenInfo], tuple[dict[str, Any]]]:
+        return FrozenInfo, (dict(self),)
+
+    def __copy__(self) -> FrozenInfo:
+        return self
+
+    def __deepcopy__(self, memo: object) -> FrozenInfo:
+        return self
+
+    def _immutable(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a FrozenInfo cannot change; change a copy (dict(info)) instead")
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _immutable
+    clear = pop = popitem = setdefault = update = _immutable
+    __ior__ = _immutable
+
+
+def _freeze_mapping(
+    cls: type[FrozenInfo], data: dict[Any, Any], path: str, room: int
+) -> FrozenInfo:
+    """``data`` as a FrozenInfo nested at most ``room`` levels deep."""
+    if room <= 0:
+        raise ValueError(f"{path or 'the mapping'} nests deeper than {MAX_INFO_DEPTH} levels")
+    info = dict.__new__(cls)
+    depth = 0
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{path or 'the mapping'} has a key of type {type(key).__name__}")
+        frozen, level = _freeze(value, f"{path}.{key}" if path else key, room - 1)
+        dict.__setitem__(info, key, frozen)
+        depth = max(depth, level)
+    object.__setattr__(info, "_depth", depth + 1)
+    object.__setattr__(info, "_encoded", None)
+    object.__setattr__(info, "_hash", None)
+    return info
+
+
+def _freeze(value: object, path: str, room: int) -> tuple[object, int]:
+    """``value`` frozen, and how deeply it nests (0 for a scalar)."""
+    if isinstance(value, str | bool | int) or value is None:
+        return value, 0
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value}, not a JSON number")
+        return value, 0
+    if type(value) is FrozenInfo:
+        if value._depth > room:
+            raise ValueError(f"{path} nests deeper than {MAX_INFO_DEPTH} levels")
+        return value, value._depth
+    if isinstance(value, Mapping):
+        frozen = _freeze_mapping(FrozenInfo, dict(value), path, room)
+        return frozen, frozen._depth
+    if isinstance(value, list | tuple):
+        if room <= 0:
+            raise ValueError(f"{path} nests deeper than {MAX_INFO_DEPTH} levels")
+        items = [_freeze(item, f"{path}[{i}]", room - 1) for i, item in enumerate(value)]
+        return tuple(item for item, _ in items), 1 + max((level for _, level in items), default=0)
+    raise TypeError(f"{path} is a {type(value).__name__}, not a JSON value")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from ep_server.model import parse_bytes
+from ep_server.model import FrozenInfo, parse_bytes
 from ep_server.uri import uri_problem
 
-__all__ = ["URI", "ByteSize", "NameList", "ServiceEntry", "split_commas"]
+__all__ = ["URI", "ByteSize", "NameList", "ServiceEntry", "ServiceInfo", "split_commas"]
 
 
 def split_commas(value: Any) -> Any:
@@ -48,12 +48,32 @@ def _uri(value: str) -> str:
     return value
 
 
+def _frozen(value: dict[str, Any]) -> FrozenInfo:
+    try:
+        return FrozenInfo(value)
+    except TypeError as exc:  # pydantic reports ValueErrors, and lets TypeErrors through
+        raise ValueError(str(exc)) from None
+
+
+def _thawed(value: Any) -> Any:
+    """A FrozenInfo's values as plain JSON-like Python again (dicts, lists)."""
+    if isinstance(value, dict):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(item) for item in value]
+    return value
+
+
 #: A list of strings; a string is split at commas.
 NameList = Annotated[list[str], BeforeValidator(split_commas)]
 #: A byte count: an int, or a string such as "512MiB" or "8GB".
 ByteSize = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
 #: An absolute URI, as task and service types must be.
 URI = Annotated[str, AfterValidator(_uri)]
+#: A serviceinfo: a JSON object, kept as a :class:`~ep_server.model.FrozenInfo`
+#: (a dict that cannot change) so that the EP encodes it for the wire once.
+#: Dumped (``model_dump``) as plain dicts and lists.
+ServiceInfo = Annotated[dict[str, Any], AfterValidator(_frozen), PlainSerializer(_thawed)]
 
 
 class ServiceEntry(BaseModel):
@@ -62,4 +82,4 @@ class ServiceEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servicetype: URI
-    serviceinfo: dict[str, Any] = {}
+    serviceinfo: ServiceInfo = Field(default={}, validate_default=True)

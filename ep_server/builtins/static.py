@@ -26,12 +26,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ep_server.fitting import Limit, fit_resources
 from ep_server.hookspecs import hookimpl
 from ep_server.model import Claim, HostInfo, Offer, Reason, TaskQuery, Verdict, parse_bytes
-from ep_server.settings_types import URI
+from ep_server.settings_types import URI, ServiceInfo
 
 
 def _bytes_or_host(value: Any) -> Any:
@@ -45,7 +45,8 @@ class StaticClaim(BaseModel):
 
     tasktype: URI
     servicetype: URI
-    serviceinfo: dict[str, Any] = {}
+    #: A FrozenInfo: offered unchanged on every Ask, encoded for the wire once.
+    serviceinfo: ServiceInfo = Field(default={}, validate_default=True)
     cores: int | Literal["host"] | None = None
     memory: Annotated[int | Literal["host"] | None, BeforeValidator(_bytes_or_host)] = None
     fallback: bool = False

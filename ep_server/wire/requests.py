@@ -8,9 +8,12 @@ the field rather than gRPC's bare UNKNOWN; each ``*_from_request`` function
 turns one into that error (:mod:`~ep_server.wire.undecodable` explains
 what is wrong with the bytes).
 
-Each taskinfo ``Struct`` is converted to Python values exactly once, in the
-same walk that checks its depth and rejects NaN and infinities (which JSON,
-and so the taskinfo's JSON form, cannot carry).
+Each taskinfo ``Struct`` is converted to Python values in one walk that also
+checks its depth and rejects NaN and infinities (which JSON, and so the
+taskinfo's JSON form, cannot carry). That walk builds no field paths: only
+when it meets a bad value does a second walk (:class:`_StructWalker`) name
+every bad field. The other fields' paths, too, are built only for a field
+that is wrong.
 """
 
 from __future__ import annotations
@@ -120,28 +123,29 @@ def query_from_request(
 
     :raises InvalidArgument: naming every bad field.
     """
-    request = _decoded(request, limits)
+    if isinstance(request, Undecodable):
+        request = _decoded(request, limits)  # raises
     bad: list[FieldViolation] = []
-    if request.tasktype not in limits.known_tasktypes:
-        _check_tasktype(request.tasktype, bad)
-    taskinfo = _taskinfo(request, limits, bad)
-    resources = _resources(request.resources, bad) if request.HasField("resources") else Resources()
+    tasktype = request.tasktype
+    if tasktype not in limits.known_tasktypes:
+        _check_tasktype(tasktype, bad)
+    taskinfo = _struct(request.taskinfo, limits, bad) if request.HasField("taskinfo") else {}
+    resources = _resources(request.resources, bad) if request.HasField("resources") else _ANY
     schedule = _schedule(request.schedule, limits, bad) if request.HasField("schedule") else None
     if bad:
         raise InvalidArgument("AskRequest", bad)
-    return TaskQuery(request.tasktype, taskinfo, resources, identity, schedule)
+    return TaskQuery(tasktype, taskinfo, resources, identity, schedule)
+
+
+#: The resources of a request that asks for none (immutable, so shared).
+_ANY = Resources()
+_OPEN = IntRange()
 
 
 def _check_tasktype(tasktype: str, bad: list[FieldViolation]) -> None:
     problem = uri_problem(tasktype)
     if problem:
         bad.append(FieldViolation("tasktype", problem))
-
-
-def _taskinfo(request: pb.AskRequest, limits: Limits, bad: list[FieldViolation]) -> dict[str, Any]:
-    if not request.HasField("taskinfo"):
-        return {}
-    return _struct(request.taskinfo, limits, bad)
 
 
 def _struct(
@@ -156,14 +160,69 @@ def _struct(
             )
         )
         return {}
+    try:
+        return _plain_struct(taskinfo, limits.max_taskinfo_depth - 1)
+    except _NotPlain:
+        pass
     walker = _StructWalker(limits.max_taskinfo_depth)
     result = walker.struct(taskinfo, "taskinfo", 1)
     bad.extend(walker.bad)
     return result
 
 
+class _NotPlain(Exception):
+    """A taskinfo value too deep, or a number JSON cannot carry."""
+
+
+_isfinite = math.isfinite
+
+
+def _plain_struct(msg: struct_pb2.Struct, room: int) -> dict[str, Any]:
+    """``msg`` as a dict, its values at most ``room`` levels further down.
+
+    :raises _NotPlain: at the first bad value (see :class:`_StructWalker`).
+    """
+    if room < 0:
+        raise _NotPlain
+    # Iterating a map's keys and indexing it is several times cheaper than
+    # its items(); strings, the usual values, are read here without a call.
+    fields = msg.fields
+    result = {}
+    for key in fields:
+        value = fields[key]
+        kind = value.WhichOneof("kind")
+        result[key] = value.string_value if kind == "string_value" else _plain(value, kind, room)
+    return result
+
+
+def _plain(value: struct_pb2.Value, kind: str | None, room: int) -> Any:
+    """``value``, of that ``kind``, in a container ``room`` levels above the limit."""
+    if kind == "number_value":
+        number = value.number_value
+        if not _isfinite(number):
+            raise _NotPlain
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _plain_struct(value.struct_value, room - 1)
+    if kind == "list_value":
+        if room < 1:
+            raise _NotPlain
+        items = []
+        for item in value.list_value.values:
+            kind = item.WhichOneof("kind")
+            items.append(
+                item.string_value if kind == "string_value" else _plain(item, kind, room - 1)
+            )
+        return items
+    return None  # null_value, or a Value with no kind set
+
+
 class _StructWalker:
-    """Converts a Struct to Python values, checking depth and numbers."""
+    """Converts a Struct to Python values, checking depth and numbers, and
+    names each bad value's field: for a taskinfo :func:`_plain_struct`
+    refused."""
 
     def __init__(self, max_depth: int) -> None:
         self.max_depth = max_depth
@@ -206,24 +265,28 @@ class _StructWalker:
 
 def _resources(res: pb.Resources, bad: list[FieldViolation]) -> Resources:
     return Resources(
-        cores=_range(res, "cores", bad),
-        memory=_range(res, "memory", bad),
+        cores=_range(res.cores, "cores", bad) if res.HasField("cores") else _OPEN,
+        memory=_range(res.memory, "memory", bad) if res.HasField("memory") else _OPEN,
     )
 
 
-def _range(res: pb.Resources, name: str, bad: list[FieldViolation]) -> IntRange:
-    if not res.HasField(name):
-        return IntRange()
-    msg = getattr(res, name)
+def _range(msg: pb.Range, name: str, bad: list[FieldViolation]) -> IntRange:
     low = msg.min if msg.HasField("min") else None
     high = msg.max if msg.HasField("max") else None
+    if (low is not None and low < 0) or (high is not None and (high < 0 or (low or 0) > high)):
+        _range_problems(name, low, high, bad)
+    return IntRange(low, high)
+
+
+def _range_problems(
+    name: str, low: int | None, high: int | None, bad: list[FieldViolation]
+) -> None:
     path = f"resources.{name}"
     for end, value in (("min", low), ("max", high)):
         if value is not None and value < 0:
             bad.append(FieldViolation(f"{path}.{end}", f"must not be negative, got {value}"))
     if low is not None and high is not None and 0 <= high < low:
         bad.append(FieldViolation(path, f"min ({low}) is greater than max ({high})"))
-    return IntRange(low, high)
 
 
 def _schedule(msg: pb.Schedule, limits: Limits, bad: list[FieldViolation]) -> Schedule | None:
@@ -245,24 +308,24 @@ def _windows(msg: pb.Schedule, limits: Limits, bad: list[FieldViolation]) -> Ite
         bad.append(FieldViolation("schedule.windows", f"at most {limits.max_windows} windows"))
         return
     for i, window in enumerate(msg.windows):
-        path = f"schedule.windows[{i}]"
-        start = _time(window, "start", path, bad)
-        end = _time(window, "end", path, bad)
+        start = _time(window, "start", i, bad)
+        end = _time(window, "end", i, bad)
         if start is not None and end is not None:
             if end < start:
-                bad.append(FieldViolation(f"{path}.end", "is before start"))
+                bad.append(FieldViolation(f"schedule.windows[{i}].end", "is before start"))
             else:
                 yield Window(start, end)
 
 
-def _time(msg: Any, name: str, path: str, bad: list[FieldViolation]) -> datetime | None:
+def _time(msg: Any, name: str, i: int, bad: list[FieldViolation]) -> datetime | None:
+    """Window ``i``'s ``name``."""
     if not msg.HasField(name):
-        bad.append(FieldViolation(f"{path}.{name}", "is required"))
+        bad.append(FieldViolation(f"schedule.windows[{i}].{name}", "is required"))
         return None
     try:
         value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        bad.append(FieldViolation(f"{path}.{name}", "is not a valid timestamp"))
+        bad.append(FieldViolation(f"schedule.windows[{i}].{name}", "is not a valid timestamp"))
         return None
     return value
 
@@ -270,17 +333,18 @@ def _time(msg: Any, name: str, path: str, bad: list[FieldViolation]) -> datetime
 def _duration(
     msg: pb.Schedule, name: str, limits: Limits, bad: list[FieldViolation], required: bool
 ) -> timedelta | None:
-    path = f"schedule.{name}"
     if not msg.HasField(name):
         if required:
-            bad.append(FieldViolation(path, "is required"))
+            bad.append(FieldViolation(f"schedule.{name}", "is required"))
         return None
     field = getattr(msg, name)
     if field.seconds < 0 or field.nanos < 0 or (field.seconds == 0 and field.nanos == 0):
-        bad.append(FieldViolation(path, "must be positive"))
+        bad.append(FieldViolation(f"schedule.{name}", "must be positive"))
         return None
     if field.seconds > limits.max_duration.total_seconds():
-        bad.append(FieldViolation(path, f"must be at most {limits.max_duration.days} days"))
+        bad.append(
+            FieldViolation(f"schedule.{name}", f"must be at most {limits.max_duration.days} days")
+        )
         return None
     value: timedelta = field.ToTimedelta()
     return value

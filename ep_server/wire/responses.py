@@ -1,4 +1,9 @@
-"""Responses: plain objects in, protobuf out."""
+"""Responses: plain objects in, protobuf out.
+
+A serviceinfo that is a :class:`~ep_server.model.FrozenInfo` (a plugin's
+configured one) is encoded once: its serialized ``Struct`` is kept on it and
+merged into each answer that offers it. Any other mapping is encoded anew.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,16 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from ep_server.model import Booking, BookingState, Cause, IntRange, Offer, Resources, Slot
+from ep_server.model import (
+    Booking,
+    BookingState,
+    Cause,
+    FrozenInfo,
+    IntRange,
+    Offer,
+    Resources,
+    Slot,
+)
 from ep_server.pb import execution_planner_pb2 as pb
 from ep_server.planner import Answer
 from ep_server.plugins.registry import PluginState, Registry
@@ -135,7 +149,14 @@ def booking_to_proto(booking: Booking) -> pb.Booking:
 
 
 def _fill_struct(target: struct_pb2.Struct, info: Mapping[str, Any]) -> None:
-    """``Struct.update`` with a fast path for the usual flat string values."""
+    """``Struct.update`` with a fast path for the usual flat string values,
+    and the kept encoding of a FrozenInfo."""
+    if type(info) is FrozenInfo:
+        encoded = info._encoded
+        if encoded is None:
+            encoded = _encoded(info)
+        target.MergeFromString(encoded)
+        return
     if not isinstance(info, Mapping):
         raise TypeError(f"serviceinfo must be a mapping, not {type(info).__name__}")
     fields = target.fields
@@ -146,17 +167,32 @@ def _fill_struct(target: struct_pb2.Struct, info: Mapping[str, Any]) -> None:
             target.update({key: value})
 
 
+def _encoded(info: FrozenInfo) -> bytes:
+    """``info`` as a serialized ``Struct``, kept on it for the next answer
+    (it cannot change: :class:`FrozenInfo` refuses every change)."""
+    struct = struct_pb2.Struct()
+    struct.update(info)
+    encoded: bytes = struct.SerializeToString()
+    # Set past FrozenInfo.__setattr__, which refuses every change.
+    object.__setattr__(info, "_encoded", encoded)
+    return encoded
+
+
 def _set_resources(msg: pb.Resources, resources: Resources) -> None:
-    for name in ("cores", "memory"):
-        rng: IntRange = getattr(resources, name)
-        if rng.min is None and rng.max is None:
-            continue
-        target = getattr(msg, name)
-        target.SetInParent()
-        if rng.min is not None:
-            target.min = rng.min
-        if rng.max is not None:
-            target.max = rng.max
+    """Set each range that has an end; a range open at both ends stays unset."""
+    cores, memory = resources.cores, resources.memory
+    if cores.min is not None or cores.max is not None:
+        _set_range(msg.cores, cores)
+    if memory.min is not None or memory.max is not None:
+        _set_range(msg.memory, memory)
+
+
+def _set_range(msg: pb.Range, rng: IntRange) -> None:
+    # Setting either end marks the range (and so the resources) present.
+    if rng.min is not None:
+        msg.min = rng.min
+    if rng.max is not None:
+        msg.max = rng.max
 
 
 def accept_response(booking: Booking) -> pb.AcceptOfferResponse:
