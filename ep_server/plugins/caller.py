@@ -34,9 +34,9 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+import types
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 from ep_server.plugins.contract import Malformed
 from ep_server.plugins.registry import Impl
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_NO_KWARGS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class Status(enum.Enum):
@@ -66,9 +68,9 @@ class Status(enum.Enum):
     BUSY = "busy"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[T]):
-    """What one call of one plugin's hook came to."""
+class Outcome(NamedTuple, Generic[T]):
+    """What one call of one plugin's hook came to (a named tuple: one is
+    made for every call, and a tuple is the cheapest immutable record)."""
 
     plugin: str
     status: Status
@@ -111,34 +113,61 @@ class PluginCaller:
         """Call every one of ``impls`` with ``args`` at once; wait until all
         are done or the event loop's clock reaches ``until``. If the wait
         itself is cancelled (the caller left), the calls are cancelled too."""
-        loop = asyncio.get_running_loop()
+        return await self.gather_on(asyncio.get_running_loop(), impls, until, args, kwargs)
+
+    async def gather_on(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        impls: Sequence[Impl[..., T]],
+        until: float,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] = _NO_KWARGS,
+    ) -> list[Outcome[T]]:
+        """:meth:`gather` on ``loop``, the running loop, which the caller
+        already holds (each ``asyncio.get_running_loop()`` is a system call
+        on Python 3.11).
+
+        An async hook's task takes its first step on the loop's next turn;
+        most hooks answer in that step. So when there are tasks, the wait
+        starts with one turn of the loop, and only calls still running
+        after it are waited for under a timer at ``until``: a query whose
+        plugins answer without waiting costs no timer, no waiter and no
+        callbacks."""
         started = time.perf_counter()
-        outcomes: list[Outcome[T] | None] = [None] * len(impls)
-        futures: dict[int, asyncio.Future[Any]] = {}
+        count = len(impls)
+        outcomes: list[Outcome[T] | None] = [None] * count
+        futures: list[asyncio.Future[Any] | None] = [None] * count
         jobs: dict[int, _Job] = {}
-        finished: dict[int, float] = {}
+        unstarted = False  # a task waits for the loop's next turn to start
         for i, impl in enumerate(impls):
             try:
                 if impl.is_async:
-                    future = _task(impl.function(*args, **kwargs), loop)
+                    futures[i], lazy = _task(impl.function(*args, **kwargs), loop)
+                    unstarted = unstarted or lazy
                 else:
-                    jobs[i] = self._submit(impl, args, kwargs)
-                    future = asyncio.wrap_future(jobs[i], loop=loop)
+                    jobs[i] = job = self._submit(impl, args, kwargs)
+                    futures[i] = asyncio.wrap_future(job, loop=loop)
             except _Busy as busy:
                 outcomes[i] = Outcome(impl.plugin, Status.BUSY, problem=str(busy))
-                continue
             except Exception as exc:  # the call itself raised (a plain function marked async)
                 outcomes[i] = self._raised(impl, exc, 0.0)
-                continue
-            futures[i] = future
-            if future.done():  # an eagerly started hook that did not wait
-                finished[i] = time.perf_counter()
-        pending = {i: f for i, f in futures.items() if not f.done()}
+        if unstarted:
+            try:
+                await _turn()
+            except asyncio.CancelledError:
+                _cancel(futures)
+                raise
+        turned = time.perf_counter()
+        pending = {i: f for i, f in enumerate(futures) if f is not None and not f.done()}
+        finished: dict[int, float] = {}
+        now = turned
         if pending:
             await _all_or_deadline(pending, finished, until, loop)
-        for i, future in futures.items():
-            seconds = finished.get(i, time.perf_counter()) - started
-            outcomes[i] = self._settle(impls[i], future, jobs.get(i), seconds)
+            now = time.perf_counter()
+        for i, future in enumerate(futures):
+            if future is not None:
+                ended = finished.get(i, now) if i in pending else turned
+                outcomes[i] = self._settle(impls[i], future, jobs.get(i), ended - started)
         return outcomes  # type: ignore[return-value]  # every slot is filled above
 
     def _settle(
@@ -187,7 +216,9 @@ class PluginCaller:
 
     # --- the threads and what each plugin holds ------------------------------
 
-    def _submit(self, impl: Impl[P, T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Job:
+    def _submit(
+        self, impl: Impl[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> _Job:
         """Start a plain call in a worker thread, unless its plugin is busy."""
         key = (impl.plugin, impl.hook)
         with self._lock:
@@ -299,21 +330,35 @@ def _timed(job: _Job, function: Callable[..., Any]) -> Callable[..., Any]:
 
 if sys.version_info >= (3, 12):
 
-    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[Any], bool]:
         """A task of its own for an async hook, whose first step runs now
         (Python 3.12 eager start): a plugin that answers without waiting
         costs no trip through the event loop, and one that waits still has
-        its own task, so its timeouts and cancellations stay its own."""
+        its own task, so its timeouts and cancellations stay its own. True
+        with the task when its first step waits for the loop's next turn."""
         if loop.get_task_factory() is not None:  # someone's own tasks: theirs to make
-            return loop.create_task(coro)
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+            return loop.create_task(coro), True
+        return asyncio.Task(coro, loop=loop, eager_start=True), False  # type: ignore[call-arg,unused-ignore]
 
 else:
 
-    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[Any], bool]:
         """A task of its own for an async hook (Python 3.11 has no eager
         start: its first step waits for the next turn of the event loop)."""
-        return loop.create_task(coro)
+        return loop.create_task(coro), True
+
+
+@types.coroutine
+def _turn() -> Generator[None, None, None]:
+    """Let the event loop take one turn (what ``asyncio.sleep(0)`` does):
+    the tasks made before it take their first step first."""
+    yield
+
+
+def _cancel(futures: Sequence[asyncio.Future[Any] | None]) -> None:
+    for future in futures:
+        if future is not None:
+            future.cancel()
 
 
 async def _all_or_deadline(
