@@ -10,6 +10,7 @@ plugin, alone and mixed, to the same guarantees.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -324,3 +325,89 @@ async def test_a_plugins_own_timeout_in_its_first_step_stays_its_own(planner_of)
     assert [p for p, _ in answer.offers] == ["quick"]
     assert codes(answer) == [("own", "BACKEND_SLOW")]
     assert asyncio.current_task().cancelling() == 0  # the asker was never cancelled
+
+
+class Plain:
+    """A plain ep_evaluate (run in a worker thread) that sleeps, then says yes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    @hookimpl
+    def ep_claims(self) -> list[Claim]:
+        return [Claim(TASK)]
+
+    @hookimpl
+    def ep_evaluate(self) -> Verdict:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return Verdict.yes(Offer("uri://plain"))
+
+
+async def test_a_plain_claimant_is_measured_to_its_own_end(planner_of):
+    planner, metrics = planner_of(deadline=0.3, plain=Plain(0.02), late=Plugin(wait=30))
+    answer = await planner.ask(QUERY)
+    assert [p for p, _ in answer.offers] == ["plain"]
+    seen = metrics.by_plugin()
+    assert 0.02 <= seen["plain"][1] < 0.2
+    assert seen["late"] == ("timeout", pytest.approx(0.3, abs=0.2))
+
+
+async def test_a_plain_claimant_past_the_deadline_holds_its_thread_until_it_returns(planner_of):
+    slow = Plain(0.3)
+    planner, metrics = planner_of(deadline=0.05, slow=slow)
+    answer = await planner.ask(QUERY)
+    assert codes(answer) == [("slow", "PLUGIN_TIMEOUT")]
+    assert metrics.by_plugin()["slow"][0] == "timeout"
+    assert planner.caller.busy_threads() == 1
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if planner.caller.busy_threads() == 0:
+            break
+    assert planner.caller.busy_threads() == 0
+    assert slow.calls == 1
+
+
+async def test_a_cancelled_ask_cancels_its_queued_plain_call(registry_of):
+    class Gate:
+        """A plain ep_evaluate that blocks until opened."""
+
+        def __init__(self) -> None:
+            self.open = threading.Event()
+            self.calls = 0
+
+        @hookimpl
+        def ep_claims(self) -> list[Claim]:
+            return [Claim(TASK)]
+
+        @hookimpl
+        def ep_evaluate(self) -> Verdict:
+            self.calls += 1
+            self.open.wait(10)
+            return Verdict.yes(Offer("uri://gate"))
+
+    gates = [Gate(), Gate()]
+    queued = Plain(0)
+    registry = registry_of(g0=gates[0], g1=gates[1], queued=queued)
+    # Two threads, each held by a gate: the third plugin's call waits in the queue.
+    planner = Planner(registry, PluginCaller(threads=2, deadline=10))
+    try:
+        asking = asyncio.ensure_future(planner.ask(QUERY))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if gates[0].calls and gates[1].calls:
+                break
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+    finally:
+        for gate in gates:
+            gate.open.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if planner.caller.busy_threads() == 0:
+            break
+    assert planner.caller.busy_threads() == 0
+    assert queued.calls == 0  # cancelled in the queue: it never ran
+    planner.caller.close()

@@ -36,7 +36,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from ep_server.plugins.contract import Malformed
 from ep_server.plugins.registry import Impl
@@ -136,17 +136,15 @@ class PluginCaller:
         started = time.perf_counter()
         count = len(impls)
         outcomes: list[Outcome[T] | None] = [None] * count
-        futures: list[asyncio.Future[Any] | None] = [None] * count
-        jobs: dict[int, _Job] = {}
+        calls: list[asyncio.Future[Any] | _Job | None] = [None] * count
         unstarted = False  # a task waits for the loop's next turn to start
         for i, impl in enumerate(impls):
             try:
                 if impl.is_async:
-                    futures[i], lazy = _task(impl.function(*args, **kwargs), loop)
+                    calls[i], lazy = _task(impl.function(*args, **kwargs), loop)
                     unstarted = unstarted or lazy
                 else:
-                    jobs[i] = job = self._submit(impl, args, kwargs)
-                    futures[i] = asyncio.wrap_future(job, loop=loop)
+                    calls[i] = self._submit(impl, args, kwargs)
             except _Busy as busy:
                 outcomes[i] = Outcome(impl.plugin, Status.BUSY, problem=str(busy))
             except Exception as exc:  # the call itself raised (a plain function marked async)
@@ -155,37 +153,39 @@ class PluginCaller:
             try:
                 await _turn()
             except asyncio.CancelledError:
-                _cancel(futures)
+                _cancel(calls)
                 raise
         turned = time.perf_counter()
-        pending = {i: f for i, f in enumerate(futures) if f is not None and not f.done()}
-        finished: dict[int, float] = {}
-        now = turned
-        if pending:
-            await _all_or_deadline(pending, finished, until, loop)
-            now = time.perf_counter()
-        for i, future in enumerate(futures):
-            if future is not None:
-                ended = finished.get(i, now) if i in pending else turned
-                outcomes[i] = self._settle(impls[i], future, jobs.get(i), ended - started)
+        wait: _Wait | None = None
+        for call in calls:
+            if call is not None and not call.done():
+                if wait is None:
+                    wait = _Wait(loop)
+                wait.add(call)
+        if wait is not None:
+            await wait.until(until)
+        for i, call in enumerate(calls):
+            if call is not None:
+                ended = turned if wait is None else wait.ended(call, turned)
+                outcomes[i] = self._settle(impls[i], call, ended - started)
         return outcomes  # type: ignore[return-value]  # every slot is filled above
 
     def _settle(
-        self, impl: Impl[P, T], future: asyncio.Future[Any], job: _Job | None, seconds: float
+        self, impl: Impl[..., T], call: asyncio.Future[Any] | _Job, seconds: float
     ) -> Outcome[T]:
-        if not future.done():
-            future.cancel()  # a task is cancelled; a queued call too
-            if job is not None:  # a running call is left to finish in its thread
-                self._mark_late(job)
+        if not call.done():
+            call.cancel()  # a task is cancelled; a queued call too
+            if isinstance(call, _Job):  # a running call is left to finish in its thread
+                self._mark_late(call)
             return self._late_outcome(impl, seconds)
-        if future.cancelled():
+        if call.cancelled():
             return self._raised(
                 impl, asyncio.CancelledError("the plugin cancelled itself"), seconds
             )
-        error = future.exception()
+        error = call.exception()
         if error is not None:
             return self._raised(impl, error, seconds)
-        return self._checked(impl, future.result(), seconds)
+        return self._checked(impl, call.result(), seconds)
 
     # --- from another thread -----------------------------------------------
 
@@ -231,16 +231,18 @@ class PluginCaller:
             if cool is not None and time.monotonic() < cool:
                 raise _Busy(f"{impl.hook} of this plugin is refused for a while after a slow call")
             self._held[impl.plugin] = held + 1
-        job = _Job(impl.plugin, impl.hook)
-        job.add_done_callback(functools.partial(self._returned, impl))
+        job = _Job(impl)
+        job.add_done_callback(self._returned)
         function = functools.partial(impl.function, **kwargs) if kwargs else impl.function
         context = contextvars.copy_context()
-        self._workers.run(job, context.run, _timed(job, function), *args)
+        self._workers.run(job, context.run, job.call, function, *args)
         return job
 
-    def _returned(self, impl: Impl[Any, Any], job: _Job) -> None:
+    def _returned(self, future: concurrent.futures.Future[Any]) -> None:
         """A plain call ended (or was cancelled before it started): its plugin
         gets its thread back, and a slow call may trip the hook's cooldown."""
+        job = cast(_Job, future)
+        impl = job.impl
         key = (impl.plugin, impl.hook)
         with self._lock:
             self._held[impl.plugin] -= 1
@@ -260,7 +262,7 @@ class PluginCaller:
         with self._lock:
             if not job.done():  # else _returned has run, or will find late unset
                 job.late = True
-                key = (job.plugin, job.hook)
+                key = (job.impl.plugin, job.impl.hook)
                 self._late[key] = self._late.get(key, 0) + 1
 
     def _late_outcome(self, impl: Impl[P, T], seconds: float) -> Outcome[T]:
@@ -307,25 +309,22 @@ class _Busy(Exception):
 
 
 class _Job(concurrent.futures.Future[Any]):
-    """One plain call: a future that knows its plugin, whether the caller
-    stopped waiting for it, and how long it ran."""
+    """One plain call: a future that knows its hook implementation, whether
+    the caller stopped waiting for it, and how long it ran."""
 
-    def __init__(self, plugin: str, hook: str) -> None:
+    def __init__(self, impl: Impl[..., Any]) -> None:
         super().__init__()
-        self.plugin, self.hook = plugin, hook
+        self.impl = impl
         self.late = False
         self.took = 0.0
 
-
-def _timed(job: _Job, function: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``, noting how long it took (in the worker thread)."""
         started = time.monotonic()
         try:
             return function(*args)
         finally:
-            job.took = time.monotonic() - started
-
-    return call
+            self.took = time.monotonic() - started
 
 
 if sys.version_info >= (3, 12):
@@ -355,47 +354,73 @@ def _turn() -> Generator[None, None, None]:
     yield
 
 
-def _cancel(futures: Sequence[asyncio.Future[Any] | None]) -> None:
-    for future in futures:
-        if future is not None:
-            future.cancel()
+def _cancel(calls: Sequence[asyncio.Future[Any] | _Job | None]) -> None:
+    for call in calls:
+        if call is not None:
+            call.cancel()
 
 
-async def _all_or_deadline(
-    pending: dict[int, asyncio.Future[Any]],
-    finished: dict[int, float],
-    deadline: float,
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    """Wait until every future in ``pending`` is done or the loop's clock
-    reaches ``deadline``, noting in ``finished`` when each one ended.
+class _Wait:
+    """The wait for the calls still running after the loop's turn: until
+    the last one ends, or the loop's clock reaches the deadline, noting when
+    each one ended (a plain call, in its worker thread). If the wait itself
+    is cancelled, the calls are cancelled too."""
 
-    What ``asyncio.wait`` does, with one callback per future that also takes
-    the time. If the wait itself is cancelled, the futures are cancelled too.
-    """
-    waiter: asyncio.Future[None] = loop.create_future()
-    left = len(pending)
+    __slots__ = ("_ends", "_left", "_loop", "_waiter", "_woke")
 
-    def done(i: int, _: object) -> None:
-        nonlocal left
-        finished[i] = time.perf_counter()
-        left -= 1
-        if not left and not waiter.done():
-            waiter.set_result(None)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiter: asyncio.Future[None] = loop.create_future()
+        self._left = 0
+        #: Call -> when it ended; -1.0 while it runs.
+        self._ends: dict[asyncio.Future[Any] | _Job, float] = {}
+        self._woke = 0.0
 
-    for i, future in pending.items():
-        future.add_done_callback(functools.partial(done, i))
-    timer = loop.call_at(deadline, _wake, waiter)
-    try:
-        await waiter
-    except asyncio.CancelledError:
-        for future in pending.values():
-            future.cancel()
-        raise
-    finally:
-        timer.cancel()
+    def add(self, call: asyncio.Future[Any] | _Job) -> None:
+        self._ends[call] = -1.0
+        self._left += 1
+        if isinstance(call, _Job):
+            call.add_done_callback(self._job_ended)
+        else:
+            call.add_done_callback(self._task_ended)
 
+    async def until(self, deadline: float) -> None:
+        timer = self._loop.call_at(deadline, self._wake)
+        try:
+            await self._waiter
+        except asyncio.CancelledError:
+            for call in self._ends:
+                call.cancel()
+            raise
+        finally:
+            timer.cancel()
+            self._woke = time.perf_counter()
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def ended(self, call: asyncio.Future[Any] | _Job, otherwise: float) -> float:
+        """When ``call`` ended: ``otherwise`` if it was not waited for, the
+        end of the wait if it was still running then."""
+        ended = self._ends.get(call)
+        if ended is None:
+            return otherwise
+        return self._woke if ended < 0 else ended
+
+    def _task_ended(self, task: asyncio.Future[Any]) -> None:
+        self._ended(task, time.perf_counter())
+
+    def _job_ended(self, job: concurrent.futures.Future[Any]) -> None:
+        """In the worker thread (or at once, in the loop's, when the call
+        had already ended): hand the end over to the loop."""
+        ended = time.perf_counter()
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._ended, cast(_Job, job), ended)
+
+    def _ended(self, call: asyncio.Future[Any] | _Job, when: float) -> None:
+        if self._ends.get(call) == -1.0:
+            self._ends[call] = when
+            self._left -= 1
+            if not self._left:
+                self._wake()
+
+    def _wake(self) -> None:
+        if not self._waiter.done():
+            self._waiter.set_result(None)
