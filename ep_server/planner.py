@@ -95,15 +95,17 @@ class Planner:
         """When a query starting now must be done, on the event loop's clock
         (``time.monotonic``): the plugin deadline from now, or ``budget``
         seconds when shorter (to fit the caller's own gRPC deadline)."""
+        return self._until(asyncio.get_running_loop(), budget)
+
+    def _until(self, loop: asyncio.AbstractEventLoop, budget: float | None) -> float:
         limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        return asyncio.get_running_loop().time() + limit
+        return loop.time() + limit
 
     async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
         """Answer ``query`` within the plugin deadline, or ``budget`` seconds
         when shorter."""
-        loop = asyncio.get_running_loop()
-        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        until = loop.time() + limit
+        loop = asyncio.get_running_loop()  # once: a system call on Python 3.11
+        until = self._until(loop, budget)
         if self.registry.policies:
             refusals = await self._policies(query, until, loop)
             if refusals:

@@ -10,6 +10,7 @@ plugin, alone and mixed, to the same guarantees.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -188,12 +189,13 @@ async def test_a_failing_claimant_is_a_reason_logged_and_counted(
     assert "plugin odd: " in caplog.text
 
 
-async def test_a_cancelled_ask_cancels_a_claimant_before_its_first_step(planner_of):
+async def test_a_cancelled_ask_cancels_a_claimant_made_on_the_same_turn(planner_of):
     waiting = Plugin(wait=30)
     planner, _ = planner_of(deadline=10, waiting=waiting)
     asking = asyncio.ensure_future(planner.ask(QUERY))
-    await asyncio.sleep(0)  # the Ask has made the plugin's task, which has not started
-    assert waiting.tasks == []
+    await asyncio.sleep(0)  # the Ask has made the plugin's task and waits for a turn
+    if sys.version_info < (3, 12):  # no eager start: the task has not taken its first step
+        assert waiting.tasks == []
     asking.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asking
