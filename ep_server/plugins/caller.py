@@ -141,7 +141,8 @@ class PluginCaller:
         for i, impl in enumerate(impls):
             try:
                 if impl.is_async:
-                    calls[i], lazy = _task(impl.function(*args, **kwargs), loop)
+                    coro = impl.function(*args, **kwargs) if kwargs else impl.function(*args)
+                    calls[i], lazy = _task(coro, loop)
                     unstarted = unstarted or lazy
                 else:
                     calls[i] = self._submit(impl, args, kwargs)
