@@ -242,15 +242,17 @@ def _not_json(value: object, path: str, depth: int) -> str:
 
 
 def _resources_ok(resources: object) -> bool:
+    """Each end of each range open (None), or an int64 that is not negative."""
     if not isinstance(resources, Resources):
         return False
     cores, memory = resources.cores, resources.memory
-    return _end_ok(cores.min) and _end_ok(cores.max) and _end_ok(memory.min) and _end_ok(memory.max)
+    for end in (cores.min, cores.max, memory.min, memory.max):
+        if end is not None and (type(end) is not int or not 0 <= end < _INT64_END):
+            return False
+    return True
 
 
-def _end_ok(end: object) -> bool:
-    """One end of a range: open (None), or an int64 that is not negative."""
-    return end is None or (type(end) is int and 0 <= end < 2**63)
+_INT64_END = 2**63
 
 
 def _reason_ok(reason: object) -> bool:
