@@ -95,15 +95,19 @@ class Planner:
         """When a query starting now must be done, on the event loop's clock
         (``time.monotonic``): the plugin deadline from now, or ``budget``
         seconds when shorter (to fit the caller's own gRPC deadline)."""
+        return self._until(asyncio.get_running_loop(), budget)
+
+    def _until(self, loop: asyncio.AbstractEventLoop, budget: float | None) -> float:
         limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
-        return asyncio.get_running_loop().time() + limit
+        return loop.time() + limit
 
     async def ask(self, query: TaskQuery, budget: float | None = None) -> Answer:
         """Answer ``query`` within the plugin deadline, or ``budget`` seconds
         when shorter."""
-        until = self.deadline_at(budget)
+        loop = asyncio.get_running_loop()  # once: a system call on Python 3.11
+        until = self._until(loop, budget)
         if self.registry.policies:
-            refusals = await self._policies(query, until)
+            refusals = await self._policies(query, until, loop)
             if refusals:
                 return Answer((), refusals)
         claimants = self.registry.ep_evaluate(query.tasktype)
@@ -111,22 +115,33 @@ class Planner:
             return Answer((), (("", self._unsupported(query.tasktype)),))
         offers: list[tuple[str, Offer | HeldOffer]] = []
         reasons: list[tuple[str, Reason]] = []
-        for outcome in await self.caller.gather(claimants, until, query):
-            verdict = outcome.value if outcome.value is not None else stand_in(outcome)
-            if self.metrics is not None:
-                self.metrics.plugin(outcome.plugin, _label(outcome, verdict), outcome.seconds)
-            offers.extend((outcome.plugin, offer) for offer in verdict.offers)
-            reasons.extend((outcome.plugin, reason) for reason in verdict.reasons)
+        metrics = self.metrics
+        for outcome in await self.caller.gather_on(loop, claimants, until, (query,)):
+            plugin, verdict = outcome.plugin, outcome.value
+            if verdict is not None:
+                label = "yes" if verdict.offers else "no"
+            else:
+                verdict = stand_in(outcome)
+                label = "timeout" if outcome.status is Status.LATE else "error"
+            if metrics is not None:
+                metrics.plugin(plugin, label, outcome.seconds)
+            for offer in verdict.offers:
+                offers.append((plugin, offer))
+            for reason in verdict.reasons:
+                reasons.append((plugin, reason))
         answer = Answer(offers, reasons)
         if query.schedule is not None and offers:
             return await self._schedule(query, answer, until)
         return answer
 
-    async def _policies(self, query: TaskQuery, until: float) -> list[tuple[str, Reason]]:
+    async def _policies(
+        self, query: TaskQuery, until: float, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[str, Reason]]:
         """Every policy's refusals (none: the query may proceed). A policy
         that fails or runs late refuses: policy fails closed."""
         refusals: list[tuple[str, Reason]] = []
-        for outcome in await self.caller.gather(self.registry.ep_policy(), until, query):
+        policies = self.registry.ep_policy()
+        for outcome in await self.caller.gather_on(loop, policies, until, (query,)):
             reasons = outcome.value if outcome.value is not None else stand_in(outcome).reasons
             refusals.extend((outcome.plugin, r) for r in reasons)
         return refusals
@@ -163,10 +178,3 @@ def stand_in(outcome: Outcome[Any]) -> Verdict:
 
 def _internal(code: str, message: str, retryable: bool) -> Verdict:
     return Verdict(reasons=(Reason(code, message, Cause.INTERNAL, retryable),))
-
-
-def _label(outcome: Outcome[Any], verdict: Verdict) -> str:
-    """The metrics outcome of one evaluation: yes, no, error or timeout."""
-    if outcome.status is Status.OK:
-        return "yes" if verdict.offers else "no"
-    return "timeout" if outcome.status is Status.LATE else "error"

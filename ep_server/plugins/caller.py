@@ -34,9 +34,9 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+import types
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from ep_server.plugins.contract import Malformed
 from ep_server.plugins.registry import Impl
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_NO_KWARGS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class Status(enum.Enum):
@@ -66,9 +68,9 @@ class Status(enum.Enum):
     BUSY = "busy"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[T]):
-    """What one call of one plugin's hook came to."""
+class Outcome(NamedTuple, Generic[T]):
+    """What one call of one plugin's hook came to (a named tuple: one is
+    made for every call, and a tuple is the cheapest immutable record)."""
 
     plugin: str
     status: Status
@@ -111,52 +113,80 @@ class PluginCaller:
         """Call every one of ``impls`` with ``args`` at once; wait until all
         are done or the event loop's clock reaches ``until``. If the wait
         itself is cancelled (the caller left), the calls are cancelled too."""
-        loop = asyncio.get_running_loop()
+        return await self.gather_on(asyncio.get_running_loop(), impls, until, args, kwargs)
+
+    async def gather_on(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        impls: Sequence[Impl[..., T]],
+        until: float,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] = _NO_KWARGS,
+    ) -> list[Outcome[T]]:
+        """:meth:`gather` on ``loop``, the running loop, which the caller
+        already holds (each ``asyncio.get_running_loop()`` is a system call
+        on Python 3.11).
+
+        An async hook's task takes its first step on the loop's next turn;
+        most hooks answer in that step. So when there are tasks, the wait
+        starts with one turn of the loop, and only calls still running
+        after it are waited for under a timer at ``until``: a query whose
+        plugins answer without waiting costs no timer, no waiter and no
+        callbacks."""
         started = time.perf_counter()
-        outcomes: list[Outcome[T] | None] = [None] * len(impls)
-        futures: dict[int, asyncio.Future[Any]] = {}
-        jobs: dict[int, _Job] = {}
-        finished: dict[int, float] = {}
+        count = len(impls)
+        outcomes: list[Outcome[T] | None] = [None] * count
+        calls: list[asyncio.Future[Any] | _Job | None] = [None] * count
+        unstarted = False  # a task waits for the loop's next turn to start
         for i, impl in enumerate(impls):
             try:
                 if impl.is_async:
-                    future = _task(impl.function(*args, **kwargs), loop)
+                    coro = impl.function(*args, **kwargs) if kwargs else impl.function(*args)
+                    calls[i], lazy = _task(coro, loop)
+                    unstarted = unstarted or lazy
                 else:
-                    jobs[i] = self._submit(impl, args, kwargs)
-                    future = asyncio.wrap_future(jobs[i], loop=loop)
+                    calls[i] = self._submit(impl, args, kwargs)
             except _Busy as busy:
                 outcomes[i] = Outcome(impl.plugin, Status.BUSY, problem=str(busy))
-                continue
             except Exception as exc:  # the call itself raised (a plain function marked async)
                 outcomes[i] = self._raised(impl, exc, 0.0)
-                continue
-            futures[i] = future
-            if future.done():  # an eagerly started hook that did not wait
-                finished[i] = time.perf_counter()
-        pending = {i: f for i, f in futures.items() if not f.done()}
-        if pending:
-            await _all_or_deadline(pending, finished, until, loop)
-        for i, future in futures.items():
-            seconds = finished.get(i, time.perf_counter()) - started
-            outcomes[i] = self._settle(impls[i], future, jobs.get(i), seconds)
+        if unstarted:
+            try:
+                await _turn()
+            except asyncio.CancelledError:
+                _cancel(calls)
+                raise
+        turned = time.perf_counter()
+        wait: _Wait | None = None
+        for call in calls:
+            if call is not None and not call.done():
+                if wait is None:
+                    wait = _Wait(loop)
+                wait.add(call)
+        if wait is not None:
+            await wait.until(until)
+        for i, call in enumerate(calls):
+            if call is not None:
+                ended = turned if wait is None else wait.ended(call, turned)
+                outcomes[i] = self._settle(impls[i], call, ended - started)
         return outcomes  # type: ignore[return-value]  # every slot is filled above
 
     def _settle(
-        self, impl: Impl[P, T], future: asyncio.Future[Any], job: _Job | None, seconds: float
+        self, impl: Impl[..., T], call: asyncio.Future[Any] | _Job, seconds: float
     ) -> Outcome[T]:
-        if not future.done():
-            future.cancel()  # a task is cancelled; a queued call too
-            if job is not None:  # a running call is left to finish in its thread
-                self._mark_late(job)
+        if not call.done():
+            call.cancel()  # a task is cancelled; a queued call too
+            if isinstance(call, _Job):  # a running call is left to finish in its thread
+                self._mark_late(call)
             return self._late_outcome(impl, seconds)
-        if future.cancelled():
+        if call.cancelled():
             return self._raised(
                 impl, asyncio.CancelledError("the plugin cancelled itself"), seconds
             )
-        error = future.exception()
+        error = call.exception()
         if error is not None:
             return self._raised(impl, error, seconds)
-        return self._checked(impl, future.result(), seconds)
+        return self._checked(impl, call.result(), seconds)
 
     # --- from another thread -----------------------------------------------
 
@@ -187,7 +217,9 @@ class PluginCaller:
 
     # --- the threads and what each plugin holds ------------------------------
 
-    def _submit(self, impl: Impl[P, T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Job:
+    def _submit(
+        self, impl: Impl[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> _Job:
         """Start a plain call in a worker thread, unless its plugin is busy."""
         key = (impl.plugin, impl.hook)
         with self._lock:
@@ -200,16 +232,18 @@ class PluginCaller:
             if cool is not None and time.monotonic() < cool:
                 raise _Busy(f"{impl.hook} of this plugin is refused for a while after a slow call")
             self._held[impl.plugin] = held + 1
-        job = _Job(impl.plugin, impl.hook)
-        job.add_done_callback(functools.partial(self._returned, impl))
+        job = _Job(impl)
+        job.add_done_callback(self._returned)
         function = functools.partial(impl.function, **kwargs) if kwargs else impl.function
         context = contextvars.copy_context()
-        self._workers.run(job, context.run, _timed(job, function), *args)
+        self._workers.run(job, context.run, job.call, function, *args)
         return job
 
-    def _returned(self, impl: Impl[Any, Any], job: _Job) -> None:
+    def _returned(self, future: concurrent.futures.Future[Any]) -> None:
         """A plain call ended (or was cancelled before it started): its plugin
         gets its thread back, and a slow call may trip the hook's cooldown."""
+        job = cast(_Job, future)
+        impl = job.impl
         key = (impl.plugin, impl.hook)
         with self._lock:
             self._held[impl.plugin] -= 1
@@ -229,7 +263,7 @@ class PluginCaller:
         with self._lock:
             if not job.done():  # else _returned has run, or will find late unset
                 job.late = True
-                key = (job.plugin, job.hook)
+                key = (job.impl.plugin, job.impl.hook)
                 self._late[key] = self._late.get(key, 0) + 1
 
     def _late_outcome(self, impl: Impl[P, T], seconds: float) -> Outcome[T]:
@@ -276,81 +310,118 @@ class _Busy(Exception):
 
 
 class _Job(concurrent.futures.Future[Any]):
-    """One plain call: a future that knows its plugin, whether the caller
-    stopped waiting for it, and how long it ran."""
+    """One plain call: a future that knows its hook implementation, whether
+    the caller stopped waiting for it, and how long it ran."""
 
-    def __init__(self, plugin: str, hook: str) -> None:
+    def __init__(self, impl: Impl[..., Any]) -> None:
         super().__init__()
-        self.plugin, self.hook = plugin, hook
+        self.impl = impl
         self.late = False
         self.took = 0.0
 
-
-def _timed(job: _Job, function: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``, noting how long it took (in the worker thread)."""
         started = time.monotonic()
         try:
             return function(*args)
         finally:
-            job.took = time.monotonic() - started
-
-    return call
+            self.took = time.monotonic() - started
 
 
 if sys.version_info >= (3, 12):
 
-    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[Any], bool]:
         """A task of its own for an async hook, whose first step runs now
         (Python 3.12 eager start): a plugin that answers without waiting
         costs no trip through the event loop, and one that waits still has
-        its own task, so its timeouts and cancellations stay its own."""
+        its own task, so its timeouts and cancellations stay its own. True
+        with the task when its first step waits for the loop's next turn."""
         if loop.get_task_factory() is not None:  # someone's own tasks: theirs to make
-            return loop.create_task(coro)
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+            return loop.create_task(coro), True
+        return asyncio.Task(coro, loop=loop, eager_start=True), False  # type: ignore[call-arg,unused-ignore]
 
 else:
 
-    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    def _task(coro: Any, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[Any], bool]:
         """A task of its own for an async hook (Python 3.11 has no eager
         start: its first step waits for the next turn of the event loop)."""
-        return loop.create_task(coro)
+        return loop.create_task(coro), True
 
 
-async def _all_or_deadline(
-    pending: dict[int, asyncio.Future[Any]],
-    finished: dict[int, float],
-    deadline: float,
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    """Wait until every future in ``pending`` is done or the loop's clock
-    reaches ``deadline``, noting in ``finished`` when each one ended.
-
-    What ``asyncio.wait`` does, with one callback per future that also takes
-    the time. If the wait itself is cancelled, the futures are cancelled too.
-    """
-    waiter: asyncio.Future[None] = loop.create_future()
-    left = len(pending)
-
-    def done(i: int, _: object) -> None:
-        nonlocal left
-        finished[i] = time.perf_counter()
-        left -= 1
-        if not left and not waiter.done():
-            waiter.set_result(None)
-
-    for i, future in pending.items():
-        future.add_done_callback(functools.partial(done, i))
-    timer = loop.call_at(deadline, _wake, waiter)
-    try:
-        await waiter
-    except asyncio.CancelledError:
-        for future in pending.values():
-            future.cancel()
-        raise
-    finally:
-        timer.cancel()
+@types.coroutine
+def _turn() -> Generator[None, None, None]:
+    """Let the event loop take one turn (what ``asyncio.sleep(0)`` does):
+    the tasks made before it take their first step first."""
+    yield
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def _cancel(calls: Sequence[asyncio.Future[Any] | _Job | None]) -> None:
+    for call in calls:
+        if call is not None:
+            call.cancel()
+
+
+class _Wait:
+    """The wait for the calls still running after the loop's turn: until
+    the last one ends, or the loop's clock reaches the deadline, noting when
+    each one ended (a plain call, in its worker thread). If the wait itself
+    is cancelled, the calls are cancelled too."""
+
+    __slots__ = ("_ends", "_left", "_loop", "_waiter", "_woke")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiter: asyncio.Future[None] = loop.create_future()
+        self._left = 0
+        #: Call -> when it ended; -1.0 while it runs.
+        self._ends: dict[asyncio.Future[Any] | _Job, float] = {}
+        self._woke = 0.0
+
+    def add(self, call: asyncio.Future[Any] | _Job) -> None:
+        self._ends[call] = -1.0
+        self._left += 1
+        if isinstance(call, _Job):
+            call.add_done_callback(self._job_ended)
+        else:
+            call.add_done_callback(self._task_ended)
+
+    async def until(self, deadline: float) -> None:
+        timer = self._loop.call_at(deadline, self._wake)
+        try:
+            await self._waiter
+        except asyncio.CancelledError:
+            for call in self._ends:
+                call.cancel()
+            raise
+        finally:
+            timer.cancel()
+            self._woke = time.perf_counter()
+
+    def ended(self, call: asyncio.Future[Any] | _Job, otherwise: float) -> float:
+        """When ``call`` ended: ``otherwise`` if it was not waited for, the
+        end of the wait if it was still running then."""
+        ended = self._ends.get(call)
+        if ended is None:
+            return otherwise
+        return self._woke if ended < 0 else ended
+
+    def _task_ended(self, task: asyncio.Future[Any]) -> None:
+        self._ended(task, time.perf_counter())
+
+    def _job_ended(self, job: concurrent.futures.Future[Any]) -> None:
+        """In the worker thread (or at once, in the loop's, when the call
+        had already ended): hand the end over to the loop."""
+        ended = time.perf_counter()
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._ended, cast(_Job, job), ended)
+
+    def _ended(self, call: asyncio.Future[Any] | _Job, when: float) -> None:
+        if self._ends.get(call) == -1.0:
+            self._ends[call] = when
+            self._left -= 1
+            if not self._left:
+                self._wake()
+
+    def _wake(self) -> None:
+        if not self._waiter.done():
+            self._waiter.set_result(None)

@@ -156,9 +156,16 @@ def _capped(verdict: Verdict, plugin: str) -> Verdict:
 
 
 def _well_formed(verdict: Verdict) -> bool:
-    return bool(verdict.offers or verdict.reasons) and (
-        all(_offer_ok(o) for o in verdict.offers) and all(_reason_ok(r) for r in verdict.reasons)
-    )
+    """Whether every offer and reason has fields of the types the protocol
+    needs; True or False only (what is wrong is worked out, for the
+    message, only when something is)."""
+    offers, reasons = verdict.offers, verdict.reasons
+    if not offers and not reasons:
+        return False
+    for offer in offers:
+        if not _offer_ok(offer):
+            return False
+    return not reasons or all(_reason_ok(reason) for reason in reasons)
 
 
 def _offer_ok(offer: object) -> bool:
@@ -168,10 +175,37 @@ def _offer_ok(offer: object) -> bool:
         isinstance(offer, Offer)
         and isinstance(offer.servicetype, str)
         and isinstance(offer.serviceinfo, Mapping)
-        and not _not_json(offer.serviceinfo, "serviceinfo", _MAX_JSON_DEPTH)
+        and _json_ok(offer.serviceinfo, _MAX_JSON_DEPTH)
         and isinstance(offer.message, str)
         and (offer.resources is None or _resources_ok(offer.resources))
     )
+
+
+def _json_ok(value: object, depth: int) -> bool:
+    """Whether ``value`` is plain JSON as :func:`_not_json` has it, without
+    naming what is wrong: exact ``dict``, ``list``, ``tuple``, ``str``,
+    ``int``, ``bool``, ``float`` and None are checked here, anything else
+    by :func:`_not_json` itself."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]  # a float
+    if kind is dict:
+        if depth <= 0:
+            return False
+        for key, item in value.items():  # type: ignore[attr-defined]  # a dict
+            if type(key) is not str and not isinstance(key, str):
+                return False
+            kind = type(item)
+            if not (kind is str or kind is int or kind is bool) and not _json_ok(item, depth - 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if depth <= 0:
+            return False
+        return all(_json_ok(item, depth - 1) for item in value)  # type: ignore[attr-defined]
+    return not _not_json(value, "", depth)
 
 
 #: How deep a serviceinfo may nest (what the ledgers' JSON columns and
@@ -208,10 +242,17 @@ def _not_json(value: object, path: str, depth: int) -> str:
 
 
 def _resources_ok(resources: object) -> bool:
+    """Each end of each range open (None), or an int64 that is not negative."""
     if not isinstance(resources, Resources):
         return False
-    ends = (resources.cores.min, resources.cores.max, resources.memory.min, resources.memory.max)
-    return all(v is None or (type(v) is int and 0 <= v < 2**63) for v in ends)
+    cores, memory = resources.cores, resources.memory
+    for end in (cores.min, cores.max, memory.min, memory.max):
+        if end is not None and (type(end) is not int or not 0 <= end < _INT64_END):
+            return False
+    return True
+
+
+_INT64_END = 2**63
 
 
 def _reason_ok(reason: object) -> bool:

@@ -29,7 +29,7 @@ class DaemonPool:
         ]
         self._queue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
+        self._idle = 0  # threads done with a call and not yet given another
         self._lock = threading.Lock()
         self._busy: set[str] = set()
         self._closed = False
@@ -41,7 +41,9 @@ class DaemonPool:
                 job.cancel()
                 return
             self._queue.put((job, function, args))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._size:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
@@ -52,17 +54,19 @@ class DaemonPool:
         name = threading.current_thread().name
         while (item := self._queue.get()) is not None:
             job, function, args = item
-            if job.set_running_or_notify_cancel():
-                with self._lock:
-                    self._busy.add(name)
-                try:
-                    job.set_result(function(*args))
-                except BaseException as exc:  # the plugin's own SystemExit too
-                    job.set_exception(exc)
-                finally:
+            running = job.set_running_or_notify_cancel()
+            try:
+                if running:
                     with self._lock:
-                        self._busy.discard(name)
-            self._idle.release()
+                        self._busy.add(name)
+                    try:
+                        job.set_result(function(*args))
+                    except BaseException as exc:  # the plugin's own SystemExit too
+                        job.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._busy.discard(name)
+                    self._idle += 1
 
     def running(self) -> list[str]:
         """The names of the threads running a call now."""

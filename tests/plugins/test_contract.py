@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
+from types import MappingProxyType
 
 import pytest
 
-from ep_server import Cause, Offer, Reason, Verdict
+from ep_server import Cause, IntRange, Offer, Reason, Resources, Verdict
 from ep_server.plugins.contract import (
+    _MAX_JSON_DEPTH,
     HOOKS,
     MAX_OFFERS_PER_PLUGIN,
     MAX_REASONS_PER_PLUGIN,
     Malformed,
+    _json_ok,
+    _not_json,
     check_need,
     check_refusals,
     check_slot,
@@ -100,3 +105,93 @@ def test_a_slot_answer_is_a_reason_or_none():
     assert check_slot(NOPE) is NOPE
     with pytest.raises(Malformed, match="ep_slot returned bool"):
         check_slot(True)
+
+
+def _nested(depth: int, inner: object) -> object:
+    value = inner
+    for i in range(depth):
+        value = {"k": value} if i % 2 else [value]
+    return value
+
+
+def _dicts(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+class _Text(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+_SERVICEINFOS = [
+    {},
+    {"a": "x", "b": 1, "c": True, "d": None, "e": 2.5},
+    {"a": float("inf")},
+    {"a": -float("inf")},
+    {"a": [1, (2, 3), {"b": [None]}]},
+    {"a": {1: "x"}},
+    {_Text("a"): _Text("b"), "n": _Count(3)},
+    {"a": {"b": _Count(1)}},
+    {"a": b"x"},
+    {"a": {1, 2}},
+    {"a": datetime(2030, 1, 1)},
+    {"a": OrderedDict(b=[1])},
+    {"a": MappingProxyType({"b": 1})},
+    {"a": MappingProxyType({2: 1})},
+    {"a": _nested(30, 1)},
+    {"a": _nested(30, [])},
+    {"a": _nested(31, [])},
+    {"a": _nested(31, "x")},
+    {"a": _nested(32, "x")},
+    {"a": _nested(33, 1)},
+    {"a": _nested(31, float("nan"))},
+    {"a": _nested(30, {})},
+    {"a": _nested(31, {})},
+    {"a": _nested(31, {"b": 1})},
+    _dicts(31),
+    _dicts(32),
+    _dicts(33),
+    OrderedDict(a=1),
+    MappingProxyType({"a": [1.0]}),
+]
+
+
+@pytest.mark.parametrize("serviceinfo", _SERVICEINFOS, ids=range(len(_SERVICEINFOS)))
+def test_the_quick_serviceinfo_check_agrees_with_the_one_that_names_the_problem(serviceinfo):
+    quick = _json_ok(serviceinfo, _MAX_JSON_DEPTH)
+    problem = _not_json(serviceinfo, "serviceinfo", _MAX_JSON_DEPTH)
+    assert quick == (not problem), problem
+    offer = Verdict.yes(Offer("uri://s", serviceinfo))
+    if quick:
+        assert check_verdict(offer) is offer
+    else:
+        with pytest.raises(Malformed, match="serviceinfo is not JSON"):
+            check_verdict(offer)
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        Offer("uri://s", {}, Resources(IntRange(1, 2**63))),
+        Offer("uri://s", {}, Resources(memory=IntRange(True))),  # type: ignore[arg-type]
+        Offer("uri://s", {}, Resources(memory=IntRange(None, -1))),
+        Offer("uri://s", {}, "lots"),  # type: ignore[arg-type]
+        Offer(7, {}),  # type: ignore[arg-type]
+    ],
+    ids=["cores-too-many", "memory-bool", "memory-negative", "resources-str", "servicetype-int"],
+)
+def test_an_offer_with_a_field_of_the_wrong_type_is_malformed(offer):
+    with pytest.raises(Malformed, match="fields of the wrong type"):
+        check_verdict(Verdict.yes(offer))
+
+
+def test_an_offer_with_open_and_int64_ranges_is_well_formed():
+    offer = Offer("uri://s", {}, Resources(IntRange(0, 2**63 - 1), IntRange(None, 5)))
+    verdict = Verdict(offers=(offer,), reasons=(NOPE,))
+    assert check_verdict(verdict) is verdict
