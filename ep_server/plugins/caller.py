@@ -138,12 +138,21 @@ class PluginCaller:
         outcomes: list[Outcome[T] | None] = [None] * count
         calls: list[asyncio.Future[Any] | _Job | None] = [None] * count
         unstarted = False  # a task waits for the loop's next turn to start
+        # When each eagerly started task (Python 3.12+) that answered in its
+        # first step ended: before the plugins started after it ran.
+        ends: list[float] | None = None
         for i, impl in enumerate(impls):
             try:
                 if impl.is_async:
                     coro = impl.function(*args, **kwargs) if kwargs else impl.function(*args)
-                    calls[i], lazy = _task(coro, loop)
-                    unstarted = unstarted or lazy
+                    task, lazy = _task(coro, loop)
+                    calls[i] = task
+                    if lazy:
+                        unstarted = True
+                    elif task.done():
+                        if ends is None:
+                            ends = [0.0] * count
+                        ends[i] = time.perf_counter()
                 else:
                     calls[i] = self._submit(impl, args, kwargs)
             except _Busy as busy:
@@ -167,7 +176,10 @@ class PluginCaller:
             await wait.until(until)
         for i, call in enumerate(calls):
             if call is not None:
-                ended = turned if wait is None else wait.ended(call, turned)
+                if ends is not None and ends[i]:
+                    ended = ends[i]
+                else:
+                    ended = turned if wait is None else wait.ended(call, turned)
                 outcomes[i] = self._settle(impls[i], call, ended - started)
         return outcomes  # type: ignore[return-value]  # every slot is filled above
 
