@@ -117,6 +117,10 @@ class FrozenInfo(dict[str, Any]):
     method that would change it raises ``TypeError``, and ``copy()`` or
     ``dict(info)`` give a mutable copy.
 
+    (Called on it directly, ``dict``'s own methods, ``dict.update(info,
+    ...)`` and the like, still change it; its encoding and hash would then
+    no longer match it. Don't.)
+
     Because it cannot change, the EP encodes an offer's FrozenInfo serviceinfo
     for the wire once and reuses that for every answer that offers it; a plain
     dict is encoded anew each time. Plugins that offer the same serviceinfo on
@@ -189,7 +193,13 @@ def _freeze_mapping(
 
 def _freeze(value: object, path: str, room: int) -> tuple[object, int]:
     """``value`` frozen, and how deeply it nests (0 for a scalar)."""
-    if isinstance(value, str | bool | int) or value is None:
+    if isinstance(value, str | bool) or value is None:
+        return value, 0
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"{path} is an integer too large for a JSON number") from None
         return value, 0
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -102,6 +102,7 @@ def test_copies_that_may_change_are_plain_dicts():
         ({"a": {1: "x"}}, TypeError, "a has a key of type int"),
         ({"a": {"b": math.nan}}, ValueError, "a.b is nan"),
         ({"a": [math.inf]}, ValueError, r"a\[0\] is inf"),
+        ({"n": 10**400}, ValueError, "n is an integer too large for a JSON number"),
         ({"s": {1, 2}}, TypeError, "s is a set"),
         (nested(33), ValueError, "nests deeper than 32 levels"),
     ],

@@ -65,7 +65,7 @@ def answer_to_proto(answer: Answer) -> pb.AskResponse:
             else:
                 servicetype = offer.servicetype
                 _offer(msg, offer)
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             del offers[-1]
             reasons.add(
                 code="PLUGIN_ERROR",

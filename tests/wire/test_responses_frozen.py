@@ -101,3 +101,15 @@ def test_a_held_offer_of_a_frozen_info_goes_through_the_sqlite_ledger(tmp_path: 
         assert json_format.MessageToDict(booking_to_proto(booking).serviceinfo) == INFO
     finally:
         ledger.close()
+
+
+def test_an_integer_no_json_number_holds_drops_its_offer_with_a_reason():
+    # The contract lets any int through; a Struct holds doubles only.
+    answer = Answer(
+        [("huge", Offer("uri://s", {"x": 10**400})), ("fine", Offer("uri://s", INFO))], []
+    )
+    response = answer_to_proto(answer)
+    assert [o.plugin for o in response.offers] == ["fine"]
+    [reason] = response.reasons
+    assert (reason.plugin, reason.code) == ("huge", "PLUGIN_ERROR")
+    assert "unusable serviceinfo" in reason.message
