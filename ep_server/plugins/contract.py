@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ep_server.model import Cause, Offer, Reason, Resources, Verdict
+from ep_server.model import Cause, FrozenInfo, Offer, Reason, Resources, Verdict
 
 __all__ = [
     "HOOKS",
@@ -191,6 +191,8 @@ def _json_ok(value: object, depth: int) -> bool:
         return True
     if kind is float:
         return math.isfinite(value)  # type: ignore[arg-type]  # a float
+    if kind is FrozenInfo:  # checked when it was made; only its depth is left
+        return bool(value._depth <= depth)  # type: ignore[attr-defined]  # a FrozenInfo
     if kind is dict:
         if depth <= 0:
             return False

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
-from ep_server import Cause, IntRange, Offer, Reason, Resources, Verdict
+from ep_server import Cause, FrozenInfo, IntRange, Offer, Reason, Resources, Verdict
 from ep_server.plugins.contract import (
     _MAX_JSON_DEPTH,
     HOOKS,
@@ -173,6 +173,24 @@ def test_the_quick_serviceinfo_check_agrees_with_the_one_that_names_the_problem(
     else:
         with pytest.raises(Malformed, match="serviceinfo is not JSON"):
             check_verdict(offer)
+
+
+def _frozen(serviceinfo: object) -> FrozenInfo | None:
+    try:
+        return FrozenInfo(serviceinfo)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+_FROZEN = [f for f in map(_frozen, _SERVICEINFOS) if f is not None]
+
+
+@pytest.mark.parametrize("serviceinfo", _FROZEN, ids=range(len(_FROZEN)))
+@pytest.mark.parametrize("depth", [_MAX_JSON_DEPTH, 3, 2, 1, 0])
+def test_the_quick_check_of_a_frozen_info_agrees_with_the_one_that_names_the_problem(
+    serviceinfo, depth
+):
+    assert _json_ok(serviceinfo, depth) == (not _not_json(serviceinfo, "serviceinfo", depth))
 
 
 @pytest.mark.parametrize(
