@@ -147,7 +147,12 @@ def check_requirements(taskinfo: Mapping[str, Any]) -> list[Reason]:
             message = f"{where}: must be a URL or a relative path, as a non-empty string"
             reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
             continue
-        scheme = url_scheme(value)
+        try:
+            scheme = url_scheme(value)
+        except ValueError as exc:  # urlsplit's refusal, e.g. an unclosed [ in the host
+            message = f"{where}: {value!r} is not a URL: {exc}"
+            reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))
+            continue
         if scheme and scheme not in ("http", "https"):
             message = f"{where}: {value!r} is neither an http(s) URL nor a relative path"
             reasons.append(R.reason(R.INVALID_REQUIREMENTS, where, message))

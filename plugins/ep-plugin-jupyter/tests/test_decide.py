@@ -113,6 +113,7 @@ def test_a_requirements_file_that_is_not_a_url_or_relative_path_is_refused() -> 
         ({**SEED, "requirements": " "}, "taskinfo.requirements"),
         ({"notebook": {"location": SEED["notebook"], "requirements": "ftp://x/r.txt"}},
          "taskinfo.notebook.requirements"),
+        ({**SEED, "requirements": "http://[::1/requirements.txt"}, "taskinfo.requirements"),
     ):  # fmt: skip
         [reason] = decide(TaskQuery(TASKTYPES[0], bad), site(host())).reasons
         assert (reason.code, reason.field, reason.cause) == (
