@@ -8,8 +8,8 @@ Measures, for the ep_server found first on ``sys.path``:
   hand, so no event loop cost is counted;
 - ``metrics``: the recordings of one Ask: ``rpc`` + ``plugin`` + ``answer``.
 
-``python bench/micro_pipeline.py [--before TREE]`` prints the medians of
-several rounds; with ``--before``, the same numbers for the ep_server in
+``python -m bench.micro_pipeline [--baseline TREE]`` prints the medians of
+several rounds; with ``--baseline``, the same numbers for the ep_server in
 TREE (run in a subprocess with TREE first on ``sys.path``), rounds of the
 two interleaved.
 """
@@ -128,12 +128,12 @@ def _round_in(tree: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", help="a tree whose ep_server to measure too")
+    parser.add_argument("--baseline", help="a tree whose ep_server to measure too")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args()
     trees = {"after": str(Path(__file__).parent.parent)}
-    if args.before:
-        trees = {"before": args.before, **trees}
+    if args.baseline:
+        trees = {"before": args.baseline, **trees}
     rounds: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
     for _ in range(args.rounds):
         for label, tree in trees.items():

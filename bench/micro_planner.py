@@ -16,7 +16,7 @@ Each run is a child process with the tree under test first on ``sys.path``,
 so the code of two trees (this one and, say, an unmodified copy of main) is
 compared in the same run, rounds interleaved::
 
-    python -m bench.micro_planner --other /work/baseline-d91a3a0 --rounds 7
+    python -m bench.micro_planner --baseline /tmp/baseline --rounds 7
 
 Printed: per case and tree, the median over rounds of wall-clock µs per Ask
 with one Ask at a time (``c1``) and with 16 at once (``c16``), and the
@@ -179,7 +179,7 @@ def parent(trees: dict[str, Path], cases: list[str], rounds: int, asks: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--other", type=Path, help="a second source tree to compare")
+    parser.add_argument("--baseline", type=Path, help="a second source tree to compare")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--asks", type=int, default=20000)
@@ -189,8 +189,8 @@ def main() -> None:
         print(json.dumps(child(args.child, args.cases, args.asks)))
         return
     trees = {"this": HERE}
-    if args.other is not None:
-        trees = {"other": args.other, "this": HERE}
+    if args.baseline is not None:
+        trees = {"baseline": args.baseline, "this": HERE}
     parent(trees, args.cases.split(","), args.rounds, args.asks)
 
 
