@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import enum
 import functools
@@ -424,8 +425,11 @@ class _Wait:
         """In the worker thread (or at once, in the loop's, when the call
         had already ended): hand the end over to the loop."""
         ended = time.perf_counter()
+        # The loop may close between the check and the call (a server
+        # stopping while a plain call runs on): nobody waits for it then.
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._ended, cast(_Job, job), ended)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._ended, cast(_Job, job), ended)
 
     def _ended(self, call: asyncio.Future[Any] | _Job, when: float) -> None:
         if self._ends.get(call) == -1.0:

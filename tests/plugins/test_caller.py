@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 import time
@@ -242,3 +243,23 @@ def test_closing_leaves_stuck_calls_behind_on_daemon_threads(caplog):
         assert all(t.daemon for t in threading.enumerate() if t.name.startswith("ep-plugin"))
     finally:
         gate.open.set()
+
+
+def test_a_plain_call_ending_as_its_loop_closes_raises_nothing_in_its_thread():
+    # The loop can close between _job_ended's check and its hand-over; the
+    # worker thread then has nobody to tell, and must not fail.
+    from ep_server.plugins import caller as caller_module
+
+    class ClosingLoop:
+        def create_future(self) -> object:
+            return object()
+
+        def is_closed(self) -> bool:
+            return False  # still open when checked...
+
+        def call_soon_threadsafe(self, *args: object) -> None:
+            raise RuntimeError("Event loop is closed")  # ...closed when called
+
+    wait = caller_module._Wait(ClosingLoop())  # type: ignore[arg-type]
+    job: concurrent.futures.Future[None] = concurrent.futures.Future()
+    wait._job_ended(job)  # no exception
