@@ -305,22 +305,15 @@ _AUTHORIZATION = "authorization"
 _AUTHORIZATION_LENGTH = len(_AUTHORIZATION)
 
 
-def _new_request_id() -> str:
-    return hex(next(_ID_COUNTER))[2:]
-
-
 def request_id_of(metadata: Metadata) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new id."""
-    for key, value in metadata:
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _sane_id(value):
-            return value
-    return _new_request_id()
+    return _scan(metadata)[0]
 
 
 def _scan(metadata: Metadata) -> tuple[str, bool]:
-    """The request id (:func:`request_id_of`) and whether the metadata has
-    an ``authorization`` entry, any letter case
-    (:func:`ep_server.auth.authorization_values`), in one pass."""
+    """The request id (the caller's ``x-request-id`` when it is sane, else
+    a new one) and whether the metadata has an ``authorization`` entry, any
+    letter case (:func:`ep_server.auth.authorization_values`), in one pass."""
     request_id = None
     credentials = False
     for key, value in metadata:
@@ -332,7 +325,7 @@ def _scan(metadata: Metadata) -> tuple[str, bool]:
         elif len(key) == _AUTHORIZATION_LENGTH and key.lower() == _AUTHORIZATION:
             credentials = True
     if request_id is None:
-        request_id = hex(next(_ID_COUNTER))[2:]  # _new_request_id(), inline
+        request_id = hex(next(_ID_COUNTER))[2:]
     return request_id, credentials
 
 
